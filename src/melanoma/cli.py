@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .model import ModelFileError
+
 
 def _train(args) -> int:
     from .data import resolve_data_dir
@@ -23,6 +25,22 @@ def _audit(args) -> int:
     report = run_audit(resolve_data_dir(args.data), Path(args.out))
     print((Path(args.out) / "audit.md").read_text(), end="")
     return 1 if report["unreadable"] and args.strict else 0
+
+
+def _evaluate(args) -> int:
+    from .data import resolve_data_dir
+    from .evaluate import run
+
+    run(args.model, resolve_data_dir(args.data), Path(args.out), bootstrap=args.bootstrap)
+    return 0
+
+
+def _predict(args) -> int:
+    from .model import load
+    from .predict import run
+
+    model, info = load(args.model)
+    return run(args.paths, model, info, args.csv, args.cam)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,16 +74,33 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--limit", type=int, help="use at most N training images per class (quick runs)")
     t.add_argument("--workers", type=int, default=d.workers)
     t.set_defaults(func=_train)
+
+    e = sub.add_parser("evaluate", help="metrics and plots on the test split and its clean subset")
+    e.add_argument("--model", help="model file (default: the bundled model)")
+    e.add_argument("--data", help=data_help)
+    e.add_argument("--out", required=True, help="folder for metrics.json, predictions.csv and the plots")
+    e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the ROC AUC interval (0: none)")
+    e.set_defaults(func=_evaluate)
+
+    r = sub.add_parser("predict", help="classify images (files or folders, searched recursively)")
+    r.add_argument("paths", nargs="+", metavar="PATH")
+    r.add_argument("--model", help="model file (default: the bundled model)")
+    r.add_argument("--csv", help="write path,p_malignant,label rows to this file")
+    r.add_argument("--cam", metavar="DIR", help="write a Grad-CAM overlay PNG per image into DIR")
+    r.set_defaults(func=_predict)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "epochs", 1) is not None and hasattr(args, "epochs") and not 1 <= args.epochs <= 30:
+    if args.command == "train" and not 1 <= args.epochs <= 30:
         print("error: --epochs must be between 1 and 30", file=sys.stderr)
         return 2
     try:
         return args.func(args)
+    except ModelFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -107,6 +107,7 @@ class ModelInfo:
     train_config: dict = field(default_factory=dict)
     data_fingerprint: str | None = None
     validation: dict = field(default_factory=dict)
+    history: list = field(default_factory=list)  # per-epoch losses/accuracies, for the curves
     versions: dict = field(default_factory=dict)
 
     def to_json(self) -> str:

@@ -214,7 +214,7 @@ def main(config: TrainConfig, data_dir: Path, out_dir: Path) -> Path:
     info = models.ModelInfo(
         arch=config.arch, preprocess=pre, class_names=CLASS_NAMES, threshold=float(threshold), temperature=float(temperature),
         target_sensitivity=config.target_sensitivity, train_config=asdict(config),
-        data_fingerprint=fingerprint(samples), validation=validation, versions=models.versions(),
+        data_fingerprint=fingerprint(samples), validation=validation, history=history, versions=models.versions(),
     )
     path = out_dir / "model.safetensors"
     models.save(path, model, info)

@@ -1,0 +1,141 @@
+"""Evaluation on the test split and on its clean subset (test images with no near-duplicate in train).
+
+Metrics come from scikit-learn and scipy; only the expected calibration error is hand-written
+(scikit-learn has no ECE; it is one histogram).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .audit import read_thumbnails, test_duplicates_in_train
+from .data import scan
+from .images import ImageError, load_image
+from .model import ModelInfo, load
+from .predict import probabilities
+from .preprocess import model_view, normalize
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """ECE of P(malignant): bin-weighted |observed rate - mean predicted| over equal-width bins."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    idx = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            ece += m.mean() * abs(y[m].mean() - p[m].mean())
+    return float(ece)
+
+
+def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float, bootstrap: int = 1000, seed: int = 0) -> dict:
+    from scipy.stats import bootstrap as scipy_bootstrap
+    from sklearn.metrics import balanced_accuracy_score, brier_score_loss, confusion_matrix, roc_auc_score
+
+    pred = (p >= threshold).astype(int)
+    tn, fp, fn, tp = confusion_matrix(y, pred, labels=[0, 1]).ravel()
+    out = {
+        "images": int(len(y)),
+        "benign": int((y == 0).sum()),
+        "malignant": int((y == 1).sum()),
+        "threshold": float(threshold),
+        "accuracy": float((tp + tn) / len(y)),
+        "sensitivity": float(tp / (tp + fn)) if tp + fn else None,
+        "specificity": float(tn / (tn + fp)) if tn + fp else None,
+        "balanced_accuracy": float(balanced_accuracy_score(y, pred)) if len(set(y)) == 2 else None,
+        "confusion_matrix": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
+        "brier": float(brier_score_loss(y, p)),
+        "ece": expected_calibration_error(y, p),
+        "roc_auc": None,
+        "roc_auc_ci95": None,
+    }
+    if len(set(y)) == 2:
+        out["roc_auc"] = float(roc_auc_score(y, p))
+        if bootstrap:
+            res = scipy_bootstrap(
+                (y, p), lambda a, b: roc_auc_score(a, b) if len(set(a)) == 2 else np.nan, paired=True, vectorized=False,
+                n_resamples=bootstrap, method="percentile", random_state=np.random.default_rng(seed),
+            )
+            out["roc_auc_ci95"] = [float(res.confidence_interval.low), float(res.confidence_interval.high)]
+    return out
+
+
+def score_images(model, info: ModelInfo, samples, batch_size: int = 64):
+    """P(malignant) for each readable sample; unreadable ones are reported and left out."""
+    from tqdm import tqdm
+
+    kept, probs, views = [], [], []
+    for start in tqdm(range(0, len(samples), batch_size), desc="scoring test", unit="batch", file=sys.stderr, mininterval=2):
+        batch_views = []
+        for s in samples[start : start + batch_size]:
+            try:
+                batch_views.append(model_view(load_image(s.path, name=s.rel), info.preprocess))
+                kept.append(s)
+            except ImageError as exc:
+                print(f"skipped {exc}", file=sys.stderr)
+        if batch_views:
+            probs.append(probabilities(model, info, normalize(np.stack(batch_views), info.preprocess)))
+            views += batch_views
+    return kept, np.concatenate(probs) if probs else np.zeros(0), views
+
+
+def run(model_path: str | None, data_dir: Path, out: Path, bootstrap: int = 1000) -> dict:
+    from . import plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    model, info = load(model_path)
+    test = scan(data_dir, "test")
+    if not test:
+        raise SystemExit(f"error: {data_dir / 'test'}: no test images found")
+    test, p, views = score_images(model, info, test)
+    y = np.array([s.label for s in test])
+
+    _, train_thumbs, _ = read_thumbnails(scan(data_dir, "train"))
+    _, test_thumbs, _ = read_thumbnails(test)
+    leaked, _, _ = test_duplicates_in_train(train_thumbs, test_thumbs)
+    clean = ~leaked
+
+    metrics = {
+        "model": str(model_path or "bundled"),
+        "arch": info.arch,
+        "image_size": info.preprocess.image_size,
+        "temperature": info.temperature,
+        "data": str(data_dir),
+        "test": binary_metrics(y, p, info.threshold, bootstrap),
+        "clean_test": binary_metrics(y[clean], p[clean], info.threshold, bootstrap),
+        "near_duplicates_excluded": int(leaked.sum()),
+        "validation": info.validation,
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    with open(out / "predictions.csv", "w") as f:
+        f.write("path,label,p_malignant,near_duplicate_in_train\n")
+        f.writelines(f"{s.rel},{s.label},{pi:.6f},{int(d)}\n" for s, pi, d in zip(test, p, leaked))
+
+    if info.history:
+        plots.plot_history(info.history, out / "training_curves.png")
+    plots.plot_confusion(metrics["test"], metrics["clean_test"], info.class_names, out / "confusion_matrix.png")
+    plots.plot_roc(y, p, clean, out / "roc_curve.png")
+    plots.plot_reliability(y, p, out / "reliability.png")
+    plots.plot_cam_grid(model, info, views, y, p, out / "gradcam_examples.png")
+    plots.plot_architecture(model, info, out / "architecture.png")
+    print(format_table(metrics))
+    return metrics
+
+
+def format_table(m: dict) -> str:
+    rows = [("accuracy", "{:.2%}"), ("sensitivity", "{:.2%}"), ("specificity", "{:.2%}"), ("balanced_accuracy", "{:.2%}"),
+            ("roc_auc", "{:.4f}"), ("ece", "{:.4f}"), ("brier", "{:.4f}")]
+    t, c = m["test"], m["clean_test"]
+    lines = [f"{m['arch']} at threshold {t['threshold']:.3f} (temperature {m['temperature']:.3f})",
+             f"{'metric':<18} {'test (' + str(t['images']) + ')':>16} {'clean test (' + str(c['images']) + ')':>20}"]
+    for key, fmt in rows:
+        f = lambda v: fmt.format(v) if v is not None else "n/a"  # noqa: E731
+        lines.append(f"{key:<18} {f(t[key]):>16} {f(c[key]):>20}")
+    for name, d in (("test", t), ("clean test", c)):
+        if d["roc_auc_ci95"]:
+            lines.append(f"ROC AUC 95% CI ({name}): {d['roc_auc_ci95'][0]:.4f}-{d['roc_auc_ci95'][1]:.4f}")
+    return "\n".join(lines)

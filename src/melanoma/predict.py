@@ -1,0 +1,97 @@
+"""Prediction on images: calibrated probability of malignancy, label at the model's threshold, Grad-CAM."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .explain import grad_cam, overlay
+from .images import ImageError, find_images, load_image
+from .model import Classifier, ModelInfo
+from .preprocess import crop_box, to_batch
+
+
+@dataclass
+class Prediction:
+    p_malignant: float  # calibrated probability of the positive (last) class
+    label: str  # class name at the model's threshold
+
+
+def probabilities(model: Classifier, info: ModelInfo, x: torch.Tensor) -> np.ndarray:
+    """Calibrated P(malignant) for a normalised batch."""
+    with torch.no_grad():
+        logits = model(x)
+    return torch.softmax(logits / info.temperature, dim=1)[:, -1].numpy()
+
+
+def label_of(p: float, info: ModelInfo) -> str:
+    return info.class_names[-1] if p >= info.threshold else info.class_names[0]
+
+
+def classify(model: Classifier, info: ModelInfo, images: list[Image.Image]) -> list[Prediction]:
+    ps = probabilities(model, info, to_batch(images, info.preprocess))
+    return [Prediction(float(p), label_of(float(p), info)) for p in ps]
+
+
+def explain(model: Classifier, info: ModelInfo, image: Image.Image, alpha: float = 0.45) -> tuple[Prediction, np.ndarray]:
+    """Prediction and a Grad-CAM overlay at the image's own resolution."""
+    x = to_batch([image], info.preprocess)
+    pred = classify(model, info, [image])[0]
+    cam = grad_cam(model, x, target=len(info.class_names) - 1)[0]
+    rgb = np.asarray(image)
+    return pred, overlay(rgb, cam, crop_box(image.width, image.height), alpha)
+
+
+def cam_file_name(path: Path) -> str:
+    """A flat, unique-enough name for a path's overlay (file names repeat across class folders)."""
+    parts = [p for p in path.with_suffix("").parts if p not in ("/", "..", ".")]
+    return "_".join(parts[-4:]) + "_cam.png"
+
+
+def run(paths: list[str], model: Classifier, info: ModelInfo, csv_path: str | None, cam_dir: str | None, batch_size: int = 32) -> int:
+    """Print a line per image; optional CSV and overlays. Bad files: a line on stderr, exit 1 at the end."""
+    files = find_images(paths)
+    if not files:
+        print("error: no images found in " + ", ".join(paths), file=sys.stderr)
+        return 1
+    rows, failed = [], 0
+    writer = None
+    f_csv = open(csv_path, "w", newline="") if csv_path else None
+    try:
+        if f_csv:
+            writer = csv.writer(f_csv)
+            writer.writerow(["path", "p_malignant", "label"])
+        if cam_dir:
+            Path(cam_dir).mkdir(parents=True, exist_ok=True)
+        for start in range(0, len(files), batch_size):
+            batch: list[tuple[Path, Image.Image]] = []
+            for path in files[start : start + batch_size]:
+                try:
+                    batch.append((path, load_image(path)))
+                except ImageError as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    failed += 1
+            if not batch:
+                continue
+            preds = classify(model, info, [im for _, im in batch])
+            for (path, im), pred in zip(batch, preds):
+                print(f"{path}\t{pred.p_malignant:.3f}\t{pred.label}", flush=True)
+                rows.append((path, pred))
+                if writer:
+                    writer.writerow([str(path), f"{pred.p_malignant:.6f}", pred.label])
+                if cam_dir:
+                    _, ov = explain(model, info, im)
+                    Image.fromarray(ov).save(Path(cam_dir) / cam_file_name(path))
+    finally:
+        if f_csv:
+            f_csv.close()
+    if failed:
+        print(f"{failed} of {len(files)} file(s) could not be classified", file=sys.stderr)
+        return 1
+    return 0
