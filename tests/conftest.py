@@ -1,0 +1,46 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("MELANOMA_DATA", ROOT.parent / "shared" / "data" / "melanoma"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (DATA / "test").is_dir():
+        if os.environ.get("MELANOMA_REQUIRE_DATA"):
+            pytest.fail(f"real data missing at {DATA} and MELANOMA_REQUIRE_DATA is set")
+        pytest.skip(f"real data not found at {DATA} (set MELANOMA_DATA)")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_model_file(tmp_path_factory) -> Path:
+    """A randomly initialised seed_cnn saved in the real model format (fast, no training)."""
+    import torch
+
+    from melanoma.model import ModelInfo, build, save
+
+    torch.manual_seed(0)
+    model, pre = build("seed_cnn", image_size=64)
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save(path, model, ModelInfo("seed_cnn", pre, threshold=0.5, temperature=1.0))
+    return path
+
+
+def lesion_image(size=(160, 120), seed=0) -> Image.Image:
+    """A skin-coloured image with a dark blob: a stand-in for a dermoscopy photo."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    cx, cy, r = w / 2 + rng.uniform(-10, 10), h / 2 + rng.uniform(-10, 10), min(w, h) / 4
+    blob = ((xx - cx) ** 2 + (yy - cy) ** 2) < r**2
+    img = np.empty((h, w, 3), np.uint8)
+    img[:] = (220, 170, 150)
+    img[blob] = (90, 50, 40)
+    img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+    return Image.fromarray(img)
