@@ -1,0 +1,65 @@
+import json
+
+import numpy as np
+from PIL import Image
+
+from melanoma.audit import near_duplicate_groups, run_audit, thumbnail
+from melanoma.data import split_train_val
+from melanoma.model import load
+
+from .conftest import lesion_image
+from .test_predict_explain import melanoma_cli
+
+
+def test_near_duplicates_found_through_reencoding_and_flips(tmp_path):
+    originals = [lesion_image((224, 224), seed=s) for s in range(6)]
+    originals = [Image.fromarray(np.roll(np.asarray(im), 20 * i, axis=1)) for i, im in enumerate(originals)]
+    p = tmp_path / "copy.jpg"
+    originals[0].transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(p, quality=70)
+    thumbs = np.stack([thumbnail(im) for im in originals] + [thumbnail(Image.open(p))])
+    groups = near_duplicate_groups(thumbs)
+    assert groups[6] == groups[0]
+    assert len(set(groups[:6])) == 6
+
+
+def test_split_keeps_groups_together_and_is_stratified():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 1000)
+    groups = np.arange(1000)
+    groups[500:520] = 7  # a near-duplicate family
+    labels[500:520] = 1
+    tr, va = split_train_val(labels, groups, 0.1, seed=0)
+    assert set(tr).isdisjoint(va) and len(tr) + len(va) == 1000
+    assert {7} & set(groups[tr]) == set() or {7} & set(groups[va]) == set()
+    assert abs(labels[va].mean() - labels.mean()) < 0.1
+
+
+def test_audit_on_the_real_data(data_dir, tmp_path):
+    report = run_audit(data_dir, tmp_path)
+    assert report["counts"]["train"] == {"Benign": 6289, "Malignant": 5590, "unreadable": 0}
+    assert report["counts"]["test"] == {"Benign": 1000, "Malignant": 1000, "unreadable": 0}
+    leaks = report["test_near_duplicates_of_train"]
+    # the data README: many test/Malignant images are re-encoded copies of train/Malignant ones
+    assert leaks["by_class"]["Malignant"] > 600 and leaks["by_class"]["Benign"] < 10
+    assert report["train_near_duplicates"]["by_class"]["Malignant"] > 1000
+    listed = (tmp_path / "test_near_duplicates.txt").read_text().split()
+    assert len(listed) == leaks["images"] and all(x.startswith("test/") for x in listed)
+    assert "Near-duplicates" in (tmp_path / "audit.md").read_text()
+    assert json.loads((tmp_path / "audit.json").read_text())["test_leaks"][0]["correlation"] >= 0.985
+
+
+def test_one_epoch_training_on_real_images(data_dir, tmp_path):
+    out = tmp_path / "run"
+    r = melanoma_cli("train", "--data", data_dir, "--out", out, "--arch", "efficientnet_lite0", "--img-size", "96",
+                     "--limit", "24", "--epochs", "1", "--batch-size", "16", "--val-fraction", "0.25")
+    assert r.returncode == 0, r.stderr[-2000:]
+    model, info = load(out / "model.safetensors")
+    assert info.arch == "efficientnet_lite0" and info.preprocess.image_size == 96
+    assert 0 < info.threshold <= 0.5 and info.temperature > 0
+    assert len(info.history) == 1 and info.train_config["epochs"] == 1
+    assert len(info.data_fingerprint) == 64
+    assert (out / "training_curves.png").stat().st_size > 0
+    split = json.loads((out / "split.json").read_text())
+    assert len(split["train"]) + len(split["validation"]) == 48
+    r = melanoma_cli("train", "--data", data_dir, "--out", out, "--epochs", "31")
+    assert r.returncode == 2 and "between 1 and 30" in r.stderr

@@ -1,0 +1,70 @@
+import csv
+import subprocess
+import sys
+
+import numpy as np
+import torch
+from PIL import Image
+
+from melanoma.explain import grad_cam, overlay
+from melanoma.model import load
+from melanoma.predict import explain
+from melanoma.preprocess import to_batch
+
+from .conftest import lesion_image
+
+
+def melanoma_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "melanoma", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_grad_cam_shape_range_and_hooks_released(tiny_model_file):
+    model, info = load(tiny_model_file)
+    x = to_batch([lesion_image(seed=1), lesion_image(seed=2)], info.preprocess)
+    cam = grad_cam(model, x)
+    assert cam.shape == (2, 64, 64) and cam.min() >= 0 and cam.max() <= 1
+    assert all(not m._forward_hooks and not m._backward_hooks for m in model.modules())
+
+
+def test_overlay_is_pure_and_fills_only_the_model_view():
+    image = np.full((30, 40, 3), 200, np.uint8)
+    before = image.copy()
+    cam = np.zeros((8, 8), np.float32)
+    cam[4:, 4:] = 1.0
+    out = overlay(image, cam, box=(5, 0, 35, 30), alpha=0.5)
+    assert np.array_equal(image, before) and out.shape == image.shape
+    assert (out[:, :5] < 100).all()  # outside the model's view: darkened
+    assert not np.array_equal(out[25, 30], out[2, 8])  # hot and cold corners differ
+
+
+def test_explain_keeps_the_image_resolution(tiny_model_file):
+    model, info = load(tiny_model_file)
+    pred, ov = explain(model, info, lesion_image((300, 200)))
+    assert ov.shape == (200, 300, 3) and 0.0 <= pred.p_malignant <= 1.0
+    assert pred.label == ("Malignant" if pred.p_malignant >= info.threshold else "Benign")
+
+
+def test_predict_cli_on_real_images_with_a_bad_file(tmp_path, data_dir, tiny_model_file):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    reals = sorted((data_dir / "test" / "Malignant").glob("*.jpg"))[:3] + sorted((data_dir / "test" / "Benign").glob("*.jpg"))[:2]
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    out_csv, cams = tmp_path / "p.csv", tmp_path / "cams"
+    r = melanoma_cli("predict", *reals, folder, "--model", tiny_model_file, "--csv", out_csv, "--cam", cams)
+    assert r.returncode == 1
+    assert "broken.jpg" in r.stderr and "Traceback" not in r.stderr
+    rows = list(csv.DictReader(open(out_csv)))
+    assert [row["path"] for row in rows] == [str(p) for p in reals]
+    assert list(rows[0])[:3] == ["path", "p_malignant", "label"]
+    for row in rows:
+        assert row["label"] == ("Malignant" if float(row["p_malignant"]) >= 0.5 else "Benign")
+    pngs = sorted(cams.glob("*.png"))
+    assert len(pngs) == 5 and Image.open(pngs[0]).size == (224, 224)
+    assert len(r.stdout.strip().splitlines()) == 5
+
+
+def test_predict_cli_model_errors(tmp_path, data_dir):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"garbage")
+    r = melanoma_cli("predict", data_dir / "test" / "Benign", "--model", bad)
+    assert r.returncode == 1 and "not a usable melanoma model file" in r.stderr and "Traceback" not in r.stderr
