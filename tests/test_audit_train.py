@@ -41,7 +41,7 @@ def test_audit_on_the_real_data(data_dir, tmp_path):
     leaks = report["test_near_duplicates_of_train"]
     # the data README: many test/Malignant images are re-encoded copies of train/Malignant ones
     assert leaks["by_class"]["Malignant"] > 600 and leaks["by_class"]["Benign"] < 10
-    assert report["train_near_duplicates"]["by_class"]["Malignant"] > 1000
+    assert report["train_near_duplicates"]["by_class"]["Malignant"] > 900
     listed = (tmp_path / "test_near_duplicates.txt").read_text().split()
     assert len(listed) == leaks["images"] and all(x.startswith("test/") for x in listed)
     assert "Near-duplicates" in (tmp_path / "audit.md").read_text()

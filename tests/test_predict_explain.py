@@ -3,7 +3,6 @@ import subprocess
 import sys
 
 import numpy as np
-import torch
 from PIL import Image
 
 from melanoma.explain import grad_cam, overlay

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import random
 import sys
 import time
@@ -141,7 +140,6 @@ def predict_logits(model, arrays: list[np.ndarray], pre: Preprocess, batch_size:
 def main(config: TrainConfig, data_dir: Path, out_dir: Path) -> Path:
     from sklearn.metrics import roc_auc_score
 
-    torch.set_num_threads(os.cpu_count() or 1)
     seed_everything(config.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     model, pre = models.build(config.arch, pretrained=config.arch == "efficientnet_lite0", image_size=config.img_size)
