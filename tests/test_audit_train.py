@@ -7,7 +7,7 @@ from melanoma.audit import near_duplicate_groups, run_audit, thumbnail
 from melanoma.data import split_train_val
 from melanoma.model import load
 
-from .conftest import lesion_image
+from .conftest import TINY_THRESHOLD, lesion_image
 from .test_predict_explain import melanoma_cli
 
 
@@ -63,3 +63,31 @@ def test_one_epoch_training_on_real_images(data_dir, tmp_path):
     assert len(split["train"]) + len(split["validation"]) == 48
     r = melanoma_cli("train", "--data", data_dir, "--out", out, "--epochs", "31")
     assert r.returncode == 2 and "between 1 and 30" in r.stderr
+
+
+def test_audit_and_evaluate_on_a_small_folder_with_a_broken_file(small_data, tiny_model_file, tmp_path):
+    r = melanoma_cli("audit", "--data", small_data, "--out", tmp_path / "audit")
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    assert report["counts"]["test"] == {"Benign": 12, "Malignant": 12, "unreadable": 1}
+    assert report["unreadable"][0]["file"] == "test/Benign/broken.jpg"
+    assert report["image_sizes"] == {"224x224": 48}
+
+    r = melanoma_cli("evaluate", "--model", tiny_model_file, "--data", small_data, "--out", tmp_path / "eval", "--bootstrap", "50")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "broken.jpg" in r.stderr and "Traceback" not in r.stderr
+    m = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert m["test"]["images"] == 24 and m["test"]["threshold"] == TINY_THRESHOLD
+    assert m["test"]["images"] == m["clean_test"]["images"] + m["near_duplicates_excluded"]
+    lo, hi = m["test"]["roc_auc_ci95"]
+    assert lo <= m["test"]["roc_auc"] <= hi
+    for plot in ("confusion_matrix", "roc_curve", "reliability", "gradcam_examples", "architecture"):
+        assert (tmp_path / "eval" / f"{plot}.png").stat().st_size > 1000
+    assert "accuracy" in r.stdout and "clean test" in r.stdout
+
+
+def test_outputs_inside_the_data_folder_are_refused(small_data):
+    before = sorted(p for p in small_data.rglob("*"))
+    r = melanoma_cli("audit", "--data", small_data, "--out", small_data / "report")
+    assert r.returncode != 0 and "inside the data folder" in r.stderr
+    assert sorted(p for p in small_data.rglob("*")) == before

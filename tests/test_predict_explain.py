@@ -10,7 +10,7 @@ from melanoma.model import load
 from melanoma.predict import explain
 from melanoma.preprocess import to_batch
 
-from .conftest import lesion_image
+from .conftest import TINY_THRESHOLD, lesion_image
 
 
 def melanoma_cli(*args, cwd=None):
@@ -48,15 +48,16 @@ def test_predict_cli_on_real_images_with_a_bad_file(tmp_path, data_dir, tiny_mod
     folder.mkdir()
     reals = sorted((data_dir / "test" / "Malignant").glob("*.jpg"))[:3] + sorted((data_dir / "test" / "Benign").glob("*.jpg"))[:2]
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
-    out_csv, cams = tmp_path / "p.csv", tmp_path / "cams"
+    out_csv, cams = tmp_path / "new_folder" / "p.csv", tmp_path / "cams"
     r = melanoma_cli("predict", *reals, folder, "--model", tiny_model_file, "--csv", out_csv, "--cam", cams)
     assert r.returncode == 1
     assert "broken.jpg" in r.stderr and "Traceback" not in r.stderr
-    rows = list(csv.DictReader(open(out_csv)))
+    with open(out_csv) as f:
+        rows = list(csv.DictReader(f))
     assert [row["path"] for row in rows] == [str(p) for p in reals]
     assert list(rows[0])[:3] == ["path", "p_malignant", "label"]
     for row in rows:
-        assert row["label"] == ("Malignant" if float(row["p_malignant"]) >= 0.5 else "Benign")
+        assert row["label"] == ("Malignant" if float(row["p_malignant"]) >= TINY_THRESHOLD else "Benign")
     pngs = sorted(cams.glob("*.png"))
     assert len(pngs) == 5 and Image.open(pngs[0]).size == (224, 224)
     assert len(r.stdout.strip().splitlines()) == 5
@@ -67,3 +68,11 @@ def test_predict_cli_model_errors(tmp_path, data_dir):
     bad.write_bytes(b"garbage")
     r = melanoma_cli("predict", data_dir / "test" / "Benign", "--model", bad)
     assert r.returncode == 1 and "not a usable melanoma model file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cam_names_keep_folders_and_extension(tmp_path):
+    from melanoma.predict import cam_file_name
+
+    names = {cam_file_name(tmp_path / "a" / "Benign" / "1.jpg"), cam_file_name(tmp_path / "a" / "Malignant" / "1.jpg"),
+             cam_file_name(tmp_path / "a" / "Benign" / "1.png")}
+    assert len(names) == 3 and all(n.endswith(".cam.png") for n in names)

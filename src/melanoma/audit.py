@@ -84,14 +84,19 @@ def near_duplicate_groups(thumbs: np.ndarray) -> np.ndarray:
     return labels
 
 
-def read_thumbnails(samples: list[Sample]) -> tuple[list[Sample], np.ndarray, list[ImageError]]:
+def read_thumbnails(samples: list[Sample], sizes: Counter | None = None) -> tuple[list[Sample], np.ndarray, list[ImageError]]:
+    """Thumbnails of the readable samples (the unreadable ones are returned as errors)."""
     ok, thumbs, bad = [], [], []
     for s in samples:
         try:
-            thumbs.append(thumbnail(load_image(s.path, name=s.rel)))
-            ok.append(s)
+            im = load_image(s.path, name=s.rel)
         except ImageError as exc:
             bad.append(exc)
+            continue
+        thumbs.append(thumbnail(im))
+        ok.append(s)
+        if sizes is not None:
+            sizes[f"{im.width}x{im.height}"] += 1
     return ok, np.stack(thumbs) if thumbs else np.zeros((0, 2, THUMB, THUMB), np.float32), bad
 
 
@@ -119,14 +124,11 @@ def run_audit(root: Path, out: Path) -> dict:
     sizes: Counter = Counter()
     for split in SPLITS:
         found = scan(root, split)
-        ok, th, bad = read_thumbnails(found)
+        ok, th, bad = read_thumbnails(found, sizes)
         samples[split], thumbs[split] = ok, th
         unreadable += [{"file": e.name, "reason": e.reason} for e in bad]
         counts[split] = {c: sum(s.label == i for s in ok) for i, c in enumerate(CLASS_NAMES)}
         counts[split]["unreadable"] = len(bad)
-        for s in ok:
-            with Image.open(s.path) as im:
-                sizes[f"{im.size[0]}x{im.size[1]}"] += 1
     report["counts"] = counts
     report["unreadable"] = unreadable
     report["image_sizes"] = dict(sizes.most_common(20))

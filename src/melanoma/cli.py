@@ -10,28 +10,34 @@ from .model import ModelFileError
 
 
 def _train(args) -> int:
-    from .data import resolve_data_dir
+    from .data import check_outside, resolve_data_dir
     from .train import TrainConfig, main
 
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None})
-    main(config, resolve_data_dir(args.data), Path(args.out))
+    data = resolve_data_dir(args.data)
+    check_outside(data, args.out)
+    main(config, data, Path(args.out))
     return 0
 
 
 def _audit(args) -> int:
     from .audit import run_audit
-    from .data import resolve_data_dir
+    from .data import check_outside, resolve_data_dir
 
-    report = run_audit(resolve_data_dir(args.data), Path(args.out))
+    data = resolve_data_dir(args.data)
+    check_outside(data, args.out)
+    report = run_audit(data, Path(args.out))
     print((Path(args.out) / "audit.md").read_text(), end="")
     return 1 if report["unreadable"] and args.strict else 0
 
 
 def _evaluate(args) -> int:
-    from .data import resolve_data_dir
+    from .data import check_outside, resolve_data_dir
     from .evaluate import run
 
-    run(args.model, resolve_data_dir(args.data), Path(args.out), bootstrap=args.bootstrap)
+    data = resolve_data_dir(args.data)
+    check_outside(data, args.out)
+    run(args.model, data, Path(args.out), bootstrap=args.bootstrap)
     return 0
 
 
@@ -91,15 +97,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def train_args_problem(args) -> str | None:
+    if not 1 <= args.epochs <= 30:
+        return "--epochs must be between 1 and 30"
+    if not 0 < args.val_fraction <= 0.5:
+        return "--val-fraction must be in (0, 0.5]"
+    if not 0 < args.target_sensitivity <= 1:
+        return "--target-sensitivity is a fraction in (0, 1], e.g. 0.95"
+    if args.batch_size < 1 or args.patience < 1 or (args.img_size is not None and args.img_size < 32):
+        return "--batch-size and --patience must be at least 1, --img-size at least 32"
+    if args.limit is not None and args.limit < 2:
+        return "--limit must be at least 2 images per class"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "train" and not 1 <= args.epochs <= 30:
-        print("error: --epochs must be between 1 and 30", file=sys.stderr)
-        return 2
+    if args.command == "train":
+        problem = train_args_problem(args)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
     try:
         return args.func(args)
     except ModelFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # an output folder that cannot be written, a disk that is full...
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

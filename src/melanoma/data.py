@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .images import IMAGE_SUFFIXES, ImageError, load_image
+from .images import IMAGE_SUFFIXES
 
 CLASS_NAMES = ("Benign", "Malignant")
 SPLITS = ("train", "test")
@@ -27,6 +26,13 @@ class Sample:
     rel: str  # path relative to the data folder: the image's identity
     split: str
     label: int  # index into CLASS_NAMES
+
+
+def check_outside(data: Path, *outputs: str | os.PathLike | None) -> None:
+    """Refuse any output path inside the data folder: the project never writes there."""
+    for out in outputs:
+        if out is not None and Path(out).resolve().is_relative_to(data.resolve()):
+            raise SystemExit(f"error: {out}: inside the data folder {data}; write outputs elsewhere")
 
 
 def resolve_data_dir(data: str | os.PathLike | None) -> Path:
@@ -53,26 +59,6 @@ def scan(root: Path, split: str) -> list[Sample]:
     return samples
 
 
-def read_all(samples: list[Sample], pre=None) -> tuple[list[Sample], list[np.ndarray], list[ImageError]]:
-    """Decode every sample (into the model's square view when a Preprocess is given).
-
-    Unreadable files are reported on stderr and returned separately; the rest go on.
-    """
-    from .preprocess import model_view
-
-    ok, arrays, bad = [], [], []
-    for s in samples:
-        try:
-            im = load_image(s.path, name=s.rel)
-        except ImageError as exc:
-            print(f"skipped {exc}", file=sys.stderr)
-            bad.append(exc)
-            continue
-        ok.append(s)
-        arrays.append(model_view(im, pre) if pre is not None else np.asarray(im))
-    return ok, arrays, bad
-
-
 def fingerprint(samples: list[Sample]) -> str:
     """SHA-256 over every file's relative path and content: changes when any image does."""
     h = hashlib.sha256()
@@ -87,6 +73,11 @@ def split_train_val(labels: np.ndarray, groups: np.ndarray, val_fraction: float,
     from sklearn.model_selection import StratifiedGroupKFold
 
     n_splits = max(2, round(1 / val_fraction))
+    if len(set(groups)) < n_splits or min(np.bincount(labels, minlength=2)) < 2:
+        raise SystemExit(
+            f"error: too few training images for a {val_fraction:.0%} validation split "
+            f"({len(labels)} images in {len(set(groups))} near-duplicate groups; both classes needed)"
+        )
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     train_idx, val_idx = next(folds.split(np.zeros(len(labels)), labels, groups))
     return train_idx, val_idx

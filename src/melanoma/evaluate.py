@@ -6,6 +6,7 @@ Metrics come from scikit-learn and scipy; only the expected calibration error is
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from pathlib import Path
@@ -32,8 +33,24 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
     return float(ece)
 
 
+def auc_interval(y: np.ndarray, p: np.ndarray, resamples: int, seed: int = 0) -> list[float]:
+    """95% percentile bootstrap interval of the ROC AUC, resampling within each class.
+
+    By hand rather than scipy.stats.bootstrap: resampling within each class keeps both classes in
+    every resample (scipy's resamples can lose one on small sets and make the interval NaN).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    aucs = []
+    for _ in range(resamples):
+        idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
+        aucs.append(roc_auc_score(y[idx], p[idx]))
+    return [float(np.percentile(aucs, 2.5)), float(np.percentile(aucs, 97.5))]
+
+
 def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float, bootstrap: int = 1000, seed: int = 0) -> dict:
-    from scipy.stats import bootstrap as scipy_bootstrap
     from sklearn.metrics import balanced_accuracy_score, brier_score_loss, confusion_matrix, roc_auc_score
 
     pred = (p >= threshold).astype(int)
@@ -56,11 +73,7 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float, bootstrap: in
     if len(set(y)) == 2:
         out["roc_auc"] = float(roc_auc_score(y, p))
         if bootstrap:
-            res = scipy_bootstrap(
-                (y, p), lambda a, b: roc_auc_score(a, b) if len(set(a)) == 2 else np.nan, paired=True, vectorized=False,
-                n_resamples=bootstrap, method="percentile", random_state=np.random.default_rng(seed),
-            )
-            out["roc_auc_ci95"] = [float(res.confidence_interval.low), float(res.confidence_interval.high)]
+            out["roc_auc_ci95"] = auc_interval(y, p, bootstrap, seed)
     return out
 
 
@@ -93,6 +106,8 @@ def run(model_path: str | None, data_dir: Path, out: Path, bootstrap: int = 1000
         raise SystemExit(f"error: {data_dir / 'test'}: no test images found")
     test, p, views = score_images(model, info, test)
     y = np.array([s.label for s in test])
+    if len(set(y)) < 2:
+        raise SystemExit(f"error: {data_dir / 'test'}: readable images of both classes are needed to evaluate")
 
     _, train_thumbs, _ = read_thumbnails(scan(data_dir, "train"))
     _, test_thumbs, _ = read_thumbnails(test)
@@ -111,9 +126,10 @@ def run(model_path: str | None, data_dir: Path, out: Path, bootstrap: int = 1000
         "validation": info.validation,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    with open(out / "predictions.csv", "w") as f:
-        f.write("path,label,p_malignant,near_duplicate_in_train\n")
-        f.writelines(f"{s.rel},{s.label},{pi:.6f},{int(d)}\n" for s, pi, d in zip(test, p, leaked))
+    with open(out / "predictions.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "p_malignant", "near_duplicate_in_train"])
+        w.writerows([s.rel, info.class_names[s.label], f"{pi:.6f}", int(d)] for s, pi, d in zip(test, p, leaked))
 
     if info.history:
         plots.plot_history(info.history, out / "training_curves.png")

@@ -85,8 +85,8 @@ def load_image(source: str | os.PathLike | bytes, name: str | None = None) -> Im
         raise ImageError(name, f"image is over the {MAX_PIXELS // 10**6} megapixel limit") from None
     except UnidentifiedImageError:
         raise ImageError(name, "not a recognised image format") from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
-        raise ImageError(name, f"corrupt or truncated image ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise many types on bad data
+        raise ImageError(name, f"corrupt or truncated image ({type(exc).__name__}: {exc})".replace("\n", " ")) from None
     if min(rgb.size) < MIN_SIDE:
         raise ImageError(name, f"image is {rgb.size[0]}x{rgb.size[1]} pixels, under the {MIN_SIDE}-pixel minimum side")
     return rgb
@@ -114,10 +114,10 @@ def to_rgb(im: Image.Image) -> Image.Image:
 
 def find_images(paths: list[str | os.PathLike]) -> list[Path]:
     """Files named on the command line, and image files found recursively in named folders."""
-    found: list[Path] = []
+    found: dict[Path, None] = {}  # ordered, without repeats
     for p in map(Path, paths):
         if p.is_dir():
-            found += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and not f.is_dir())
+            found.update((f, None) for f in sorted(p.rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES and not f.is_dir())
         else:
-            found.append(p)  # a bad file is reported by load_image, not dropped here
-    return found
+            found[p] = None  # a bad file is reported by load_image, not dropped here
+    return list(found)

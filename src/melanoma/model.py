@@ -131,11 +131,15 @@ class ModelFileError(ValueError):
 
 
 def versions() -> dict:
-    import numpy
+    from importlib.metadata import PackageNotFoundError, version
 
-    from . import __version__
-
-    return {"melanoma": __version__, "torch": torch.__version__, "numpy": numpy.__version__, "python": platform.python_version()}
+    out = {"python": platform.python_version()}
+    for pkg in ("melanoma", "torch", "numpy", "albumentations", "captum", "efficientnet-lite-pytorch", "safetensors", "pillow"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
 
 
 def save(path: str | os.PathLike, model: nn.Module, info: ModelInfo) -> None:
@@ -166,6 +170,8 @@ def load(path: str | os.PathLike | None = None) -> tuple[Classifier, ModelInfo]:
         if METADATA_KEY not in meta:
             raise ValueError("no melanoma metadata in the file")
         info = ModelInfo.from_json(meta[METADATA_KEY])
+        if not (info.temperature > 0 and 0 <= info.threshold <= 1 and len(info.class_names) == 2):
+            raise ValueError("metadata out of range (temperature, threshold or class names)")
         model, _ = build(info.arch, pretrained=False, image_size=info.preprocess.image_size)
         model.load_state_dict(state, strict=True)
     except (SafetensorError, ValueError, KeyError, TypeError, RuntimeError, OSError) as exc:

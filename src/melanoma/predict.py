@@ -14,7 +14,7 @@ from PIL import Image
 from .explain import grad_cam, overlay
 from .images import ImageError, find_images, load_image
 from .model import Classifier, ModelInfo
-from .preprocess import crop_box, to_batch
+from .preprocess import crop_box, model_view, normalize, to_batch
 
 
 @dataclass
@@ -49,9 +49,10 @@ def explain(model: Classifier, info: ModelInfo, image: Image.Image, alpha: float
 
 
 def cam_file_name(path: Path) -> str:
-    """A flat, unique-enough name for a path's overlay (file names repeat across class folders)."""
-    parts = [p for p in path.with_suffix("").parts if p not in ("/", "..", ".")]
-    return "_".join(parts[-4:]) + "_cam.png"
+    """A flat name for a path's overlay that keeps its folders and extension
+    (file names repeat across class folders): `a/Benign/1.jpg` -> `a_Benign_1.jpg.cam.png`."""
+    parts = [p for p in Path(path).resolve().parts[1:]]
+    return "_".join(parts[-4:]) + ".cam.png"
 
 
 def run(paths: list[str], model: Classifier, info: ModelInfo, csv_path: str | None, cam_dir: str | None, batch_size: int = 32) -> int:
@@ -62,31 +63,34 @@ def run(paths: list[str], model: Classifier, info: ModelInfo, csv_path: str | No
         return 1
     rows, failed = [], 0
     writer = None
+    if cam_dir:
+        Path(cam_dir).mkdir(parents=True, exist_ok=True)
+    if csv_path:
+        Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
     f_csv = open(csv_path, "w", newline="") if csv_path else None
     try:
         if f_csv:
             writer = csv.writer(f_csv)
             writer.writerow(["path", "p_malignant", "label"])
-        if cam_dir:
-            Path(cam_dir).mkdir(parents=True, exist_ok=True)
         for start in range(0, len(files), batch_size):
-            batch: list[tuple[Path, Image.Image]] = []
+            batch: list[tuple[Path, np.ndarray]] = []  # the model's small view, not the full photo
             for path in files[start : start + batch_size]:
                 try:
-                    batch.append((path, load_image(path)))
+                    batch.append((path, model_view(load_image(path), info.preprocess)))
                 except ImageError as exc:
                     print(f"error: {exc}", file=sys.stderr)
                     failed += 1
             if not batch:
                 continue
-            preds = classify(model, info, [im for _, im in batch])
-            for (path, im), pred in zip(batch, preds):
+            ps = probabilities(model, info, normalize(np.stack([v for _, v in batch]), info.preprocess))
+            preds = [Prediction(float(p), label_of(float(p), info)) for p in ps]
+            for (path, _), pred in zip(batch, preds):
                 print(f"{path}\t{pred.p_malignant:.3f}\t{pred.label}", flush=True)
                 rows.append((path, pred))
                 if writer:
                     writer.writerow([str(path), f"{pred.p_malignant:.6f}", pred.label])
                 if cam_dir:
-                    _, ov = explain(model, info, im)
+                    _, ov = explain(model, info, load_image(path))  # reread: full resolution for the overlay
                     Image.fromarray(ov).save(Path(cam_dir) / cam_file_name(path))
     finally:
         if f_csv:

@@ -61,7 +61,7 @@ def to_batch(images: list[Image.Image], pre: Preprocess) -> torch.Tensor:
     return normalize(np.stack([model_view(im, pre) for im in images]), pre)
 
 
-def train_augment(image_size: int):
+def train_augment(image_size: int, seed: int):
     """Augmentation for dermoscopy: any orientation is valid, colour and scale vary a little."""
     import albumentations as A
 
@@ -71,6 +71,7 @@ def train_augment(image_size: int):
             A.SquareSymmetry(),  # the 8 flips/rotations by 90 degrees
             A.Affine(rotate=(-30, 30), border_mode=0, p=0.5),
             A.ColorJitter(brightness=0.15, contrast=0.15, saturation=0.1, hue=0.02, p=0.8),
-        ]
+        ],
+        seed=seed,  # albumentations keeps its own random state; the global seeds do not reach it
     )
 

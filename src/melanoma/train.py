@@ -150,6 +150,8 @@ def main(config: TrainConfig, data_dir: Path, out_dir: Path) -> Path:
     if not samples:
         raise SystemExit(f"error: {data_dir / 'train'}: no training images found")
     samples, views, thumbs, labels, unreadable = load_split(samples, pre)
+    if not samples:
+        raise SystemExit(f"error: {data_dir / 'train'}: none of the training images could be read")
     groups = near_duplicate_groups(thumbs)
     tr, va = split_train_val(labels, groups, config.val_fraction, config.seed)
     print(
@@ -158,7 +160,7 @@ def main(config: TrainConfig, data_dir: Path, out_dir: Path) -> Path:
         file=sys.stderr,
     )
 
-    train_ds = ArrayDataset([views[i] for i in tr], labels[tr], train_augment(pre.image_size))
+    train_ds = ArrayDataset([views[i] for i in tr], labels[tr], train_augment(pre.image_size, config.seed))
     val_views, val_labels = [views[i] for i in va], labels[va]
     gen = torch.Generator().manual_seed(config.seed)
     loader = DataLoader(
