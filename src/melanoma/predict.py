@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import sys
 from dataclasses import dataclass
@@ -34,9 +35,14 @@ def label_of(p: float, info: ModelInfo) -> str:
     return info.class_names[-1] if p >= info.threshold else info.class_names[0]
 
 
-def classify(model: Classifier, info: ModelInfo, images: list[Image.Image]) -> list[Prediction]:
-    ps = probabilities(model, info, to_batch(images, info.preprocess))
+def predict_views(model: Classifier, info: ModelInfo, views: np.ndarray) -> list[Prediction]:
+    """Predictions for a stack of model views (N x H x W x 3 uint8, see preprocess.model_view)."""
+    ps = probabilities(model, info, normalize(views, info.preprocess))
     return [Prediction(float(p), label_of(float(p), info)) for p in ps]
+
+
+def classify(model: Classifier, info: ModelInfo, images: list[Image.Image]) -> list[Prediction]:
+    return predict_views(model, info, np.stack([model_view(im, info.preprocess) for im in images]))
 
 
 def explain(model: Classifier, info: ModelInfo, image: Image.Image, alpha: float = 0.45) -> tuple[Prediction, np.ndarray]:
@@ -51,7 +57,7 @@ def explain(model: Classifier, info: ModelInfo, image: Image.Image, alpha: float
 def cam_file_name(path: Path) -> str:
     """A flat name for a path's overlay that keeps its folders and extension
     (file names repeat across class folders): `a/Benign/1.jpg` -> `a_Benign_1.jpg.cam.png`."""
-    parts = [p for p in Path(path).resolve().parts[1:]]
+    parts = Path(path).resolve().parts[1:]
     return "_".join(parts[-4:]) + ".cam.png"
 
 
@@ -61,16 +67,14 @@ def run(paths: list[str], model: Classifier, info: ModelInfo, csv_path: str | No
     if not files:
         print("error: no images found in " + ", ".join(paths), file=sys.stderr)
         return 1
-    rows, failed = [], 0
-    writer = None
+    failed = 0
     if cam_dir:
         Path(cam_dir).mkdir(parents=True, exist_ok=True)
     if csv_path:
         Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
-    f_csv = open(csv_path, "w", newline="") if csv_path else None
-    try:
-        if f_csv:
-            writer = csv.writer(f_csv)
+    with open(csv_path, "w", newline="") if csv_path else contextlib.nullcontext() as f_csv:
+        writer = csv.writer(f_csv) if f_csv else None
+        if writer:
             writer.writerow(["path", "p_malignant", "label"])
         for start in range(0, len(files), batch_size):
             batch: list[tuple[Path, np.ndarray]] = []  # the model's small view, not the full photo
@@ -82,19 +86,14 @@ def run(paths: list[str], model: Classifier, info: ModelInfo, csv_path: str | No
                     failed += 1
             if not batch:
                 continue
-            ps = probabilities(model, info, normalize(np.stack([v for _, v in batch]), info.preprocess))
-            preds = [Prediction(float(p), label_of(float(p), info)) for p in ps]
+            preds = predict_views(model, info, np.stack([v for _, v in batch]))
             for (path, _), pred in zip(batch, preds):
                 print(f"{path}\t{pred.p_malignant:.3f}\t{pred.label}", flush=True)
-                rows.append((path, pred))
                 if writer:
                     writer.writerow([str(path), f"{pred.p_malignant:.6f}", pred.label])
                 if cam_dir:
                     _, ov = explain(model, info, load_image(path))  # reread: full resolution for the overlay
                     Image.fromarray(ov).save(Path(cam_dir) / cam_file_name(path))
-    finally:
-        if f_csv:
-            f_csv.close()
     if failed:
         print(f"{failed} of {len(files)} file(s) could not be classified", file=sys.stderr)
         return 1
