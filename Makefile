@@ -9,7 +9,7 @@ DATA   ?= $(or $(MELANOMA_DATA),../shared/data/melanoma)
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch is pinned to the CPU build (see pyproject.toml); everything else from PyPI
+	# torch is pinned to 2.13.0 (pyproject.toml); on these machines pip takes its local CPU wheel
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
