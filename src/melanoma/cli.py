@@ -49,6 +49,23 @@ def _predict(args) -> int:
     return run(args.paths, model, info, args.csv, args.cam)
 
 
+def _serve(args) -> int:
+    import os
+    import subprocess
+
+    from .images import MAX_FILE_BYTES
+    from .model import load
+
+    load(args.model)  # a bad model file fails here, with a clear message, not on the page
+    env = dict(os.environ, MELANOMA_MODEL=str(Path(args.model).resolve()) if args.model else "")
+    app = Path(__file__).with_name("app.py")
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.host, "--server.port", str(args.port),
+           "--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.showErrorDetails", "false",
+           "--client.toolbarMode", "minimal", "--server.maxUploadSize", str(MAX_FILE_BYTES // 2**20)]
+    print(f"serving on http://{args.host}:{args.port}  (Ctrl-C stops)", file=sys.stderr)
+    return subprocess.call(cmd, env=env)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .train import TrainConfig
 
@@ -94,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--csv", help="write path,p_malignant,label rows to this file")
     r.add_argument("--cam", metavar="DIR", help="write a Grad-CAM overlay PNG per image into DIR")
     r.set_defaults(func=_predict)
+
+    s = sub.add_parser("serve", help="start the web page")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8501)
+    s.add_argument("--model", help="model file (default: the bundled model)")
+    s.set_defaults(func=_serve)
     return p
 
 

@@ -45,7 +45,7 @@ def crop_box(width: int, height: int) -> tuple[int, int, int, int]:
 
 def normalize(batch_uint8: np.ndarray | torch.Tensor, pre: Preprocess) -> torch.Tensor:
     """N x H x W x 3 uint8 -> N x 3 x H x W float, normalised (channels_last memory)."""
-    x = torch.as_tensor(np.asarray(batch_uint8)).permute(0, 3, 1, 2).float().div_(255.0)
+    x = torch.from_numpy(np.array(batch_uint8, copy=True)).permute(0, 3, 1, 2).float().div_(255.0)
     mean = torch.tensor(pre.mean).view(1, 3, 1, 1)
     std = torch.tensor(pre.std).view(1, 3, 1, 1)
     return ((x - mean) / std).contiguous(memory_format=torch.channels_last)

@@ -1,0 +1,168 @@
+"""The web page: upload skin-spot photos, see the verdict, the probability and the Grad-CAM overlay.
+
+Only widgets here: images are read by `images.load_image`, predictions and maps come from
+`predict` / `explain`, warnings from `quality`. Uploads stay in memory; nothing is written to disk
+or logged. Start it with `melanoma serve` (or `streamlit run` on this file; MELANOMA_MODEL picks
+the model file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+import streamlit as st
+
+from melanoma.explain import grad_cam, overlay
+from melanoma.images import MAX_FILE_BYTES, ImageError, load_image
+from melanoma.model import ModelFileError, load
+from melanoma.predict import predict_views
+from melanoma.preprocess import crop_box, model_view, normalize
+from melanoma.quality import assess
+
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "heic", "heif", "gif"]
+NOT_A_DIAGNOSIS = (
+    "**This is not a diagnosis.** It is a research tool that can be wrong in both directions. "
+    "If a spot is new, changing, itching or bleeding, or looks unlike your other moles, see a doctor or "
+    "dermatologist, whatever this page says."
+)
+
+
+@st.cache_resource(show_spinner="Loading the model…")
+def get_model(path: str | None):
+    """Loaded once per server process and shared by all sessions."""
+    return load(path)
+
+
+def analyse(data: bytes, name: str, model, info) -> dict:
+    """Everything the page shows for one upload, except the overlay blend (which follows the slider)."""
+    image = load_image(data, name=name)
+    view = model_view(image, info.preprocess)
+    pred = predict_views(model, info, view[None])[0]
+    cam = grad_cam(model, normalize(view[None], info.preprocess), target=len(info.class_names) - 1)[0]
+    return {"image": np.asarray(image), "box": crop_box(image.width, image.height), "cam": cam, "pred": pred,
+            "quality": assess(image, view)}
+
+
+def cached_analysis(data: bytes, name: str, model, info) -> dict:
+    """Per-session memory cache, so that moving the slider does not recompute Grad-CAM."""
+    key = hashlib.sha256(data).hexdigest() + name
+    cache = st.session_state.setdefault("analyses", {})
+    if key not in cache:
+        cache[key] = analyse(data, name, model, info)
+    return cache[key]
+
+
+def probability_text(p: float) -> str:
+    """Rounded to 5 points, never 0% or 100%: the model cannot be that sure."""
+    if p < 0.05:
+        return "under 5%"
+    if p > 0.95:
+        return "over 95%"
+    return f"about {int(round(p * 20) * 5)}%"
+
+
+def probability_bar(p: float, threshold: float) -> str:
+    colour = "#c0392b" if p >= threshold else "#2e86c1"
+    return f"""
+<div style="position:relative;height:22px;background:linear-gradient(90deg,#d6eaf8,#fadbd8);border-radius:4px;margin:4px 0 2px">
+  <div style="position:absolute;left:0;top:0;height:100%;width:{p * 100:.1f}%;background:{colour};opacity:.75;border-radius:4px"></div>
+  <div title="decision threshold" style="position:absolute;left:{threshold * 100:.1f}%;top:-4px;height:30px;border-left:3px dashed #000"></div>
+</div>
+<div style="display:flex;justify-content:space-between;font-size:.8em;color:#555">
+  <span>0%</span><span>dashed line: threshold {threshold:.0%}</span><span>100%</span></div>"""
+
+
+def show_result(name: str, r: dict, alpha: float, info) -> None:
+    pred = r["pred"]
+    q = r["quality"]
+    st.subheader(name)
+    for w in q.warnings:
+        st.warning(w, icon="⚠️")
+    malignant = pred.label == info.class_names[-1]
+    verdict = (
+        f"**{pred.label}** — the model's estimate of melanoma is {probability_text(pred.p_malignant)}, "
+        + ("at or above" if malignant else "below")
+        + f" its threshold of {info.threshold:.0%}."
+    )
+    (st.error if malignant else st.success)(verdict)
+    st.markdown(probability_bar(pred.p_malignant, info.threshold), unsafe_allow_html=True)
+    if malignant:
+        st.caption("The threshold is set low on purpose, to miss few melanomas; many spots above it are benign. Show it to a doctor.")
+    left, right = st.columns(2)
+    left.image(r["image"], caption="Your photo (upright, as the model reads it)", width="stretch")
+    right.image(overlay(r["image"], r["cam"], r["box"], alpha), caption="Grad-CAM: red = regions that raised the melanoma estimate; "
+                "darkened = outside the square the model looks at", width="stretch")
+
+
+def sidebar(info) -> None:
+    v = info.validation or {}
+    with st.sidebar:
+        st.header("About the model")
+        st.warning(NOT_A_DIAGNOSIS)
+        st.markdown(
+            f"""
+- **Network:** {info.arch}, input {info.preprocess.image_size} px (centre square of the photo).
+- **Trained on:** the Kaggle *Melanoma Cancer Dataset* — dermoscopy images (taken through a skin
+  microscope) of benign moles and melanomas, mostly light skin.
+- **Validation** (held-out training images): ROC AUC {v.get('auc', float('nan')):.3f},
+  sensitivity {v.get('sensitivity', float('nan')):.0%}, specificity {v.get('specificity', float('nan')):.0%}
+  at the threshold of {info.threshold:.0%}. Test figures are in the project's README and model card.
+- **Intended use:** research and teaching; a second look, never a decision.
+- **Limitations:** untested on phone photos without dermoscopy and on darker skin; two classes
+  only (no other skin cancers); any picture gets a number.
+"""
+        )
+        st.caption("Privacy: uploads are processed in memory and are not stored or logged.")
+
+
+def main() -> None:
+    st.set_page_config(page_title="Skin spot check — not a diagnosis", page_icon="🔍", layout="wide")
+    try:
+        model, info = get_model(os.environ.get("MELANOMA_MODEL") or None)
+    except ModelFileError as exc:
+        st.error(f"The model could not be loaded: {exc}")
+        return
+    sidebar(info)
+    st.title("Skin spot check")
+    st.info(NOT_A_DIAGNOSIS)
+    with st.expander("Tips for a useful photo", expanded=False):
+        st.markdown(
+            "- Close-up: the spot fills the middle of the frame.\n- In focus: hold still, tap to focus.\n"
+            "- Good, even light; no flash glare, no shadows.\n- One spot per photo; no rulers or ink marks if you can.\n"
+            "- The model was trained on dermoscopy images; ordinary phone photos are less reliable."
+        )
+    files = st.file_uploader(
+        f"Upload one or more photos (JPEG, PNG, WebP, BMP, TIFF, HEIC; up to {MAX_FILE_BYTES // 2**20} MB each)",
+        type=UPLOAD_TYPES, accept_multiple_files=True,
+    )
+    if not files:
+        return
+    alpha = st.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05)
+    rows = []
+    for f in files:
+        try:
+            with st.spinner(f"Looking at {f.name}…"):
+                r = cached_analysis(f.getvalue(), f.name, model, info)
+        except ImageError as exc:
+            st.error(f"**{f.name}** could not be used: {exc.reason}.")
+            rows.append({"file": f.name, "verdict": "not read", "melanoma estimate": None, "notes": exc.reason})
+            continue
+        except Exception as exc:  # noqa: BLE001 - one bad upload must not take the page down
+            st.error(f"**{f.name}** could not be processed ({type(exc).__name__}).")
+            rows.append({"file": f.name, "verdict": "failed", "melanoma estimate": None, "notes": type(exc).__name__})
+            continue
+        show_result(f.name, r, alpha, info)
+        rows.append({"file": f.name, "verdict": r["pred"].label, "melanoma estimate": round(r["pred"].p_malignant, 2),
+                     "notes": " ".join(w.split(";")[0].split(".")[0] + "." for w in r["quality"].warnings)})
+    if len(files) > 1:
+        import pandas as pd
+
+        st.subheader("Summary")
+        table = pd.DataFrame(rows)
+        st.dataframe(table, hide_index=True, width="stretch")
+        st.download_button("Download as CSV", table.to_csv(index=False), "skin_spot_check.csv", "text/csv")
+
+
+main()

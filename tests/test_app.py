@@ -1,0 +1,60 @@
+"""The page, through streamlit's AppTest (no browser): real uploads, a bad file, the summary table."""
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import melanoma
+
+APP = str(Path(melanoma.__file__).with_name("app.py"))
+
+pytest.importorskip("streamlit")
+
+
+def page(model_file, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("MELANOMA_MODEL", str(model_file))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def text_of(at) -> str:
+    return "\n".join(e.value for kind in ("markdown", "success", "error", "warning", "info", "caption") for e in getattr(at, kind))
+
+
+def test_page_before_upload_says_not_a_diagnosis(tiny_model_file, monkeypatch):
+    at = page(tiny_model_file, monkeypatch)
+    assert "not a diagnosis" in text_of(at)
+    assert "not stored or logged" in text_of(at)
+
+
+def test_real_benign_and_malignant_uploads_bad_file_and_summary(tiny_model_file, monkeypatch, data_dir):
+    from melanoma.model import load
+    from melanoma.predict import classify
+
+    at = page(tiny_model_file, monkeypatch)
+    benign = sorted((data_dir / "test" / "Benign").glob("*.jpg"))[0]
+    malignant = sorted((data_dir / "test" / "Malignant").glob("*.jpg"))[0]
+    uploads = [(p.name.replace(".jpg", f"_{p.parent.name}.jpg"), p.read_bytes(), "image/jpeg") for p in (benign, malignant)]
+    uploads.append(("broken.jpg", b"\xff\xd8\xff\xe0 not a jpeg", "image/jpeg"))
+    at.file_uploader[0].set_value(uploads).run()
+    assert not at.exception
+    text = text_of(at)
+    model, info = load(tiny_model_file)
+    for (name, data, _), path in zip(uploads, (benign, malignant)):
+        pred = classify(model, info, [Image.open(io.BytesIO(data)).convert("RGB")])[0]
+        verdicts = [e.value for e in (at.success if pred.label == "Benign" else at.error) if name in e.value or pred.label in e.value]
+        assert any(f"**{pred.label}**" in v for v in verdicts), text
+    assert "broken.jpg** could not be used" in text
+    images = at.get("image")
+    assert len(images) == 4  # original + overlay for each good upload
+    assert sum("Grad-CAM" in c for im in images for c in im.captions) == 2
+    table = at.dataframe[0].value
+    assert list(table["file"]) == [u[0] for u in uploads]
+    assert list(table["verdict"])[2] == "not read"
+    assert "Traceback" not in text
