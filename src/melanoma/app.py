@@ -98,6 +98,12 @@ def show_result(name: str, r: dict, alpha: float, info) -> None:
 
 def sidebar(info) -> None:
     v = info.validation or {}
+    measured = (
+        f"- **Validation** (held-out training images): ROC AUC {v['auc']:.3f}, sensitivity {v['sensitivity']:.0%}, "
+        f"specificity {v['specificity']:.0%} at the threshold of {info.threshold:.0%}. "
+        if all(v.get(k) is not None for k in ("auc", "sensitivity", "specificity"))
+        else f"- **Threshold:** {info.threshold:.0%}. "
+    ) + "Test figures are in the project's README and model card."
     with st.sidebar:
         st.header("About the model")
         st.warning(NOT_A_DIAGNOSIS)
@@ -106,9 +112,7 @@ def sidebar(info) -> None:
 - **Network:** {info.arch}, input {info.preprocess.image_size} px (centre square of the photo).
 - **Trained on:** the Kaggle *Melanoma Cancer Dataset* — dermoscopy images (taken through a skin
   microscope) of benign moles and melanomas, mostly light skin.
-- **Validation** (held-out training images): ROC AUC {v.get('auc', float('nan')):.3f},
-  sensitivity {v.get('sensitivity', float('nan')):.0%}, specificity {v.get('specificity', float('nan')):.0%}
-  at the threshold of {info.threshold:.0%}. Test figures are in the project's README and model card.
+{measured}
 - **Intended use:** research and teaching; a second look, never a decision.
 - **Limitations:** untested on phone photos without dermoscopy and on darker skin; two classes
   only (no other skin cancers); any picture gets a number.
