@@ -13,16 +13,13 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-# Until the web page lands: classify a few real test images with the bundled model and write
-# their Grad-CAM overlays to demo/. Override with `make run IMAGES="my_photo.jpg other/"`.
-IMAGES ?= $(wildcard $(DATA)/test/Malignant/5622.jpg $(DATA)/test/Malignant/6370.jpg $(DATA)/test/Benign/6300.jpg $(DATA)/test/Benign/6301.jpg)
+# The web page on the bundled model: open http://127.0.0.1:8501 (PORT=... to change it).
+PORT ?= 8501
 run: $(BIN)/.installed
-	@test -n "$(IMAGES)" || { echo "no images: give IMAGES=\"photo.jpg ...\" or DATA=path/to/melanoma"; exit 2; }
-	$(BIN)/melanoma predict $(IMAGES) --cam demo --csv demo/predictions.csv
-	@echo "Grad-CAM overlays and predictions.csv written to demo/"
+	$(BIN)/melanoma serve --port $(PORT)
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) demo .pytest_cache
+	rm -rf $(VENV) .pytest_cache

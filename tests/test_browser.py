@@ -37,11 +37,11 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def server(tiny_model_file, tmp_path):
+def server(tmp_path):
+    """The page as a user gets it: `melanoma serve` on the bundled model."""
     port = free_port()
     log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "melanoma", "serve", "--port", str(port), "--model", str(tiny_model_file)],
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "melanoma", "serve", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
@@ -72,6 +72,7 @@ def test_upload_in_a_real_browser(server, data_dir, tmp_path):
         page.get_by_text("the model's estimate of melanoma is").wait_for(timeout=60_000)
         page.get_by_text("Grad-CAM: red = regions").wait_for(timeout=60_000)
         assert page.locator("img").count() >= 2
+        assert page.get_by_text("Traceback").count() == 0
         shot = tmp_path / "page.png"
         page.screenshot(path=str(shot), full_page=True)
         browser.close()
