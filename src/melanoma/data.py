@@ -80,4 +80,6 @@ def split_train_val(labels: np.ndarray, groups: np.ndarray, val_fraction: float,
         )
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     train_idx, val_idx = next(folds.split(np.zeros(len(labels)), labels, groups))
+    if len(set(labels[val_idx])) < 2 or len(set(labels[train_idx])) < 2:
+        raise SystemExit("error: the validation split did not get both classes; use more images (--limit) or a larger --val-fraction")
     return train_idx, val_idx
