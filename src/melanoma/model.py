@@ -153,6 +153,7 @@ def save(path: str | os.PathLike, model: nn.Module, info: ModelInfo) -> None:
     save_file(state, str(tmp), metadata={METADATA_KEY: info.to_json()})
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)  # safetensors creates the file readable by its owner only
     os.replace(tmp, path)
 
 
