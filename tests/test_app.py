@@ -34,6 +34,7 @@ def test_page_before_upload_says_not_a_diagnosis(tiny_model_file, monkeypatch):
 
 
 def test_real_benign_and_malignant_uploads_bad_file_and_summary(tiny_model_file, monkeypatch, data_dir):
+    from melanoma.app import probability_text
     from melanoma.model import load
     from melanoma.predict import classify
 
@@ -49,7 +50,7 @@ def test_real_benign_and_malignant_uploads_bad_file_and_summary(tiny_model_file,
     for (name, data, _), path in zip(uploads, (benign, malignant)):
         pred = classify(model, info, [Image.open(io.BytesIO(data)).convert("RGB")])[0]
         verdicts = [e.value for e in (at.success if pred.label == "Benign" else at.error) if name in e.value or pred.label in e.value]
-        assert any(f"**{pred.label}**" in v for v in verdicts), text
+        assert any(f"**{pred.label}**" in v and probability_text(pred.p_malignant) in v for v in verdicts), text
     assert "broken.jpg** could not be used" in text
     images = at.get("image")
     assert len(images) == 4  # original + overlay for each good upload
@@ -58,3 +59,20 @@ def test_real_benign_and_malignant_uploads_bad_file_and_summary(tiny_model_file,
     assert list(table["file"]) == [u[0] for u in uploads]
     assert list(table["verdict"])[2] == "not read"
     assert "Traceback" not in text
+
+
+def test_bundled_page_shows_measured_test_figures(monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.delenv("MELANOMA_MODEL", raising=False)
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert not at.exception
+    assert "Kaggle test images with no copy in the training data" in text_of(at)
+
+
+def test_probability_is_never_shown_with_false_precision():
+    from melanoma.app import probability_text
+
+    assert probability_text(0.001) == "under 5%" and probability_text(0.999) == "over 95%"
+    assert probability_text(0.4371) == "about 45%"

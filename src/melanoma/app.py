@@ -96,14 +96,30 @@ def show_result(name: str, r: dict, alpha: float, info) -> None:
                 "darkened = outside the square the model looks at", width="stretch")
 
 
-def sidebar(info) -> None:
+def measured_test_figures(model_path: str | None) -> str:
+    """The bundled model's measured test figures (bundled/metrics.json, written by `melanoma evaluate`)."""
+    import json
+
+    from melanoma.model import BUNDLED_MODEL
+
+    metrics = BUNDLED_MODEL.with_name("metrics.json")
+    if model_path or not metrics.is_file():
+        return ""
+    c = json.loads(metrics.read_text())["clean_test"]
+    return (
+        f"- **Test** ({c['images']:,} Kaggle test images with no copy in the training data): sensitivity "
+        f"{c['sensitivity']:.0%}, specificity {c['specificity']:.0%}, ROC AUC {c['roc_auc']:.3f}.\n"
+    )
+
+
+def sidebar(info, model_path: str | None) -> None:
     v = info.validation or {}
     measured = (
         f"- **Validation** (held-out training images): ROC AUC {v['auc']:.3f}, sensitivity {v['sensitivity']:.0%}, "
         f"specificity {v['specificity']:.0%} at the threshold of {info.threshold:.0%}. "
         if all(v.get(k) is not None for k in ("auc", "sensitivity", "specificity"))
         else f"- **Threshold:** {info.threshold:.0%}. "
-    ) + "Test figures are in the project's README and model card."
+    ) + "More in the project's README and model card."
     with st.sidebar:
         st.header("About the model")
         st.warning(NOT_A_DIAGNOSIS)
@@ -112,7 +128,7 @@ def sidebar(info) -> None:
 - **Network:** {info.arch}, input {info.preprocess.image_size} px (centre square of the photo).
 - **Trained on:** the Kaggle *Melanoma Cancer Dataset* — dermoscopy images (taken through a skin
   microscope) of benign moles and melanomas, mostly light skin.
-{measured}
+{measured_test_figures(model_path)}{measured}
 - **Intended use:** research and teaching; a second look, never a decision.
 - **Limitations:** untested on phone photos without dermoscopy and on darker skin; two classes
   only (no other skin cancers); any picture gets a number.
@@ -123,12 +139,13 @@ def sidebar(info) -> None:
 
 def main() -> None:
     st.set_page_config(page_title="Skin spot check — not a diagnosis", page_icon="🔍", layout="wide")
+    model_path = os.environ.get("MELANOMA_MODEL") or None
     try:
-        model, info = get_model(os.environ.get("MELANOMA_MODEL") or None)
+        model, info = get_model(model_path)
     except ModelFileError as exc:
         st.error(f"The model could not be loaded: {exc}")
         return
-    sidebar(info)
+    sidebar(info, model_path)
     st.title("Skin spot check")
     st.info(NOT_A_DIAGNOSIS)
     with st.expander("Tips for a useful photo", expanded=False):
