@@ -1,7 +1,7 @@
 """Warnings about a photo before anyone trusts a prediction on it.
 
 Cheap image statistics (OpenCV, already installed with albumentations), computed on the square
-the model sees. The limits are set from the training data: each warning fires for under about 1%
+the model sees. The limits are set from the training data: each warning fires on about 1.5% or fewer
 of the Kaggle dermoscopy images (measured with `python -m melanoma.quality DATA`), so a warning
 means "unlike what the model was trained on", not "bad photo" in general.
 """
