@@ -77,3 +77,17 @@ def test_preprocessing_keeps_proportions():
     assert crop_box(400, 300) == (50, 0, 350, 300)
     x = to_batch([im, lesion_image((120, 200))], Preprocess(64, (0.5,) * 3, (0.5,) * 3))
     assert x.shape == (2, 3, 64, 64) and -1.0 <= x.min() and x.max() <= 1.0
+
+
+def test_tampered_weights_fail_the_checksum(tmp_path, tiny_model_file):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(tiny_model_file), framework="pt") as f:
+        meta = f.metadata()
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    name = sorted(state)[0]
+    state[name] = state[name] + 0.01  # same names and shapes, different numbers
+    save_file(state, str(tmp_path / "tampered.safetensors"), meta)
+    with pytest.raises(ModelFileError, match="do not match their checksum"):
+        load(tmp_path / "tampered.safetensors")

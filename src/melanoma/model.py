@@ -8,6 +8,7 @@ Nothing is ever unpickled from a model file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -21,6 +22,7 @@ from .preprocess import Preprocess
 
 FORMAT_VERSION = 1
 METADATA_KEY = "melanoma"
+CHECKSUM_KEY = "melanoma_weights_sha256"
 BUNDLED_MODEL = Path(__file__).resolve().parent / "bundled" / "melanoma_efficientnet_lite0.safetensors"
 
 
@@ -142,6 +144,16 @@ def versions() -> dict:
     return out
 
 
+def weights_sha256(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().contiguous().cpu()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def save(path: str | os.PathLike, model: nn.Module, info: ModelInfo) -> None:
     """Write weights + metadata atomically (temporary file, fsync, rename)."""
     from safetensors.torch import save_file
@@ -150,7 +162,7 @@ def save(path: str | os.PathLike, model: nn.Module, info: ModelInfo) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp), metadata={METADATA_KEY: info.to_json()})
+    save_file(state, str(tmp), metadata={METADATA_KEY: info.to_json(), CHECKSUM_KEY: weights_sha256(state)})
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.chmod(tmp, 0o644)  # safetensors creates the file readable by its owner only
@@ -171,6 +183,8 @@ def load(path: str | os.PathLike | None = None) -> tuple[Classifier, ModelInfo]:
         if METADATA_KEY not in meta:
             raise ValueError("no melanoma metadata in the file")
         info = ModelInfo.from_json(meta[METADATA_KEY])
+        if meta.get(CHECKSUM_KEY) != weights_sha256(state):
+            raise ValueError("the weights do not match their checksum: the file was altered or damaged")
         if not (info.temperature > 0 and 0 <= info.threshold <= 1 and len(info.class_names) == 2):
             raise ValueError("metadata out of range (temperature, threshold or class names)")
         model, _ = build(info.arch, pretrained=False, image_size=info.preprocess.image_size)
