@@ -110,5 +110,7 @@ def test_find_images_recurses_and_keeps_named_files(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     save(lesion_image(), tmp_path / "a" / "b" / "x.jpg", "JPEG")
     (tmp_path / "a" / "notes.txt").write_text("x")
-    found = find_images([tmp_path, tmp_path / "named.jpg"])
+    (tmp_path / "nothing.jpg").mkdir()
+    found, empty = find_images([tmp_path / "a", tmp_path / "named.jpg", tmp_path / "a" / "b", tmp_path / "nothing.jpg"])
     assert found == [tmp_path / "a" / "b" / "x.jpg", tmp_path / "named.jpg"]
+    assert empty == [tmp_path / "nothing.jpg"]

@@ -112,12 +112,17 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im
 
 
-def find_images(paths: list[str | os.PathLike]) -> list[Path]:
-    """Files named on the command line, and image files found recursively in named folders."""
+def find_images(paths: list[str | os.PathLike]) -> tuple[list[Path], list[Path]]:
+    """Files named on the command line and image files found recursively in named folders;
+    and the named folders in which no image file was found."""
     found: dict[Path, None] = {}  # ordered, without repeats
+    empty = []
     for p in map(Path, paths):
         if p.is_dir():
-            found.update((f, None) for f in sorted(p.rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES and not f.is_dir())
+            inside = [f for f in sorted(p.rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES and not f.is_dir()]
+            found.update((f, None) for f in inside)
+            if not inside:
+                empty.append(p)
         else:
             found[p] = None  # a bad file is reported by load_image, not dropped here
-    return list(found)
+    return list(found), empty

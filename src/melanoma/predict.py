@@ -63,11 +63,12 @@ def cam_file_name(path: Path) -> str:
 
 def run(paths: list[str], model: Classifier, info: ModelInfo, csv_path: str | None, cam_dir: str | None, batch_size: int = 32) -> int:
     """Print a line per image; optional CSV and overlays. Bad files: a line on stderr, exit 1 at the end."""
-    files = find_images(paths)
+    files, empty = find_images(paths)
+    for folder in empty:
+        print(f"error: {folder}: a folder with no image files in it", file=sys.stderr)
     if not files:
-        print("error: no images found in " + ", ".join(paths), file=sys.stderr)
         return 1
-    failed = 0
+    failed = len(empty)
     if cam_dir:
         Path(cam_dir).mkdir(parents=True, exist_ok=True)
     if csv_path:
@@ -95,6 +96,6 @@ def run(paths: list[str], model: Classifier, info: ModelInfo, csv_path: str | No
                     _, ov = explain(model, info, load_image(path))  # reread: full resolution for the overlay
                     Image.fromarray(ov).save(Path(cam_dir) / cam_file_name(path))
     if failed:
-        print(f"{failed} of {len(files)} file(s) could not be classified", file=sys.stderr)
+        print(f"{failed} of {len(files) + len(empty)} path(s) could not be classified", file=sys.stderr)
         return 1
     return 0

@@ -1,0 +1,93 @@
+"""`predict` over a generated corpus of odd and bad files plus real images: every good image gets
+its row, every bad file one line on stderr, no traceback, exit code 1, bounded memory."""
+
+import csv
+import io
+import os
+import resource
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+from .conftest import lesion_image
+from .test_images import png_bomb
+
+
+def make_corpus(d, data_dir):
+    good, bad = [], []
+    im = lesion_image((200, 150), seed=5)
+
+    def save(name, image, fmt, **kw):
+        image.save(d / name, fmt, **kw)
+        good.append(d / name)
+
+    def write(name, data):
+        (d / name).write_bytes(data)
+        bad.append(d / name)
+
+    save("cmyk.jpg", im.convert("CMYK"), "JPEG")
+    Image.fromarray((np.asarray(im.convert("L"), np.uint16) * 257)).save(d / "deep16.png")
+    good.append(d / "deep16.png")
+    rgba = im.convert("RGBA")
+    rgba.putalpha(Image.new("L", im.size, 0))
+    save("transparent.png", rgba, "PNG")
+    save("la.png", im.convert("LA"), "PNG")
+    save("palette.gif", im.convert("P"), "GIF")
+    frames = [im.convert("P"), lesion_image((200, 150), seed=6).convert("P")]
+    frames[0].save(d / "animated.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    good.append(d / "animated.gif")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    save("rotated.jpg", im, "JPEG", exif=exif.tobytes())
+    save("scan.tiff", im, "TIFF")
+    save("photo.webp", im, "WEBP")
+    save("old.bmp", im, "BMP")
+    try:
+        import pillow_heif  # noqa: F401
+
+        save("phone.heic", im, "HEIF")
+    except (ImportError, KeyError, OSError):
+        pass
+    good += sorted((data_dir / "test" / "Benign").glob("*.jpg"))[:3]
+
+    write("empty.jpg", b"")
+    jpeg, png = io.BytesIO(), io.BytesIO()
+    lesion_image((400, 300)).save(jpeg, "JPEG")
+    lesion_image((400, 300)).save(png, "PNG")
+    write("truncated.jpg", jpeg.getvalue()[: len(jpeg.getvalue()) // 2])
+    write("truncated.png", png.getvalue()[: len(png.getvalue()) // 2])
+    write("noise.png", np.random.default_rng(0).bytes(4096))
+    write("notes.jpg", b"shopping list: milk, eggs\n")
+    write("bomb.png", png_bomb())
+    tiny = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(tiny, "PNG")
+    write("dot.png", tiny.getvalue())
+    (d / "folder.jpg").mkdir()
+    bad.append(d / "folder.jpg")
+    os.symlink(d / "loop.jpg", d / "loop.jpg")
+    bad.append(d / "loop.jpg")
+    return good, bad
+
+
+def test_predict_on_the_corpus(tmp_path, data_dir, tiny_model_file):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    good, bad = make_corpus(corpus, data_dir)
+    assert len(good) + len(bad) >= 20
+    out_csv = tmp_path / "out.csv"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    r = subprocess.run([sys.executable, "-m", "melanoma", "predict", *map(str, good + bad), "--model", str(tiny_model_file),
+                        "--csv", str(out_csv)], capture_output=True, text=True, timeout=300)
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    with open(out_csv) as f:
+        rows = {row["path"] for row in csv.DictReader(f)}
+    assert rows == {str(p) for p in good}
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == len(bad)
+    for p in bad:
+        assert sum(line.startswith(f"error: {p}: ") for line in errors) == 1, p
+    assert max(peak_kb, before) < 2 * 1024 * 1024  # ru_maxrss is in KiB on Linux
