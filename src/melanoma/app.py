@@ -14,11 +14,11 @@ import os
 import numpy as np
 import streamlit as st
 
-from melanoma.explain import grad_cam, overlay
+from melanoma import predict
+from melanoma.explain import overlay
 from melanoma.images import MAX_FILE_BYTES, ImageError, load_image
 from melanoma.model import ModelFileError, load
-from melanoma.predict import predict_views
-from melanoma.preprocess import crop_box, model_view, normalize
+from melanoma.preprocess import crop_box
 from melanoma.quality import assess
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "heic", "heif", "gif"]
@@ -38,9 +38,7 @@ def get_model(path: str | None):
 def analyse(data: bytes, name: str, model, info) -> dict:
     """Everything the page shows for one upload, except the overlay blend (which follows the slider)."""
     image = load_image(data, name=name)
-    view = model_view(image, info.preprocess)
-    pred = predict_views(model, info, view[None])[0]
-    cam = grad_cam(model, normalize(view[None], info.preprocess), target=len(info.class_names) - 1)[0]
+    pred, cam, view = predict.analyse(model, info, image)
     return {"image": np.asarray(image), "box": crop_box(image.width, image.height), "cam": cam, "pred": pred,
             "quality": assess(image, view)}
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .data import CLASS_NAMES, SPLITS, Sample, scan
-from .images import ImageError, load_image
+from .data import CLASS_NAMES, SPLITS, Sample, read_samples, scan
+from .images import ImageError
 
 THUMB = 16
 WHOLE_CORRELATION = 0.985
@@ -87,12 +87,7 @@ def near_duplicate_groups(thumbs: np.ndarray) -> np.ndarray:
 def read_thumbnails(samples: list[Sample], sizes: Counter | None = None) -> tuple[list[Sample], np.ndarray, list[ImageError]]:
     """Thumbnails of the readable samples (the unreadable ones are returned as errors)."""
     ok, thumbs, bad = [], [], []
-    for s in samples:
-        try:
-            im = load_image(s.path, name=s.rel)
-        except ImageError as exc:
-            bad.append(exc)
-            continue
+    for s, im in read_samples(samples, bad):
         thumbs.append(thumbnail(im))
         ok.append(s)
         if sizes is not None:

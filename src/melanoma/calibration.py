@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax
+from scipy.special import log_softmax, softmax
+
+
+def calibrated_probability(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """P(positive, the last class) = softmax(logits / T)[:, -1]."""
+    return softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=1)[:, -1]
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:

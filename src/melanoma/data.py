@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .images import IMAGE_SUFFIXES
+from PIL import Image
+
+from .images import IMAGE_SUFFIXES, ImageError, load_image
 
 CLASS_NAMES = ("Benign", "Malignant")
 SPLITS = ("train", "test")
@@ -57,6 +61,19 @@ def scan(root: Path, split: str) -> list[Sample]:
             if f.suffix.lower() in IMAGE_SUFFIXES and not f.is_dir():
                 samples.append(Sample(f, f.relative_to(root).as_posix(), split, label))
     return samples
+
+
+def read_samples(samples: list[Sample], unreadable: list[ImageError]) -> Iterator[tuple[Sample, Image.Image]]:
+    """Each readable sample with its image; an unreadable one is reported on stderr, added to
+    `unreadable`, and skipped (the rest go on)."""
+    for s in samples:
+        try:
+            image = load_image(s.path, name=s.rel)
+        except ImageError as exc:
+            print(f"skipped {exc}", file=sys.stderr)
+            unreadable.append(exc)
+            continue
+        yield s, image
 
 
 def fingerprint(samples: list[Sample]) -> str:

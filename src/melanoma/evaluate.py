@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .audit import read_thumbnails, test_duplicates_in_train
-from .data import scan
-from .images import ImageError, load_image
+from .audit import read_thumbnails, test_duplicates_in_train, thumbnail
+from .data import read_samples, scan
 from .model import ModelInfo, load
 from .predict import probabilities
 from .preprocess import model_view, normalize
@@ -77,19 +76,19 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float, bootstrap: in
     return out
 
 
-def score_images(model, info: ModelInfo, samples, batch_size: int = 64):
-    """P(malignant) for each readable sample; unreadable ones are reported and left out."""
+def score_images(model, info: ModelInfo, samples, batch_size: int = 64, thumbs: list | None = None):
+    """P(malignant) for each readable sample; unreadable ones are reported and left out.
+    With `thumbs`, each image's near-duplicate thumbnail is appended to it in the same pass."""
     from tqdm import tqdm
 
-    kept, probs, views = [], [], []
+    kept, probs, views, unreadable = [], [], [], []
     for start in tqdm(range(0, len(samples), batch_size), desc="scoring test", unit="batch", file=sys.stderr, mininterval=2):
         batch_views = []
-        for s in samples[start : start + batch_size]:
-            try:
-                batch_views.append(model_view(load_image(s.path, name=s.rel), info.preprocess))
-                kept.append(s)
-            except ImageError as exc:
-                print(f"skipped {exc}", file=sys.stderr)
+        for s, im in read_samples(samples[start : start + batch_size], unreadable):
+            batch_views.append(model_view(im, info.preprocess))
+            kept.append(s)
+            if thumbs is not None:
+                thumbs.append(thumbnail(im))
         if batch_views:
             probs.append(probabilities(model, info, normalize(np.stack(batch_views), info.preprocess)))
             views += batch_views
@@ -104,14 +103,14 @@ def run(model_path: str | None, data_dir: Path, out: Path, bootstrap: int = 1000
     test = scan(data_dir, "test")
     if not test:
         raise SystemExit(f"error: {data_dir / 'test'}: no test images found")
-    test, p, views = score_images(model, info, test)
+    test_thumbs: list[np.ndarray] = []
+    test, p, views = score_images(model, info, test, thumbs=test_thumbs)
     y = np.array([s.label for s in test])
     if len(set(y)) < 2:
         raise SystemExit(f"error: {data_dir / 'test'}: readable images of both classes are needed to evaluate")
 
     _, train_thumbs, _ = read_thumbnails(scan(data_dir, "train"))
-    _, test_thumbs, _ = read_thumbnails(test)
-    leaked, _, _ = test_duplicates_in_train(train_thumbs, test_thumbs)
+    leaked, _, _ = test_duplicates_in_train(train_thumbs, np.stack(test_thumbs))
     clean = ~leaked
 
     metrics = {

@@ -12,10 +12,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .calibration import calibrated_probability
 from .explain import grad_cam, overlay
 from .images import ImageError, find_images, load_image
 from .model import Classifier, ModelInfo
-from .preprocess import crop_box, model_view, normalize, to_batch
+from .preprocess import crop_box, model_view, normalize
 
 
 @dataclass
@@ -28,7 +29,7 @@ def probabilities(model: Classifier, info: ModelInfo, x: torch.Tensor) -> np.nda
     """Calibrated P(malignant) for a normalised batch."""
     with torch.no_grad():
         logits = model(x)
-    return torch.softmax(logits / info.temperature, dim=1)[:, -1].numpy()
+    return calibrated_probability(logits.numpy(), info.temperature)
 
 
 def label_of(p: float, info: ModelInfo) -> str:
@@ -45,13 +46,18 @@ def classify(model: Classifier, info: ModelInfo, images: list[Image.Image]) -> l
     return predict_views(model, info, np.stack([model_view(im, info.preprocess) for im in images]))
 
 
+def analyse(model: Classifier, info: ModelInfo, image: Image.Image) -> tuple[Prediction, np.ndarray, np.ndarray]:
+    """Prediction, Grad-CAM map (model-view resolution) and the model view, from one preprocessing."""
+    view = model_view(image, info.preprocess)
+    pred = predict_views(model, info, view[None])[0]
+    cam = grad_cam(model, normalize(view[None], info.preprocess), target=len(info.class_names) - 1)[0]
+    return pred, cam, view
+
+
 def explain(model: Classifier, info: ModelInfo, image: Image.Image, alpha: float = 0.45) -> tuple[Prediction, np.ndarray]:
     """Prediction and a Grad-CAM overlay at the image's own resolution."""
-    x = to_batch([image], info.preprocess)
-    pred = classify(model, info, [image])[0]
-    cam = grad_cam(model, x, target=len(info.class_names) - 1)[0]
-    rgb = np.asarray(image)
-    return pred, overlay(rgb, cam, crop_box(image.width, image.height), alpha)
+    pred, cam, _ = analyse(model, info, image)
+    return pred, overlay(np.asarray(image), cam, crop_box(image.width, image.height), alpha)
 
 
 def cam_file_name(path: Path) -> str:

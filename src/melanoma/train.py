@@ -22,9 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import model as models
 from .audit import near_duplicate_groups, thumbnail
-from .calibration import fit_temperature, threshold_for_sensitivity
-from .data import CLASS_NAMES, fingerprint, scan, split_train_val
-from .images import ImageError, load_image
+from .calibration import calibrated_probability, fit_temperature, threshold_for_sensitivity
+from .data import CLASS_NAMES, fingerprint, read_samples, scan, split_train_val
 from .preprocess import Preprocess, model_view, normalize, train_augment
 
 
@@ -70,18 +69,12 @@ def load_split(samples, pre: Preprocess):
     from tqdm import tqdm
 
     views, thumbs, labels, kept, bad = [], [], [], [], []
-    for s in tqdm(samples, desc="reading images", unit="img", file=sys.stderr, mininterval=2):
-        try:
-            im = load_image(s.path, name=s.rel)
-        except ImageError as exc:
-            print(f"skipped {exc}", file=sys.stderr)
-            bad.append({"file": exc.name, "reason": exc.reason})
-            continue
+    for s, im in read_samples(tqdm(samples, desc="reading images", unit="img", file=sys.stderr, mininterval=2), bad):
         views.append(model_view(im, pre))
         thumbs.append(thumbnail(im))
         labels.append(s.label)
         kept.append(s)
-    return kept, views, np.stack(thumbs), np.array(labels), bad
+    return kept, views, np.stack(thumbs), np.array(labels), [{"file": e.name, "reason": e.reason} for e in bad]
 
 
 def subsample(samples, limit: int | None, seed: int):
@@ -199,7 +192,7 @@ def main(config: TrainConfig, data_dir: Path, out_dir: Path) -> Path:
     model.load_state_dict(best_state)
     logits = predict_logits(model, val_views, pre)
     temperature = fit_temperature(logits, val_labels)
-    p_val = torch.softmax(torch.from_numpy(logits) / temperature, 1)[:, 1].numpy()
+    p_val = calibrated_probability(logits, temperature)
     threshold = threshold_for_sensitivity(p_val, val_labels, config.target_sensitivity)
     pred = p_val >= threshold
     pos, neg = val_labels == 1, val_labels == 0
