@@ -13,8 +13,8 @@ from melanoma.preprocess import to_batch
 from .conftest import TINY_THRESHOLD, lesion_image
 
 
-def melanoma_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "melanoma", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+def melanoma_cli(*args, cwd=None, env=None):
+    return subprocess.run([sys.executable, "-m", "melanoma", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
 
 
 def test_grad_cam_shape_range_and_hooks_released(tiny_model_file):

@@ -13,10 +13,25 @@ def _train(args) -> int:
     from .data import check_outside, resolve_data_dir
     from .train import TrainConfig, main
 
-    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None})
+    given = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
+    if args.resume:
+        if given or args.out:
+            print("error: --resume continues with the run's own settings; give only --data besides it", file=sys.stderr)
+            return 2
+        out = Path(args.resume)
+    elif args.out:
+        out = Path(args.out)
+    else:
+        print("error: give --out RUN_DIR for a new run, or --resume RUN_DIR to continue one", file=sys.stderr)
+        return 2
+    config = TrainConfig(**given)
+    problem = train_config_problem(config)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     data = resolve_data_dir(args.data)
-    check_outside(data, args.out)
-    main(config, data, Path(args.out))
+    check_outside(data, out)
+    main(config, data, out, resume=bool(args.resume))
     return 0
 
 
@@ -81,21 +96,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model (at most 30 epochs, early stopping) and calibrate it on validation")
     t.add_argument("--data", help=data_help)
-    t.add_argument("--out", required=True, help="run folder: model.safetensors, history, curves")
+    t.add_argument("--out", help="run folder for a new run: model.safetensors, checkpoint, history, curves")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or killed run from its last checkpoint")
     d = TrainConfig()
-    t.add_argument("--arch", choices=["efficientnet_lite0", "seed_cnn"], default=d.arch)
-    t.add_argument("--epochs", type=int, default=d.epochs, help="maximum epochs (default %(default)s)")
-    t.add_argument("--patience", type=int, default=d.patience)
-    t.add_argument("--img-size", dest="img_size", type=int, help="input side in pixels (default: the architecture's)")
-    t.add_argument("--batch-size", dest="batch_size", type=int, default=d.batch_size)
-    t.add_argument("--lr", type=float, default=d.lr)
-    t.add_argument("--weight-decay", dest="weight_decay", type=float, default=d.weight_decay)
-    t.add_argument("--freeze-blocks", dest="freeze_blocks", type=int, default=d.freeze_blocks)
-    t.add_argument("--val-fraction", dest="val_fraction", type=float, default=d.val_fraction)
-    t.add_argument("--target-sensitivity", dest="target_sensitivity", type=float, default=d.target_sensitivity)
-    t.add_argument("--seed", type=int, default=d.seed)
-    t.add_argument("--limit", type=int, help="use at most N training images per class (quick runs)")
-    t.add_argument("--workers", type=int, default=d.workers)
+    for flag, kind, text in [
+        ("--arch", str, "efficientnet_lite0 or seed_cnn"), ("--epochs", int, "maximum epochs"),
+        ("--patience", int, "epochs without a better validation AUC before stopping"),
+        ("--img-size", int, "input side in pixels (default: the architecture's)"), ("--batch-size", int, ""),
+        ("--lr", float, "peak learning rate"), ("--weight-decay", float, ""),
+        ("--freeze-blocks", int, "efficientnet_lite0: keep the stem and first N blocks at ImageNet weights"),
+        ("--val-fraction", float, ""), ("--target-sensitivity", float, "validation sensitivity the threshold is chosen for"),
+        ("--seed", int, ""), ("--limit", int, "use at most N training images per class (quick runs)"),
+        ("--workers", int, "DataLoader worker processes"),
+    ]:
+        dest = flag[2:].replace("-", "_")
+        default = getattr(d, dest)
+        kw = {"choices": ["efficientnet_lite0", "seed_cnn"]} if flag == "--arch" else {}
+        t.add_argument(flag, dest=dest, type=kind, help=f"{text} (default {default})" if default is not None else text, **kw)
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="metrics and plots on the test split and its clean subset")
@@ -120,27 +137,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def train_args_problem(args) -> str | None:
-    if not 1 <= args.epochs <= 30:
+def train_config_problem(c) -> str | None:
+    if not 1 <= c.epochs <= 30:
         return "--epochs must be between 1 and 30"
-    if not 0 < args.val_fraction <= 0.5:
+    if not 0 < c.val_fraction <= 0.5:
         return "--val-fraction must be in (0, 0.5]"
-    if not 0 < args.target_sensitivity <= 1:
+    if not 0 < c.target_sensitivity <= 1:
         return "--target-sensitivity is a fraction in (0, 1], e.g. 0.95"
-    if args.batch_size < 1 or args.patience < 1 or (args.img_size is not None and args.img_size < 32):
+    if c.batch_size < 1 or c.patience < 1 or (c.img_size is not None and c.img_size < 32):
         return "--batch-size and --patience must be at least 1, --img-size at least 32"
-    if args.limit is not None and args.limit < 2:
+    if c.limit is not None and c.limit < 2:
         return "--limit must be at least 2 images per class"
     return None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "train":
-        problem = train_args_problem(args)
-        if problem:
-            print(f"error: {problem}", file=sys.stderr)
-            return 2
     try:
         return args.func(args)
     except ModelFileError as exc:

@@ -155,14 +155,20 @@ def weights_sha256(state: dict[str, torch.Tensor]) -> str:
 
 
 def save(path: str | os.PathLike, model: nn.Module, info: ModelInfo) -> None:
-    """Write weights + metadata atomically (temporary file, fsync, rename)."""
+    """Write weights + metadata atomically."""
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    write_safetensors(path, state, {METADATA_KEY: info.to_json()})
+
+
+def write_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Tensors + string metadata + a checksum of the tensors, written atomically (temporary file,
+    fsync, rename): a crash mid-write never leaves a half-written file where a good one was."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp), metadata={METADATA_KEY: info.to_json(), CHECKSUM_KEY: weights_sha256(state)})
+    save_file(tensors, str(tmp), metadata={**metadata, CHECKSUM_KEY: weights_sha256(tensors)})
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.chmod(tmp, 0o644)  # safetensors creates the file readable by its owner only

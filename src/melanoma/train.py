@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -20,8 +22,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from . import checkpoint
 from . import model as models
 from .audit import near_duplicate_groups, thumbnail
+from .checkpoint import Progress, derive_seed
 from .calibration import calibrated_probability, fit_temperature, threshold_for_sensitivity
 from .data import CLASS_NAMES, fingerprint, read_samples, scan, split_train_val
 from .preprocess import Preprocess, model_view, normalize, train_augment
@@ -45,23 +49,66 @@ class TrainConfig:
 
 
 class ArrayDataset(Dataset):
-    def __init__(self, arrays: list[np.ndarray], labels: np.ndarray, augment=None):
-        self.arrays, self.labels, self.augment = arrays, labels, augment
+    """Decoded training views; sample i of epoch e is augmented with its own seed (seed, e, i), so the
+    result does not depend on worker processes or on where a resumed run picked up."""
+
+    def __init__(self, arrays: list[np.ndarray], labels: np.ndarray, augment, seed: int):
+        self.arrays, self.labels, self.augment, self.seed = arrays, labels, augment, seed
+        self.epoch = 1
 
     def __len__(self) -> int:
         return len(self.arrays)
 
     def __getitem__(self, i: int):
-        img = self.arrays[i]
-        if self.augment is not None:
-            img = self.augment(image=img)["image"]
-        return img, int(self.labels[i])
+        self.augment.set_random_seed(derive_seed(self.seed, self.epoch, i))
+        return self.augment(image=self.arrays[i])["image"], int(self.labels[i])
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The shuffled batches of one epoch (a short last batch is dropped when there is more than one)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, epoch))).tolist()
+    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    if len(batches) > 1 and len(batches[-1]) < batch_size:
+        batches.pop()
+    return batches
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT) during training sets a flag; the loop saves a checkpoint at the next batch
+    boundary and exits. A second Ctrl-C interrupts at once (the last checkpoint stays intact)."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: stopping after this batch and saving a checkpoint (Ctrl-C again to stop at once)", file=sys.stderr)
+
+    def __enter__(self):
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self._previous)
+
+
+def _fault_injection() -> tuple[int, int] | None:
+    """Tests only: MELANOMA_TEST_SIGNAL="N:KILL" (or ":INT") sends that signal to this process
+    after its N-th training batch, to check that killed and interrupted runs resume exactly."""
+    spec = os.environ.get("MELANOMA_TEST_SIGNAL")
+    if not spec:
+        return None
+    n, name = spec.split(":")
+    return int(n), getattr(signal, f"SIG{name}")
 
 
 def load_split(samples, pre: Preprocess):
@@ -99,28 +146,45 @@ def freeze_early_layers(model: nn.Module, arch: str, n_blocks: int) -> list[nn.M
     return frozen
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, pre, frozen, epoch, epochs) -> tuple[float, float]:
+def train_one_epoch(model, dataset, optimizer, scheduler, loss_fn, pre, frozen, config: TrainConfig,
+                    progress: Progress, stop: StopRequest) -> bool:
+    """Train the epoch after `progress.epochs_done`, from batch `progress.batches_done` on, updating
+    `progress` as it goes. Returns False when Ctrl-C asked to stop before the epoch was over."""
     from tqdm import tqdm
 
+    epoch = progress.epochs_done + 1
+    dataset.epoch = epoch
+    batches = epoch_batches(len(dataset), config.batch_size, config.seed, epoch)
+    loader = DataLoader(dataset, batch_sampler=batches[progress.batches_done :], num_workers=config.workers)
+    fault = _fault_injection()
     model.train()
     for m in frozen:
         m.eval()
-    total, correct, loss_sum = 0, 0, 0.0
-    bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", unit="batch", file=sys.stderr, mininterval=2)
+    bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", unit="batch", file=sys.stderr, mininterval=2,
+               initial=progress.batches_done, total=len(batches))
+    t0 = time.time()
     for images, labels in bar:
-        x = normalize(images, pre)
-        logits = model(x)
+        torch.manual_seed(derive_seed(config.seed, epoch, progress.batches_done, 1))  # dropout of this batch
+        logits = model(normalize(images, pre))
         loss = loss_fn(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
         n = len(labels)
-        total += n
-        loss_sum += loss.item() * n
-        correct += (logits.argmax(1) == labels).sum().item()
-        bar.set_postfix(loss=f"{loss_sum / total:.4f}", acc=f"{correct / total:.4f}")
-    return loss_sum / total, correct / total
+        progress.batches_done += 1
+        progress.seen += n
+        progress.loss_sum += loss.item() * n
+        progress.correct += (logits.argmax(1) == labels).sum().item()
+        progress.seconds += time.time() - t0
+        t0 = time.time()
+        bar.set_postfix(loss=f"{progress.loss_sum / progress.seen:.4f}", acc=f"{progress.correct / progress.seen:.4f}", refresh=False)
+        if fault and (epoch - 1) * len(batches) + progress.batches_done == fault[0]:
+            os.kill(os.getpid(), fault[1])
+        if stop.requested and progress.batches_done < len(batches):
+            bar.close()
+            return False
+    return True
 
 
 @torch.no_grad()
@@ -130,12 +194,20 @@ def predict_logits(model, arrays: list[np.ndarray], pre: Preprocess, batch_size:
     return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
 
 
-def main(config: TrainConfig, data_dir: Path, out_dir: Path) -> Path:
+def main(config: TrainConfig, data_dir: Path, out_dir: Path, resume: bool = False) -> Path:
+    """Train into `out_dir`; with `resume`, continue the run saved there (its own config)."""
     from sklearn.metrics import roc_auc_score
 
+    saved = None
+    if resume:
+        try:
+            saved = checkpoint.load(out_dir)
+        except checkpoint.CheckpointError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        config = TrainConfig(**saved.config)
     seed_everything(config.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model, pre = models.build(config.arch, pretrained=config.arch == "efficientnet_lite0", image_size=config.img_size)
+    model, pre = models.build(config.arch, pretrained=config.arch == "efficientnet_lite0" and not resume, image_size=config.img_size)
     model = model.to(memory_format=torch.channels_last)
     frozen = freeze_early_layers(model, config.arch, config.freeze_blocks)
 
@@ -145,6 +217,9 @@ def main(config: TrainConfig, data_dir: Path, out_dir: Path) -> Path:
     samples, views, thumbs, labels, unreadable = load_split(samples, pre)
     if not samples:
         raise SystemExit(f"error: {data_dir / 'train'}: none of the training images could be read")
+    data_fingerprint = fingerprint(samples)
+    if saved is not None and saved.fingerprint != data_fingerprint:
+        raise SystemExit(data_changed_message(out_dir, data_dir, samples))
     groups = near_duplicate_groups(thumbs)
     tr, va = split_train_val(labels, groups, config.val_fraction, config.seed)
     print(
@@ -152,42 +227,58 @@ def main(config: TrainConfig, data_dir: Path, out_dir: Path) -> Path:
         f"near-duplicates grouped; train {len(tr)}, validation {len(va)}",
         file=sys.stderr,
     )
+    (out_dir / "unreadable.json").write_text(json.dumps(unreadable, indent=1))
+    (out_dir / "split.json").write_text(json.dumps({"train": [samples[i].rel for i in tr], "validation": [samples[i].rel for i in va]}))
 
-    train_ds = ArrayDataset([views[i] for i in tr], labels[tr], train_augment(pre.image_size, config.seed))
+    train_ds = ArrayDataset([views[i] for i in tr], labels[tr], train_augment(pre.image_size, config.seed), config.seed)
     val_views, val_labels = [views[i] for i in va], labels[va]
-    gen = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(
-        train_ds, batch_size=config.batch_size, shuffle=True, drop_last=len(tr) > config.batch_size, generator=gen,
-        num_workers=config.workers, worker_init_fn=lambda w: np.random.seed(config.seed + w),
-    )
     counts = np.bincount(labels[tr], minlength=2)
     class_weight = torch.tensor(len(tr) / (2 * np.maximum(counts, 1)), dtype=torch.float32)  # balanced classes
     loss_fn = nn.CrossEntropyLoss(weight=class_weight)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.epochs * len(loader), pct_start=0.15)
+    steps_per_epoch = len(epoch_batches(len(tr), config.batch_size, config.seed, 1))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15)
 
-    history: list[dict] = []
-    best_auc, best_loss, best_state, stale = -1.0, float("inf"), None, 0
-    for epoch in range(1, config.epochs + 1):
-        t0 = time.time()
-        train_loss, train_acc = train_one_epoch(model, loader, optimizer, scheduler, loss_fn, pre, frozen, epoch, config.epochs)
-        logits = predict_logits(model, val_views, pre)
-        val_loss = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(val_labels)))
-        val_acc = float((logits.argmax(1) == val_labels).mean())
-        val_auc = float(roc_auc_score(val_labels, logits[:, 1] - logits[:, 0]))
-        row = dict(epoch=epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss, val_acc=val_acc, val_auc=val_auc, seconds=time.time() - t0)
-        history.append(row)
-        print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), file=sys.stderr)
-        write_history(history, out_dir)
-        if val_auc > best_auc or (val_auc == best_auc and val_loss < best_loss):
-            best_auc, best_loss, stale = val_auc, val_loss, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= config.patience:
+    progress, best_state = Progress(), None
+    if saved is not None:
+        model.load_state_dict(saved.model_state)
+        optimizer.load_state_dict(saved.optimizer_state)
+        scheduler.load_state_dict(saved.scheduler_state)
+        progress, best_state = saved.progress, saved.best_state
+        print(f"resuming {out_dir}: {progress.epochs_done} epochs done"
+              + (f", {progress.batches_done} batches into epoch {progress.epochs_done + 1}" if progress.batches_done else ""), file=sys.stderr)
+
+    def save_checkpoint():
+        checkpoint.save(out_dir, model, best_state, optimizer, scheduler, asdict(config), data_fingerprint, progress)
+
+    with StopRequest() as stop:
+        while not progress.finished:
+            if not train_one_epoch(model, train_ds, optimizer, scheduler, loss_fn, pre, frozen, config, progress, stop):
+                save_checkpoint()
+                exit_interrupted(out_dir, progress)
+            epoch = progress.epochs_done + 1
+            logits = predict_logits(model, val_views, pre)
+            val_loss = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(val_labels)))
+            val_acc = float((logits.argmax(1) == val_labels).mean())
+            val_auc = float(roc_auc_score(val_labels, logits[:, 1] - logits[:, 0]))
+            row = dict(epoch=epoch, train_loss=progress.loss_sum / progress.seen, train_acc=progress.correct / progress.seen,
+                       val_loss=val_loss, val_acc=val_acc, val_auc=val_auc, seconds=progress.seconds)
+            progress.history.append(row)
+            print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), file=sys.stderr)
+            write_history(progress.history, out_dir)
+            if val_auc > progress.best_auc or (val_auc == progress.best_auc and val_loss < (progress.best_loss or 0)):
+                progress.best_auc, progress.best_loss, progress.stale = val_auc, val_loss, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                progress.stale += 1
+            if progress.stale >= config.patience:
                 print(f"early stop: no better validation AUC for {config.patience} epochs", file=sys.stderr)
-                break
+            progress.epoch_over(epoch)
+            progress.finished = progress.stale >= config.patience or epoch >= config.epochs
+            save_checkpoint()
+            if stop.requested and not progress.finished:
+                exit_interrupted(out_dir, progress)
 
     model.load_state_dict(best_state)
     logits = predict_logits(model, val_views, pre)
@@ -196,6 +287,7 @@ def main(config: TrainConfig, data_dir: Path, out_dir: Path) -> Path:
     threshold = threshold_for_sensitivity(p_val, val_labels, config.target_sensitivity)
     pred = p_val >= threshold
     pos, neg = val_labels == 1, val_labels == 0
+    history = progress.history
     validation = {
         "images": int(len(va)),
         "auc": float(roc_auc_score(val_labels, p_val)),
@@ -207,17 +299,39 @@ def main(config: TrainConfig, data_dir: Path, out_dir: Path) -> Path:
     info = models.ModelInfo(
         arch=config.arch, preprocess=pre, class_names=CLASS_NAMES, threshold=float(threshold), temperature=float(temperature),
         target_sensitivity=config.target_sensitivity, train_config=asdict(config),
-        data_fingerprint=fingerprint(samples), validation=validation, history=history, versions=models.versions(),
+        data_fingerprint=data_fingerprint, validation=validation, history=history, versions=models.versions(),
     )
     path = out_dir / "model.safetensors"
     models.save(path, model, info)
-    (out_dir / "unreadable.json").write_text(json.dumps(unreadable, indent=1))
-    (out_dir / "split.json").write_text(json.dumps({"train": [samples[i].rel for i in tr], "validation": [samples[i].rel for i in va]}))
     from .plots import plot_history
 
     plot_history(history, out_dir / "training_curves.png")
     print(f"saved {path}: temperature {temperature:.3f}, threshold {threshold:.3f}, validation {json.dumps(validation)}", file=sys.stderr)
     return path
+
+
+def exit_interrupted(out_dir: Path, progress: Progress) -> None:
+    where = f"epoch {progress.epochs_done + 1}, batch {progress.batches_done}" if progress.batches_done else f"after epoch {progress.epochs_done}"
+    print(f"interrupted: checkpoint saved ({where}); continue with: melanoma train --resume {out_dir}", file=sys.stderr)
+    raise SystemExit(130)
+
+
+def data_changed_message(out_dir: Path, data_dir: Path, samples) -> str:
+    """Which files differ from the ones the run started with (split.json lists them)."""
+    try:
+        split = json.loads((out_dir / "split.json").read_text())
+        before = set(split["train"]) | set(split["validation"])
+    except (OSError, ValueError, KeyError):
+        before = None
+    now = {s.rel for s in samples}
+    if before is None:
+        detail = "its file list (split.json) is missing"
+    elif before == now:
+        detail = "the same files, but some contents changed"
+    else:
+        detail = f"{len(now - before)} images added, {len(before - now)} removed"
+    return (f"error: {data_dir}: the training data changed since {out_dir} was started ({detail}; "
+            "the data fingerprint differs); resuming would mix two data sets: start a new run with a new --out")
 
 
 def write_history(history: list[dict], out_dir: Path) -> None:

@@ -1,0 +1,87 @@
+"""Training that survives faults: killed or interrupted runs resume to the same weights."""
+
+import json
+import os
+import shutil
+
+import pytest
+from safetensors.torch import load_file
+
+from .test_predict_explain import melanoma_cli
+
+TINY = ["--arch", "seed_cnn", "--img-size", "64", "--limit", "40", "--epochs", "3", "--batch-size", "8", "--val-fraction", "0.25"]
+# 60 training images -> 7 batches per epoch; batch 12 is in the middle of epoch 2
+
+
+def train(*args, signal_at=None):
+    env = dict(os.environ, MELANOMA_TEST_SIGNAL=signal_at) if signal_at else None
+    return melanoma_cli("train", *args, env=env)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "full"
+    r = train("--data", data_dir, "--out", out, *TINY)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out
+
+
+def same_weights(a, b):
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    return wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)
+
+
+def test_sigkill_mid_epoch_then_resume_gives_the_same_weights(data_dir, tmp_path, uninterrupted):
+    out = tmp_path / "killed"
+    r = train("--data", data_dir, "--out", out, *TINY, signal_at="12:KILL")
+    assert r.returncode == -9 and not (out / "model.safetensors").exists()
+    r = train("--resume", out, "--data", data_dir)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resuming" in r.stderr and "1 epochs done" in r.stderr
+    assert same_weights(out, uninterrupted)
+    history = [{k: v for k, v in row.items() if k != "seconds"} for row in json.loads((out / "history.json").read_text())]
+    assert history == [{k: v for k, v in row.items() if k != "seconds"} for row in json.loads((uninterrupted / "history.json").read_text())]
+
+
+def test_ctrl_c_saves_a_checkpoint_mid_epoch_and_resumes_exactly(data_dir, tmp_path, uninterrupted):
+    out = tmp_path / "interrupted"
+    r = train("--data", data_dir, "--out", out, *TINY, signal_at="5:INT")
+    assert r.returncode == 130, r.stderr[-2000:]
+    assert "checkpoint saved (epoch 1, batch 5)" in r.stderr and f"--resume {out}" in r.stderr
+    assert "Traceback" not in r.stderr and not (out / "model.safetensors").exists()
+    r = train("--resume", out, "--data", data_dir)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "5 batches into epoch 1" in r.stderr
+    assert same_weights(out, uninterrupted)
+
+
+def test_resume_reports_changed_data_and_bad_checkpoints(data_dir, tmp_path):
+    data = tmp_path / "data"
+    for cls in ("Benign", "Malignant"):
+        (data / "train" / cls).mkdir(parents=True)
+        for f in sorted((data_dir / "train" / cls).glob("*.jpg"))[:12]:
+            shutil.copy(f, data / "train" / cls / f.name)
+    out = tmp_path / "run"
+    args = ["--arch", "seed_cnn", "--img-size", "64", "--epochs", "2", "--batch-size", "4", "--val-fraction", "0.25"]
+    r = train("--data", data, "--out", out, *args, signal_at="3:INT")
+    assert r.returncode == 130, r.stderr[-2000:]
+
+    extra = sorted((data_dir / "train" / "Benign").glob("*.jpg"))[20]
+    shutil.copy(extra, data / "train" / "Benign" / extra.name)
+    r = train("--resume", out, "--data", data)
+    assert r.returncode == 1 and "training data changed" in r.stderr and "1 images added, 0 removed" in r.stderr
+    assert "Traceback" not in r.stderr
+
+    r = train("--resume", out, "--data", data, "--epochs", "5")
+    assert r.returncode == 2 and "own settings" in r.stderr
+
+    ckpt = out / "checkpoint.safetensors"
+    blob = bytearray(ckpt.read_bytes())
+    blob[-100] ^= 0xFF  # flip a byte in the tensors
+    ckpt.write_bytes(bytes(blob))
+    r = train("--resume", out, "--data", data)
+    assert r.returncode == 1 and "not a usable training checkpoint" in r.stderr and "checksum" in r.stderr
+    assert "Traceback" not in r.stderr
+
+    r = train("--resume", tmp_path / "nowhere", "--data", data)
+    assert r.returncode == 1 and "no checkpoint here" in r.stderr
