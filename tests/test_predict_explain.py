@@ -5,7 +5,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from melanoma.explain import grad_cam, overlay
+from melanoma.explain import grad_cam, linear_head, logits_and_cam, overlay
 from melanoma.model import load
 from melanoma.predict import explain
 from melanoma.preprocess import to_batch
@@ -23,6 +23,31 @@ def test_grad_cam_shape_range_and_hooks_released(tiny_model_file):
     cam = grad_cam(model, x)
     assert cam.shape == (2, 64, 64) and cam.min() >= 0 and cam.max() <= 1
     assert all(not m._forward_hooks and not m._backward_hooks for m in model.modules())
+
+
+def test_one_pass_cam_equals_grad_cam_on_the_bundled_model(data_dir):
+    """EfficientNet-Lite0's head is pooling + linear: the class activation map from one forward pass
+    must equal captum's Grad-CAM (which needs a backward pass), for either class, on real images."""
+    import torch
+
+    model, info = load()
+    assert linear_head(model) is not None
+    images = [Image.open(f) for cls in ("Benign", "Malignant") for f in sorted((data_dir / "test" / cls).glob("*.jpg"))[:3]]
+    x = to_batch(images, info.preprocess)
+    for target in (0, 1):
+        logits, cam = logits_and_cam(model, x, target)
+        reference = grad_cam(model, x, target)
+        assert np.abs(cam - reference).max() < 1e-4
+        assert cam.max() == 1.0 and (cam > 0.05).mean() > 0.05  # not a blank map
+    with torch.no_grad():
+        assert torch.allclose(logits, model(x), atol=1e-5)
+
+
+def test_seed_cnn_head_goes_through_grad_cam(tiny_model_file):
+    model, info = load(tiny_model_file)
+    assert linear_head(model) is None  # Dense 256 + ReLU in its head: no shortcut
+    x = to_batch([lesion_image(seed=3)], info.preprocess)
+    np.testing.assert_array_equal(logits_and_cam(model, x)[1], grad_cam(model, x))
 
 
 def test_overlay_is_pure_and_fills_only_the_model_view():

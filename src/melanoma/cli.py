@@ -57,11 +57,31 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
-    from .model import load
     from .predict import run
 
+    if args.engine == "onnx":
+        from .onnx_model import OnnxModel
+
+        if not args.model:
+            print("error: --engine onnx needs --model FILE.onnx, written by `melanoma export --onnx FILE.onnx`", file=sys.stderr)
+            return 2
+        model = OnnxModel(args.model)
+        info = model.info
+    else:
+        from .model import load
+
+        model, info = load(args.model)
+    return run(args.paths, model, info, args.csv, args.cam, workers=args.workers)
+
+
+def _export(args) -> int:
+    from .model import load
+    from .onnx_model import export
+
     model, info = load(args.model)
-    return run(args.paths, model, info, args.csv, args.cam)
+    export(model, info, args.onnx)
+    print(f"wrote {args.onnx}", file=sys.stderr)
+    return 0
 
 
 def _serve(args) -> int:
@@ -127,7 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", help="model file (default: the bundled model)")
     r.add_argument("--csv", help="write path,p_malignant,label rows to this file")
     r.add_argument("--cam", metavar="DIR", help="write a Grad-CAM overlay PNG per image into DIR")
+    r.add_argument("--engine", choices=["torch", "onnx"], default="torch",
+                   help="torch (the .safetensors model) or onnx (ONNX Runtime on a file from `melanoma export --onnx`)")
+    r.add_argument("--workers", type=int, default=2, help="processes decoding images (default %(default)s)")
     r.set_defaults(func=_predict)
+
+    x = sub.add_parser("export", help="write the model as ONNX (with its threshold and preprocessing in the metadata)")
+    x.add_argument("--onnx", required=True, metavar="FILE", help="the .onnx file to write")
+    x.add_argument("--model", help="model file (default: the bundled model)")
+    x.set_defaults(func=_export)
 
     s = sub.add_parser("serve", help="start the web page")
     s.add_argument("--host", default="127.0.0.1")

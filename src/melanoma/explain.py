@@ -1,24 +1,68 @@
-"""Grad-CAM on the model's last convolutional stage (captum), and the overlay as a pure function."""
+"""Grad-CAM on the model's last convolutional stage, and the overlay as a pure function.
+
+For a head of global average pooling followed by one linear layer (EfficientNet-Lite0 here),
+Grad-CAM needs no backward pass: the gradient of a class score with respect to each feature map
+is that class's linear weight divided by the map's area, the same at every position, so Grad-CAM
+is the class activation map relu(sum_k w_k A_k) up to a constant that the normalisation removes.
+`logits_and_cam` uses that (one forward pass, no hooks); other heads (seed_cnn) go through captum's
+LayerGradCam, the reference that tests/test_predict_explain.py compares the shortcut against.
+"""
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
+
+_HOOKS = threading.Lock()  # captum's hooks sit on the model, which the page's sessions share
 
 
 def grad_cam(model: torch.nn.Module, x: torch.Tensor, target: int = 1) -> np.ndarray:
-    """B x H x W maps in [0, 1] of the regions that raise class `target`, at the input's size.
-
-    captum registers its hooks on `model.features` only for the duration of the call and
-    removes them in a `finally`, so nothing stays attached to the model.
-    """
-    from captum.attr import LayerAttribution, LayerGradCam
+    """B x H x W maps in [0, 1] of the regions that raise class `target`, at the input's size
+    (captum's LayerGradCam on `model.features`; its hooks are removed when the call ends)."""
+    from captum.attr import LayerGradCam
 
     model.eval()
-    cam = LayerGradCam(model, model.features).attribute(x, target=target, relu_attributions=True)
-    cam = LayerAttribution.interpolate(cam.detach(), tuple(x.shape[-2:]), interpolate_mode="bilinear")[:, 0]
-    cam = cam.float().numpy()
+    with _HOOKS:
+        cam = LayerGradCam(model, model.features).attribute(x, target=target, relu_attributions=True)
+    return _to_input_size(cam.detach(), x)
+
+
+def linear_head(model: torch.nn.Module) -> nn.Linear | None:
+    """The head's linear layer when the head is global average pooling then (dropout and) one linear
+    layer, the case where Grad-CAM equals the class activation map; otherwise None."""
+    layers = [m for m in model.head if not isinstance(m, (nn.Flatten, nn.Dropout))]
+    if (len(layers) == 2 and isinstance(layers[0], nn.AdaptiveAvgPool2d) and layers[0].output_size in (1, (1, 1))
+            and isinstance(layers[1], nn.Linear)):
+        return layers[1]
+    return None
+
+
+def logits_and_cam(model: torch.nn.Module, x: torch.Tensor, target: int = 1) -> tuple[torch.Tensor, np.ndarray]:
+    """Logits and the Grad-CAM maps of class `target` for a batch, in one forward pass when the
+    head allows it (see the module docstring)."""
+    if hasattr(model, "logits_and_cam_maps"):  # an onnx_model.OnnxModel: the map is one of its outputs
+        logits, maps = model.logits_and_cam_maps(x, target)
+        return logits, _to_input_size(maps, x)
+    model.eval()
+    fc = linear_head(model)
+    with torch.no_grad():
+        if fc is None:
+            logits = model(x)
+        else:
+            maps = model.features(x)
+            logits = model.head(maps)
+            cam = torch.einsum("c,bchw->bhw", fc.weight[target], maps)[:, None].clamp(min=0)
+            return logits, _to_input_size(cam, x)
+    return logits, grad_cam(model, x, target)
+
+
+def _to_input_size(cam: torch.Tensor, x: torch.Tensor) -> np.ndarray:
+    """B x 1 x h x w non-negative maps -> B x H x W in [0, 1], bilinear to the input's size."""
+    cam = torch.nn.functional.interpolate(cam.float(), size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[:, 0].numpy()
     peak = cam.reshape(len(cam), -1).max(1).reshape(-1, 1, 1)
     return np.where(peak > 0, cam / np.maximum(peak, 1e-12), 0.0).astype(np.float32)
 

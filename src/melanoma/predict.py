@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader, Dataset
 
 from .calibration import calibrated_probability
-from .explain import grad_cam, overlay
+from .explain import logits_and_cam, overlay
 from .images import ImageError, find_images, load_image
 from .model import Classifier, ModelInfo
-from .preprocess import crop_box, model_view, normalize
+from .preprocess import Preprocess, crop_box, model_view, normalize
 
 
 @dataclass
@@ -49,9 +50,9 @@ def classify(model: Classifier, info: ModelInfo, images: list[Image.Image]) -> l
 def analyse(model: Classifier, info: ModelInfo, image: Image.Image) -> tuple[Prediction, np.ndarray, np.ndarray]:
     """Prediction, Grad-CAM map (model-view resolution) and the model view, from one preprocessing."""
     view = model_view(image, info.preprocess)
-    pred = predict_views(model, info, view[None])[0]
-    cam = grad_cam(model, normalize(view[None], info.preprocess), target=len(info.class_names) - 1)[0]
-    return pred, cam, view
+    logits, cam = logits_and_cam(model, normalize(view[None], info.preprocess), target=len(info.class_names) - 1)
+    p = float(calibrated_probability(logits.numpy(), info.temperature)[0])
+    return Prediction(p, label_of(p, info)), cam[0], view
 
 
 def explain(model: Classifier, info: ModelInfo, image: Image.Image, alpha: float = 0.45) -> tuple[Prediction, np.ndarray]:
@@ -67,8 +68,26 @@ def cam_file_name(path: Path) -> str:
     return "_".join(parts[-4:]) + ".cam.png"
 
 
-def run(paths: list[str], model: Classifier, info: ModelInfo, csv_path: str | None, cam_dir: str | None, batch_size: int = 32) -> int:
-    """Print a line per image; optional CSV and overlays. Bad files: a line on stderr, exit 1 at the end."""
+class _Views(Dataset):
+    """Files -> the model's views, decoded in DataLoader worker processes; a bad file gives its error."""
+
+    def __init__(self, files: list[Path], pre: Preprocess):
+        self.files, self.pre = files, pre
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str | None]:
+        try:
+            return i, model_view(load_image(self.files[i]), self.pre), None
+        except ImageError as exc:
+            return i, None, str(exc)
+
+
+def run(paths: list[str], model: Classifier, info: ModelInfo, csv_path: str | None, cam_dir: str | None,
+        batch_size: int = 32, workers: int = 2) -> int:
+    """Print a line per image; optional CSV and overlays. Bad files: a line on stderr, exit 1 at the end.
+    `model` is the torch Classifier or an onnx_model.OnnxModel."""
     files, empty = find_images(paths)
     for folder in empty:
         print(f"error: {folder}: a folder with no image files in it", file=sys.stderr)
@@ -79,22 +98,22 @@ def run(paths: list[str], model: Classifier, info: ModelInfo, csv_path: str | No
         Path(cam_dir).mkdir(parents=True, exist_ok=True)
     if csv_path:
         Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
+    loader = DataLoader(_Views(files, info.preprocess), batch_size=batch_size, num_workers=workers if len(files) > batch_size else 0,
+                        collate_fn=list)
     with open(csv_path, "w", newline="") if csv_path else contextlib.nullcontext() as f_csv:
         writer = csv.writer(f_csv) if f_csv else None
         if writer:
             writer.writerow(["path", "p_malignant", "label"])
-        for start in range(0, len(files), batch_size):
-            batch: list[tuple[Path, np.ndarray]] = []  # the model's small view, not the full photo
-            for path in files[start : start + batch_size]:
-                try:
-                    batch.append((path, model_view(load_image(path), info.preprocess)))
-                except ImageError as exc:
-                    print(f"error: {exc}", file=sys.stderr)
+        for batch in loader:
+            for _, _, error in batch:
+                if error:
+                    print(f"error: {error}", file=sys.stderr)
                     failed += 1
-            if not batch:
+            good = [(files[i], view) for i, view, error in batch if error is None]
+            if not good:
                 continue
-            preds = predict_views(model, info, np.stack([v for _, v in batch]))
-            for (path, _), pred in zip(batch, preds):
+            preds = predict_views(model, info, np.stack([v for _, v in good]))
+            for (path, _), pred in zip(good, preds):
                 print(f"{path}\t{pred.p_malignant:.3f}\t{pred.label}", flush=True)
                 if writer:
                     writer.writerow([str(path), f"{pred.p_malignant:.6f}", pred.label])

@@ -1,0 +1,94 @@
+"""The model as ONNX: `melanoma export --onnx FILE`, and prediction through ONNX Runtime.
+
+The exported graph takes the normalised image batch and returns the logits and, for a head of
+pooling + one linear layer, the class activation map of the positive class (= Grad-CAM, see
+explain.py), so `predict --engine onnx --cam` needs no torch model. The model's ModelInfo (threshold,
+temperature, preprocessing, ...) travels in the ONNX file's metadata, so the file stands alone.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .explain import linear_head
+from .model import METADATA_KEY, Classifier, ModelFileError, ModelInfo
+
+
+class _Graph(nn.Module):
+    def __init__(self, model: Classifier, target: int):
+        super().__init__()
+        self.model, self.fc, self.target = model, linear_head(model), target
+
+    def forward(self, image: torch.Tensor):
+        maps = self.model.features(image)
+        logits = self.model.head(maps)
+        if self.fc is None:
+            return logits
+        cam = torch.relu(torch.einsum("c,bchw->bhw", self.fc.weight[self.target], maps))
+        return logits, cam
+
+
+def export(model: Classifier, info: ModelInfo, path: str | os.PathLike) -> None:
+    """Write `model` as ONNX (batch size free) with `info` in its metadata, atomically."""
+    import onnx
+
+    model = model.eval()
+    graph = _Graph(model, target=len(info.class_names) - 1).eval()
+    size = info.preprocess.image_size
+    example = torch.zeros(2, 3, size, size)
+    names = ["logits", "cam"] if graph.fc is not None else ["logits"]
+    program = torch.onnx.export(graph, (example,), None, input_names=["image"], output_names=names,
+                                dynamic_shapes={"image": {0: torch.export.Dim("batch")}}, dynamo=True, verbose=False)
+    proto = program.model_proto
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, info.to_json()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    onnx.save_model(proto, str(tmp))
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class OnnxModel:
+    """An exported model run by ONNX Runtime; called like the torch Classifier (batch -> logits)."""
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise ModelFileError(f"{path}: ONNX model file not found")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            meta = self.session.get_modelmeta().custom_metadata_map
+            self.info = ModelInfo.from_json(meta[METADATA_KEY])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own error types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelFileError(f"{path}: not a usable melanoma ONNX file (made by `melanoma export --onnx`): {first}") from None
+        self.has_cam = len(self.session.get_outputs()) == 2
+
+    def eval(self) -> "OnnxModel":
+        return self
+
+    def _run(self, x: torch.Tensor) -> list[np.ndarray]:
+        return self.session.run(None, {"image": np.ascontiguousarray(x.numpy(), dtype=np.float32)})
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self._run(x)[0])
+
+    def logits_and_cam_maps(self, x: torch.Tensor, target: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and B x 1 x h x w class activation maps (feature resolution, not normalised)."""
+        if not self.has_cam or target != len(self.info.class_names) - 1:
+            raise ModelFileError("this ONNX model carries no class activation map; use --engine torch for Grad-CAM")
+        logits, cam = self._run(x)
+        return torch.from_numpy(logits), torch.from_numpy(cam)[:, None]

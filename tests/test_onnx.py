@@ -1,0 +1,64 @@
+"""ONNX export and prediction through ONNX Runtime agree with torch on the real test split."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from melanoma.model import load
+from melanoma.onnx_model import OnnxModel
+from melanoma.predict import explain
+
+from .test_predict_explain import melanoma_cli
+
+
+@pytest.fixture(scope="module")
+def bundled_onnx(tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx") / "bundled.onnx"
+    r = melanoma_cli("export", "--onnx", path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return path
+
+
+def read_csv(path):
+    with open(path) as f:
+        return {row["path"]: (float(row["p_malignant"]), row["label"]) for row in csv.DictReader(f)}
+
+
+def test_onnx_runtime_matches_torch_on_the_test_split(bundled_onnx, data_dir, tmp_path):
+    test = data_dir / "test"
+    r = melanoma_cli("predict", test, "--csv", tmp_path / "torch.csv")
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = melanoma_cli("predict", test, "--engine", "onnx", "--model", bundled_onnx, "--csv", tmp_path / "onnx.csv")
+    assert r.returncode == 0, r.stderr[-2000:]
+    torch_rows, onnx_rows = read_csv(tmp_path / "torch.csv"), read_csv(tmp_path / "onnx.csv")
+    assert len(torch_rows) == 2000 and torch_rows.keys() == onnx_rows.keys()
+    diff = max(abs(torch_rows[k][0] - onnx_rows[k][0]) for k in torch_rows)
+    assert diff <= 1e-4
+    # labels agree except where the probability sits within rounding of the threshold
+    _, info = load()
+    for k, (p, label) in torch_rows.items():
+        assert label == onnx_rows[k][1] or abs(p - info.threshold) < 1e-4
+
+
+def test_onnx_grad_cam_overlay_matches_torch(bundled_onnx, data_dir):
+    from PIL import Image
+
+    image = Image.open(sorted((data_dir / "test" / "Malignant").glob("*.jpg"))[0]).convert("RGB")
+    model, info = load()
+    onnx = OnnxModel(bundled_onnx)
+    assert onnx.info == info
+    (p_torch, ov_torch), (p_onnx, ov_onnx) = explain(model, info, image), explain(onnx, onnx.info, image)
+    assert abs(p_torch.p_malignant - p_onnx.p_malignant) < 1e-4
+    assert np.abs(ov_torch.astype(int) - ov_onnx.astype(int)).max() <= 2  # uint8 rounding of the same map
+
+
+def test_bad_onnx_files_get_a_clear_error(tmp_path, data_dir):
+    image = sorted((data_dir / "test" / "Benign").glob("*.jpg"))[0]
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    for path in (junk, tmp_path / "missing.onnx"):
+        r = melanoma_cli("predict", image, "--engine", "onnx", "--model", path)
+        assert r.returncode == 1 and f"error: {path}" in r.stderr and "Traceback" not in r.stderr
+    r = melanoma_cli("predict", image, "--engine", "onnx")
+    assert r.returncode == 2 and "melanoma export --onnx" in r.stderr
