@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -52,21 +53,27 @@ def server(tmp_path):
     else:
         proc.kill()
         pytest.fail("the page did not start within 60 s: " + (tmp_path / "server.log").read_text()[-2000:])
-    yield f"http://127.0.0.1:{port}"
+    proc.log_path = tmp_path / "server.log"
+    yield f"http://127.0.0.1:{port}", proc
     proc.terminate()
     proc.wait(timeout=20)
     log.close()
 
 
+def server_log_text(proc) -> str:
+    return proc.log_path.read_text()
+
+
 def test_upload_in_a_real_browser(server, data_dir, tmp_path):
     need_browser()
+    url, _ = server
     from playwright.sync_api import sync_playwright
 
     image = sorted((data_dir / "test" / "Malignant").glob("*.jpg"))[0]
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1100})
-        page.goto(server, timeout=60_000)
+        page.goto(url, timeout=60_000)
         page.get_by_text("Skin spot check").first.wait_for(timeout=60_000)
         page.locator("input[type=file]").set_input_files(str(image))
         page.get_by_text("the model's estimate of melanoma is").wait_for(timeout=60_000)
@@ -79,3 +86,86 @@ def test_upload_in_a_real_browser(server, data_dir, tmp_path):
     assert shot.stat().st_size > 10_000
     if os.environ.get("MELANOMA_SCREENSHOT"):  # to refresh the README's picture
         shutil.copy(shot, os.environ["MELANOMA_SCREENSHOT"])
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process and its children (KiB), from /proc."""
+    total = 0
+    for p in [pid, *children(pid)]:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def children(pid: int) -> list[int]:
+    try:
+        kids = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    return kids + [g for k in kids for g in children(k)]
+
+
+SESSIONS = 20
+
+
+def test_twenty_concurrent_sessions(server, data_dir, tmp_path):
+    """Load test on loopback: 20 browser sessions upload at once; every one gets its verdict and
+    overlay, the server's memory stays bounded and its log stays free of errors."""
+    need_browser()
+    import json
+    import threading
+
+    from playwright.sync_api import sync_playwright
+
+    url, proc = server
+    images = [f for cls in ("Benign", "Malignant") for f in sorted((data_dir / "test" / cls).glob("*.jpg"))[: SESSIONS // 2]]
+    peak = {"kib": rss_kib(proc.pid)}
+    baseline_kib = peak["kib"]
+    sampling = threading.Event()
+
+    def sample():
+        while not sampling.is_set():
+            peak["kib"] = max(peak["kib"], rss_kib(proc.pid))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        pages = [browser.new_context().new_page() for _ in images]
+        for page in pages:
+            page.goto(url, timeout=120_000)
+        for page in pages:
+            page.locator("input[type=file]").wait_for(state="attached", timeout=120_000)
+        started = time.time()
+        for page, image in zip(pages, images):
+            page.locator("input[type=file]").set_input_files(str(image))
+        seconds: dict[int, float] = {}
+        while len(seconds) < len(pages) and time.time() - started < 300:
+            for i, page in enumerate(pages):
+                if i not in seconds and page.get_by_text("Grad-CAM: red = regions").count() and \
+                        page.get_by_text("the model's estimate of melanoma is").count():
+                    seconds[i] = time.time() - started
+            time.sleep(0.25)
+        errors = sum(page.get_by_text("Traceback").count() + page.get_by_text("could not be processed").count() for page in pages)
+        browser.close()
+    sampling.set()
+    sampler.join()
+    log = server_log_text(proc)
+    report = {
+        "sessions": len(pages), "completed": len(seconds), "errors_on_pages": errors,
+        "seconds_to_result_median": float(np.median(list(seconds.values()))) if seconds else None,
+        "seconds_to_all_results": max(seconds.values()) if seconds else None,
+        "server_rss_mib_before": round(baseline_kib / 1024), "server_rss_mib_peak": round(peak["kib"] / 1024),
+    }
+    print(json.dumps(report))
+    if os.environ.get("MELANOMA_LOAD_REPORT"):  # for the README's reliability section
+        Path(os.environ["MELANOMA_LOAD_REPORT"]).write_text(json.dumps(report, indent=1))
+    assert len(seconds) == len(pages), report
+    assert errors == 0
+    assert not any(word in log for word in ("Traceback", "Error", "Exception")), log[-3000:]
+    assert peak["kib"] < 4 * 1024 * 1024, report  # 4 GiB for 20 sessions (the model is loaded once)
