@@ -45,7 +45,8 @@ def crop_box(width: int, height: int) -> tuple[int, int, int, int]:
 
 def normalize(batch_uint8: np.ndarray | torch.Tensor, pre: Preprocess) -> torch.Tensor:
     """N x H x W x 3 uint8 -> N x 3 x H x W float, normalised (channels_last memory)."""
-    x = torch.from_numpy(np.array(batch_uint8, copy=True)).permute(0, 3, 1, 2).float().div_(255.0)
+    x = batch_uint8 if isinstance(batch_uint8, torch.Tensor) else torch.from_numpy(np.array(batch_uint8, copy=True))
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
     mean = torch.tensor(pre.mean).view(1, 3, 1, 1)
     std = torch.tensor(pre.std).view(1, 3, 1, 1)
     return ((x - mean) / std).contiguous(memory_format=torch.channels_last)

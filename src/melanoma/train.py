@@ -111,12 +111,13 @@ def _fault_injection() -> tuple[int, int] | None:
     return int(n), getattr(signal, f"SIG{name}")
 
 
-def load_split(samples, pre: Preprocess):
+def load_split(samples, pre: Preprocess, quiet: bool = False):
     """Decode once: the model's square view for training, a thumbnail for near-duplicate groups."""
     from tqdm import tqdm
 
     views, thumbs, labels, kept, bad = [], [], [], [], []
-    for s, im in read_samples(tqdm(samples, desc="reading images", unit="img", file=sys.stderr, mininterval=2), bad):
+    bar = tqdm(samples, desc="reading images", unit="img", file=sys.stderr, mininterval=2, disable=quiet)
+    for s, im in read_samples(bar, bad):
         views.append(model_view(im, pre))
         thumbs.append(thumbnail(im))
         labels.append(s.label)
@@ -146,58 +147,126 @@ def freeze_early_layers(model: nn.Module, arch: str, n_blocks: int) -> list[nn.M
     return frozen
 
 
-def train_one_epoch(model, dataset, optimizer, scheduler, loss_fn, pre, frozen, config: TrainConfig,
-                    progress: Progress, stop: StopRequest) -> bool:
+def train_one_epoch(net, dataset, optimizer, scheduler, class_weight, pre, frozen, config: TrainConfig,
+                    progress: Progress, stop: StopRequest, par: Parallel) -> bool:
     """Train the epoch after `progress.epochs_done`, from batch `progress.batches_done` on, updating
-    `progress` as it goes. Returns False when Ctrl-C asked to stop before the epoch was over."""
+    `progress` as it goes. Returns False when Ctrl-C asked to stop before the epoch was over.
+
+    Each global batch is split across the processes of a distributed run; the loss is the
+    class-weighted sum over the whole global batch divided by its total weight (DistributedDataParallel
+    averages gradients over processes, hence the factor `par.world`), so one process and N give the
+    same gradient up to float summation order and per-process BatchNorm statistics."""
     from tqdm import tqdm
 
     epoch = progress.epochs_done + 1
     dataset.epoch = epoch
     batches = epoch_batches(len(dataset), config.batch_size, config.seed, epoch)
-    loader = DataLoader(dataset, batch_sampler=batches[progress.batches_done :], num_workers=config.workers)
+    shards = [b[par.rank :: par.world] for b in batches[progress.batches_done :]]
+    denominators = [float(class_weight[dataset.labels[b]].sum()) for b in batches[progress.batches_done :]]
+    loader = DataLoader(dataset, batch_sampler=shards, num_workers=config.workers, pin_memory=par.device.type == "cuda")
     fault = _fault_injection()
-    model.train()
+    net.train()
     for m in frozen:
         m.eval()
+    weight = class_weight.to(par.device)
     bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", unit="batch", file=sys.stderr, mininterval=2,
-               initial=progress.batches_done, total=len(batches))
+               initial=progress.batches_done, total=len(batches), disable=not par.main)
     t0 = time.time()
-    for images, labels in bar:
+    for denominator, (images, labels) in zip(denominators, bar):
         torch.manual_seed(derive_seed(config.seed, epoch, progress.batches_done, 1))  # dropout of this batch
-        logits = model(normalize(images, pre))
-        loss = loss_fn(logits, labels)
+        x, y = normalize(images, pre).to(par.device, non_blocking=True), labels.to(par.device, non_blocking=True)
+        with par.autocast():
+            logits = net(x)
+        loss = nn.functional.cross_entropy(logits.float(), y, weight=weight, reduction="sum") * (par.world / denominator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        n = len(labels)
+        if fault and (epoch - 1) * len(batches) + progress.batches_done + 1 == fault[0]:
+            os.kill(os.getpid(), fault[1])
+        with torch.no_grad():
+            plain = nn.functional.cross_entropy(logits.float(), y, reduction="sum")  # unweighted, like the validation loss
+            n, loss_sum, correct, stopping = par.sum([len(y), plain.item(), (logits.argmax(1) == y).sum().item(), float(stop.requested)])
         progress.batches_done += 1
-        progress.seen += n
-        progress.loss_sum += loss.item() * n
-        progress.correct += (logits.argmax(1) == labels).sum().item()
+        progress.seen += int(n)
+        progress.loss_sum += loss_sum
+        progress.correct += int(correct)
         progress.seconds += time.time() - t0
         t0 = time.time()
         bar.set_postfix(loss=f"{progress.loss_sum / progress.seen:.4f}", acc=f"{progress.correct / progress.seen:.4f}", refresh=False)
-        if fault and (epoch - 1) * len(batches) + progress.batches_done == fault[0]:
-            os.kill(os.getpid(), fault[1])
-        if stop.requested and progress.batches_done < len(batches):
+        if stopping and progress.batches_done < len(batches):
+            stop.requested = True
             bar.close()
             return False
     return True
 
 
 @torch.no_grad()
-def predict_logits(model, arrays: list[np.ndarray], pre: Preprocess, batch_size: int = 64) -> np.ndarray:
+def predict_logits(model, arrays: list[np.ndarray], pre: Preprocess, device=torch.device("cpu"), batch_size: int = 64) -> np.ndarray:
     model.eval()
-    out = [model(normalize(np.stack(arrays[i : i + batch_size]), pre)) for i in range(0, len(arrays), batch_size)]
+    out = [model(normalize(np.stack(arrays[i : i + batch_size]), pre).to(device)).float().cpu()
+           for i in range(0, len(arrays), batch_size)]
     return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
 
 
-def main(config: TrainConfig, data_dir: Path, out_dir: Path, resume: bool = False) -> Path:
-    """Train into `out_dir`; with `resume`, continue the run saved there (its own config)."""
-    from sklearn.metrics import roc_auc_score
+class Parallel:
+    """This process's place in a run: rank and world size under torchrun (1 process otherwise),
+    and its device (a GPU when there is one; then bfloat16 autocast)."""
 
+    def __init__(self):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        cuda = torch.cuda.is_available()
+        self.device = torch.device(f"cuda:{local}" if cuda else "cpu")
+        if cuda:
+            torch.cuda.set_device(self.device)
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.init_process_group("nccl" if cuda else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        if self.world == 1:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model, device_ids=[self.device] if self.device.type == "cuda" else None)
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum over all processes (the values themselves in a single process)."""
+        if self.world == 1:
+            return values
+        import torch.distributed as dist
+
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def close(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def initial_model(config: TrainConfig, pretrained: bool = True) -> tuple[nn.Module, Preprocess]:
+    """The network a run starts from (seeded), channels_last."""
+    seed_everything(config.seed)
+    model, pre = models.build(config.arch, pretrained=pretrained and config.arch == "efficientnet_lite0", image_size=config.img_size)
+    return model.to(memory_format=torch.channels_last), pre
+
+
+def main(config: TrainConfig, data_dir: Path, out_dir: Path, resume: bool = False) -> Path:
+    """Train into `out_dir`; with `resume`, continue the run saved there (its own config). Under
+    torchrun every process runs this; process 0 alone prints the log and writes files."""
     saved = None
     if resume:
         try:
@@ -205,16 +274,25 @@ def main(config: TrainConfig, data_dir: Path, out_dir: Path, resume: bool = Fals
         except checkpoint.CheckpointError as exc:
             raise SystemExit(f"error: {exc}") from None
         config = TrainConfig(**saved.config)
-    seed_everything(config.seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model, pre = models.build(config.arch, pretrained=config.arch == "efficientnet_lite0" and not resume, image_size=config.img_size)
-    model = model.to(memory_format=torch.channels_last)
+    par = Parallel()
+    try:
+        return _run(config, data_dir, out_dir, saved, par)
+    finally:
+        par.close()
+
+
+def _run(config: TrainConfig, data_dir: Path, out_dir: Path, saved: checkpoint.Checkpoint | None, par: Parallel) -> Path:
+    from sklearn.metrics import roc_auc_score
+
+    log = (lambda *a: print(*a, file=sys.stderr)) if par.main else (lambda *a: None)
+    model, pre = initial_model(config, pretrained=saved is None)
     frozen = freeze_early_layers(model, config.arch, config.freeze_blocks)
+    model = model.to(par.device)
 
     samples = subsample(scan(data_dir, "train"), config.limit, config.seed)
     if not samples:
         raise SystemExit(f"error: {data_dir / 'train'}: no training images found")
-    samples, views, thumbs, labels, unreadable = load_split(samples, pre)
+    samples, views, thumbs, labels, unreadable = load_split(samples, pre, quiet=not par.main)
     if not samples:
         raise SystemExit(f"error: {data_dir / 'train'}: none of the training images could be read")
     data_fingerprint = fingerprint(samples)
@@ -222,19 +300,19 @@ def main(config: TrainConfig, data_dir: Path, out_dir: Path, resume: bool = Fals
         raise SystemExit(data_changed_message(out_dir, data_dir, samples))
     groups = near_duplicate_groups(thumbs)
     tr, va = split_train_val(labels, groups, config.val_fraction, config.seed)
-    print(
-        f"{len(samples)} training images ({len(unreadable)} unreadable skipped), {len(samples) - len(set(groups))} "
-        f"near-duplicates grouped; train {len(tr)}, validation {len(va)}",
-        file=sys.stderr,
-    )
-    (out_dir / "unreadable.json").write_text(json.dumps(unreadable, indent=1))
-    (out_dir / "split.json").write_text(json.dumps({"train": [samples[i].rel for i in tr], "validation": [samples[i].rel for i in va]}))
+    log(f"{len(samples)} training images ({len(unreadable)} unreadable skipped), {len(samples) - len(set(groups))} "
+        f"near-duplicates grouped; train {len(tr)}, validation {len(va)}" + (f"; {par.world} processes" if par.world > 1 else ""))
+    if par.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "unreadable.json").write_text(json.dumps(unreadable, indent=1))
+        (out_dir / "split.json").write_text(json.dumps({"train": [samples[i].rel for i in tr], "validation": [samples[i].rel for i in va]}))
+    if config.batch_size < par.world:
+        raise SystemExit(f"error: --batch-size {config.batch_size} is smaller than the {par.world} processes sharing each batch")
 
     train_ds = ArrayDataset([views[i] for i in tr], labels[tr], train_augment(pre.image_size, config.seed), config.seed)
     val_views, val_labels = [views[i] for i in va], labels[va]
     counts = np.bincount(labels[tr], minlength=2)
     class_weight = torch.tensor(len(tr) / (2 * np.maximum(counts, 1)), dtype=torch.float32)  # balanced classes
-    loss_fn = nn.CrossEntropyLoss(weight=class_weight)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = len(epoch_batches(len(tr), config.batch_size, config.seed, 1))
@@ -246,42 +324,48 @@ def main(config: TrainConfig, data_dir: Path, out_dir: Path, resume: bool = Fals
         optimizer.load_state_dict(saved.optimizer_state)
         scheduler.load_state_dict(saved.scheduler_state)
         progress, best_state = saved.progress, saved.best_state
-        print(f"resuming {out_dir}: {progress.epochs_done} epochs done"
-              + (f", {progress.batches_done} batches into epoch {progress.epochs_done + 1}" if progress.batches_done else ""), file=sys.stderr)
+        log(f"resuming {out_dir}: {progress.epochs_done} epochs done"
+            + (f", {progress.batches_done} batches into epoch {progress.epochs_done + 1}" if progress.batches_done else ""))
+    net = par.wrap(model)
 
     def save_checkpoint():
-        checkpoint.save(out_dir, model, best_state, optimizer, scheduler, asdict(config), data_fingerprint, progress)
+        if par.main:
+            checkpoint.save(out_dir, model, best_state, optimizer, scheduler, asdict(config), data_fingerprint, progress)
 
     with StopRequest() as stop:
         while not progress.finished:
-            if not train_one_epoch(model, train_ds, optimizer, scheduler, loss_fn, pre, frozen, config, progress, stop):
+            if not train_one_epoch(net, train_ds, optimizer, scheduler, class_weight, pre, frozen, config, progress, stop, par):
                 save_checkpoint()
-                exit_interrupted(out_dir, progress)
+                exit_interrupted(out_dir, progress, par)
             epoch = progress.epochs_done + 1
-            logits = predict_logits(model, val_views, pre)
+            logits = predict_logits(model, val_views, pre, par.device)  # every process: they all decide alike
             val_loss = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(val_labels)))
             val_acc = float((logits.argmax(1) == val_labels).mean())
             val_auc = float(roc_auc_score(val_labels, logits[:, 1] - logits[:, 0]))
             row = dict(epoch=epoch, train_loss=progress.loss_sum / progress.seen, train_acc=progress.correct / progress.seen,
                        val_loss=val_loss, val_acc=val_acc, val_auc=val_auc, seconds=progress.seconds)
             progress.history.append(row)
-            print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), file=sys.stderr)
-            write_history(progress.history, out_dir)
+            log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+            if par.main:
+                write_history(progress.history, out_dir)
             if val_auc > progress.best_auc or (val_auc == progress.best_auc and val_loss < (progress.best_loss or 0)):
                 progress.best_auc, progress.best_loss, progress.stale = val_auc, val_loss, 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 progress.stale += 1
             if progress.stale >= config.patience:
-                print(f"early stop: no better validation AUC for {config.patience} epochs", file=sys.stderr)
+                log(f"early stop: no better validation AUC for {config.patience} epochs")
             progress.epoch_over(epoch)
             progress.finished = progress.stale >= config.patience or epoch >= config.epochs
             save_checkpoint()
             if stop.requested and not progress.finished:
-                exit_interrupted(out_dir, progress)
+                exit_interrupted(out_dir, progress, par)
 
     model.load_state_dict(best_state)
-    logits = predict_logits(model, val_views, pre)
+    logits = predict_logits(model, val_views, pre, par.device)
+    path = out_dir / "model.safetensors"
+    if not par.main:
+        return path
     temperature = fit_temperature(logits, val_labels)
     p_val = calibrated_probability(logits, temperature)
     threshold = threshold_for_sensitivity(p_val, val_labels, config.target_sensitivity)
@@ -301,18 +385,18 @@ def main(config: TrainConfig, data_dir: Path, out_dir: Path, resume: bool = Fals
         target_sensitivity=config.target_sensitivity, train_config=asdict(config),
         data_fingerprint=data_fingerprint, validation=validation, history=history, versions=models.versions(),
     )
-    path = out_dir / "model.safetensors"
-    models.save(path, model, info)
+    models.save(path, model.cpu(), info)
     from .plots import plot_history
 
     plot_history(history, out_dir / "training_curves.png")
-    print(f"saved {path}: temperature {temperature:.3f}, threshold {threshold:.3f}, validation {json.dumps(validation)}", file=sys.stderr)
+    log(f"saved {path}: temperature {temperature:.3f}, threshold {threshold:.3f}, validation {json.dumps(validation)}")
     return path
 
 
-def exit_interrupted(out_dir: Path, progress: Progress) -> None:
+def exit_interrupted(out_dir: Path, progress: Progress, par: Parallel) -> None:
     where = f"epoch {progress.epochs_done + 1}, batch {progress.batches_done}" if progress.batches_done else f"after epoch {progress.epochs_done}"
-    print(f"interrupted: checkpoint saved ({where}); continue with: melanoma train --resume {out_dir}", file=sys.stderr)
+    if par.main:
+        print(f"interrupted: checkpoint saved ({where}); continue with: melanoma train --resume {out_dir}", file=sys.stderr)
     raise SystemExit(130)
 
 
