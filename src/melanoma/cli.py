@@ -84,6 +84,18 @@ def _export(args) -> int:
     return 0
 
 
+def _bench(args) -> int:
+    from .bench import run
+    from .data import check_outside, resolve_data_dir
+
+    data = resolve_data_dir(args.data)
+    check_outside(data, args.out)
+    run(data, Path(args.out), {"latency_runs": args.latency_runs, "predict_images": args.predict_images,
+                               "train_images": args.train_images})
+    print((Path(args.out) / "bench.md").read_text(), end="")
+    return 0
+
+
 def _serve(args) -> int:
     import os
     import subprocess
@@ -156,6 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--onnx", required=True, metavar="FILE", help="the .onnx file to write")
     x.add_argument("--model", help="model file (default: the bundled model)")
     x.set_defaults(func=_export)
+
+    b = sub.add_parser("bench", help="time prediction, Grad-CAM, ONNX Runtime and training; writes bench.json and bench.md")
+    b.add_argument("--data", help=data_help)
+    b.add_argument("--out", required=True, help="folder for bench.json and bench.md")
+    b.add_argument("--latency-runs", dest="latency_runs", type=int, default=50, help="single-image runs (default %(default)s)")
+    b.add_argument("--predict-images", dest="predict_images", type=int, default=1000, help="test images for batch prediction (default %(default)s)")
+    b.add_argument("--train-images", dest="train_images", type=int, default=320, help="training images for the training speed (default %(default)s)")
+    b.set_defaults(func=_bench)
 
     s = sub.add_parser("serve", help="start the web page")
     s.add_argument("--host", default="127.0.0.1")

@@ -1,0 +1,173 @@
+"""`melanoma bench`: speed and memory of the bundled model and the seed_cnn baseline, side by side.
+
+Each measurement runs in its own child process (`python -m melanoma.bench PHASE MODEL DATA N`)
+so that its peak memory (ru_maxrss) is its own. Phases:
+- latency: one image, prediction + Grad-CAM + overlay (`predict.explain`), warm; median and p90;
+- predict_torch / predict_onnx: `melanoma predict`'s loop (DataLoader workers, batches of 32)
+  over N test images, images/s, output discarded;
+- train: training steps through the real loop (`train.train_one_epoch`, augmentation included)
+  on N real training images, images/s.
+The seed_cnn baseline is timed with random weights (its speed does not depend on them; its
+trained weights are not shipped). Writes bench.json and bench.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+PHASES = ("latency", "predict_torch", "predict_onnx", "train")
+
+
+def _test_images(data: Path, n: int) -> list[Path]:
+    files = [f for cls in ("Benign", "Malignant") for f in sorted((data / "test" / cls).glob("*.jpg"))[: n // 2]]
+    if not files:
+        raise SystemExit(f"error: {data / 'test'}: no test images to time")
+    return files
+
+
+def latency(model_file: str, data: Path, n: int) -> dict:
+    from PIL import Image
+
+    from .model import load
+    from .predict import explain
+
+    model, info = load(model_file)
+    images = [Image.open(f).convert("RGB") for f in _test_images(data, 40)]
+    for im in images[:5]:
+        explain(model, info, im)  # warm-up
+    times = []
+    for i in range(n):
+        t = time.perf_counter()
+        explain(model, info, images[i % len(images)])
+        times.append(time.perf_counter() - t)
+    return {"latency_ms_median": 1000 * float(np.median(times)), "latency_ms_p90": 1000 * float(np.percentile(times, 90))}
+
+
+def predict_throughput(model_file: str, data: Path, n: int, engine: str) -> dict:
+    from .predict import run
+
+    if engine == "onnx":
+        from .model import load
+        from .onnx_model import OnnxModel, export
+
+        onnx_file = Path(tempfile.mkdtemp()) / "model.onnx"
+        with contextlib.redirect_stdout(sys.stderr):
+            export(*load(model_file), onnx_file)
+        model = OnnxModel(onnx_file)
+        info = model.info
+    else:
+        from .model import load
+
+        model, info = load(model_file)
+    files = [str(f) for f in _test_images(data, n)]
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+        run(files[:64], model, info, None, None)  # warm-up
+        t = time.perf_counter()
+        run(files, model, info, None, None)
+        seconds = time.perf_counter() - t
+    return {f"predict_{engine}_images_per_s": len(files) / seconds}
+
+
+def train_throughput(model_file: str, data: Path, n: int) -> dict:
+    import torch
+
+    from .checkpoint import Progress
+    from .data import scan
+    from .model import load
+    from .train import ArrayDataset, Parallel, StopRequest, TrainConfig, freeze_early_layers, initial_model, load_split, train_one_epoch
+    from .preprocess import train_augment
+
+    _, info = load(model_file)
+    config = TrainConfig(arch=info.arch, img_size=info.preprocess.image_size, epochs=1)
+    model, pre = initial_model(config, pretrained=False)
+    frozen = freeze_early_layers(model, config.arch, config.freeze_blocks)
+    samples = scan(data, "train")
+    step = max(1, len(samples) // n)
+    samples, views, _, labels, _ = load_split(samples[::step][:n], pre, quiet=True)
+    dataset = ArrayDataset(views, labels, train_augment(pre.image_size, 0), 0)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    weight = torch.ones(2)
+    progress = Progress(batches_done=len(dataset) // config.batch_size - 2)  # warm-up: the last two batches
+    train_one_epoch(model, dataset, optimizer, scheduler, weight, pre, frozen, config, progress, StopRequest(), Parallel())
+    progress = Progress()
+    train_one_epoch(model, dataset, optimizer, scheduler, weight, pre, frozen, config, progress, StopRequest(), Parallel())
+    return {"train_images_per_s": progress.seen / progress.seconds, "train_frozen_blocks": config.freeze_blocks if config.arch != "seed_cnn" else 0}
+
+
+def _phase(phase: str, model_file: str, data: str, n: int) -> None:
+    data_dir = Path(data)
+    if phase == "latency":
+        result = latency(model_file, data_dir, n)
+    elif phase.startswith("predict_"):
+        result = predict_throughput(model_file, data_dir, n, phase.split("_")[1])
+    else:
+        result = train_throughput(model_file, data_dir, n)
+    result[f"{phase}_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+
+
+def run(data: Path, out_dir: Path, sizes: dict[str, int]) -> dict:
+    from .model import BUNDLED_MODEL, ModelInfo, build, save
+
+    tmp = Path(tempfile.mkdtemp())
+    baseline = tmp / "seed_cnn_random.safetensors"
+    model, pre = build("seed_cnn")
+    save(baseline, model, ModelInfo("seed_cnn", pre))
+    report = {"machine": machine(), "sizes": sizes, "models": {}}
+    for name, model_file in (("efficientnet_lite0 (bundled)", BUNDLED_MODEL), ("seed_cnn (random weights)", baseline)):
+        row: dict = {}
+        for phase in PHASES:
+            n = sizes["latency_runs" if phase == "latency" else "train_images" if phase == "train" else "predict_images"]
+            print(f"bench: {name}: {phase}…", file=sys.stderr)
+            r = subprocess.run([sys.executable, "-m", "melanoma.bench", phase, str(model_file), str(data), str(n)],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                raise SystemExit(f"error: bench phase {phase} on {name} failed:\n{r.stderr[-2000:]}")
+            row.update(json.loads(r.stdout.strip().splitlines()[-1]))
+        report["models"][name] = row
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "bench.json").write_text(json.dumps(report, indent=1))
+    (out_dir / "bench.md").write_text(markdown(report))
+    return report
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [
+        f"Measured {m['date']} on {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
+        f"by `melanoma bench`.",
+        "",
+        "| model | predict + Grad-CAM, 1 image: median / p90 | batch predict, torch | batch predict, ONNX Runtime | training | peak memory: predict / train |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, r in report["models"].items():
+        lines.append(
+            f"| {name} | {r['latency_ms_median']:.0f} / {r['latency_ms_p90']:.0f} ms | {r['predict_torch_images_per_s']:.0f} img/s "
+            f"| {r['predict_onnx_images_per_s']:.0f} img/s | {r['train_images_per_s']:.1f} img/s | {r['predict_torch_peak_rss_mib']:.0f} / {r['train_peak_rss_mib']:.0f} MiB |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    _phase(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))

@@ -1,0 +1,23 @@
+"""`melanoma bench` runs every measurement for both models and writes its JSON and Markdown table.
+(No timing is asserted here: speed goals live in the benchmark's output, not in tests.)"""
+
+import json
+
+from .test_predict_explain import melanoma_cli
+
+
+def test_bench_writes_both_models_side_by_side(data_dir, tmp_path):
+    r = melanoma_cli("bench", "--data", data_dir, "--out", tmp_path, "--latency-runs", "3", "--predict-images", "40",
+                     "--train-images", "70")
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["machine"]["cores"] >= 1
+    assert list(report["models"]) == ["efficientnet_lite0 (bundled)", "seed_cnn (random weights)"]
+    for row in report["models"].values():
+        for key in ("latency_ms_median", "latency_ms_p90", "predict_torch_images_per_s", "predict_onnx_images_per_s",
+                    "train_images_per_s", "predict_torch_peak_rss_mib", "train_peak_rss_mib"):
+            assert row[key] > 0, key
+        assert row["latency_ms_p90"] >= row["latency_ms_median"]
+    table = (tmp_path / "bench.md").read_text()
+    assert table.count("\n| efficientnet_lite0") == 1 and table.count("\n| seed_cnn") == 1
+    assert table in r.stdout
