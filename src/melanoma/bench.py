@@ -3,7 +3,7 @@
 Each measurement runs in its own child process (`python -m melanoma.bench PHASE MODEL DATA N`)
 so that its peak memory (ru_maxrss) is its own. Phases:
 - latency: one image, prediction + Grad-CAM + overlay (`predict.explain`), warm; median and p90;
-- predict_torch / predict_onnx: `melanoma predict`'s loop (DataLoader workers, batches of 32)
+- predict_torch / predict_onnx: `melanoma predict`'s loop (DataLoader, default workers, batches of 32)
   over N test images, images/s, output discarded;
 - train: training steps through the real loop (`train.train_one_epoch`, augmentation included)
   on N real training images, images/s.

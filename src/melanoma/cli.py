@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cam", metavar="DIR", help="write a Grad-CAM overlay PNG per image into DIR")
     r.add_argument("--engine", choices=["torch", "onnx"], default="torch",
                    help="torch (the .safetensors model) or onnx (ONNX Runtime on a file from `melanoma export --onnx`)")
-    r.add_argument("--workers", type=int, default=2, help="processes decoding images (default %(default)s)")
+    r.add_argument("--workers", type=int, help="processes decoding images (default: none on 2 cores, else one per core beyond 2, up to 4)")
     r.set_defaults(func=_predict)
 
     x = sub.add_parser("export", help="write the model as ONNX (with its threshold and preprocessing in the metadata)")

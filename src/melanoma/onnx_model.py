@@ -24,8 +24,10 @@ class _Graph(nn.Module):
         super().__init__()
         self.model, self.fc, self.target = model, linear_head(model), target
 
-    def forward(self, image: torch.Tensor):
-        maps = self.model.features(image)
+    def forward(self, image_nhwc: torch.Tensor):
+        # The input is the normalised batch in NHWC order, the memory order of our channels_last
+        # tensors, so handing it over needs no copy.
+        maps = self.model.features(image_nhwc.permute(0, 3, 1, 2))
         logits = self.model.head(maps)
         if self.fc is None:
             return logits
@@ -40,10 +42,10 @@ def export(model: Classifier, info: ModelInfo, path: str | os.PathLike) -> None:
     model = model.eval()
     graph = _Graph(model, target=len(info.class_names) - 1).eval()
     size = info.preprocess.image_size
-    example = torch.zeros(2, 3, size, size)
+    example = torch.zeros(2, size, size, 3)
     names = ["logits", "cam"] if graph.fc is not None else ["logits"]
-    program = torch.onnx.export(graph, (example,), None, input_names=["image"], output_names=names,
-                                dynamic_shapes={"image": {0: torch.export.Dim("batch")}}, dynamo=True, verbose=False)
+    program = torch.onnx.export(graph, (example,), None, input_names=["image_nhwc"], output_names=names,
+                                dynamic_shapes={"image_nhwc": {0: torch.export.Dim("batch")}}, dynamo=True, verbose=False)
     proto = program.model_proto
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, info.to_json()
@@ -81,7 +83,8 @@ class OnnxModel:
         return self
 
     def _run(self, x: torch.Tensor) -> list[np.ndarray]:
-        return self.session.run(None, {"image": np.ascontiguousarray(x.numpy(), dtype=np.float32)})
+        nhwc = x.permute(0, 2, 3, 1)  # a view: x is channels_last (see preprocess.normalize)
+        return self.session.run(None, {"image_nhwc": np.ascontiguousarray(nhwc.numpy(), dtype=np.float32)})
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self._run(x)[0])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,8 +85,15 @@ class _Views(Dataset):
             return i, None, str(exc)
 
 
+def default_workers() -> int:
+    """Decoding processes beside the model: none on 2 cores, where they only take cores from the
+    model (ONNX Runtime, 1,000 test images: 103 images/s with none, 87-93 with 1 or 2; measured),
+    then one per spare core up to 4."""
+    return max(0, min(4, (os.cpu_count() or 1) - 2))
+
+
 def run(paths: list[str], model: Classifier, info: ModelInfo, csv_path: str | None, cam_dir: str | None,
-        batch_size: int = 32, workers: int = 2) -> int:
+        batch_size: int = 32, workers: int | None = None) -> int:
     """Print a line per image; optional CSV and overlays. Bad files: a line on stderr, exit 1 at the end.
     `model` is the torch Classifier or an onnx_model.OnnxModel."""
     files, empty = find_images(paths)
@@ -98,6 +106,7 @@ def run(paths: list[str], model: Classifier, info: ModelInfo, csv_path: str | No
         Path(cam_dir).mkdir(parents=True, exist_ok=True)
     if csv_path:
         Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
+    workers = default_workers() if workers is None else workers
     loader = DataLoader(_Views(files, info.preprocess), batch_size=batch_size, num_workers=workers if len(files) > batch_size else 0,
                         collate_fn=list)
     with open(csv_path, "w", newline="") if csv_path else contextlib.nullcontext() as f_csv:

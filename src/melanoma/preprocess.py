@@ -44,12 +44,14 @@ def crop_box(width: int, height: int) -> tuple[int, int, int, int]:
 
 
 def normalize(batch_uint8: np.ndarray | torch.Tensor, pre: Preprocess) -> torch.Tensor:
-    """N x H x W x 3 uint8 -> N x 3 x H x W float, normalised (channels_last memory)."""
+    """N x H x W x 3 uint8 -> N x 3 x H x W float, normalised (channels_last memory: NHWC order
+    underneath, which is what the uint8 input already is, so this is one conversion and one scaling)."""
     x = batch_uint8 if isinstance(batch_uint8, torch.Tensor) else torch.from_numpy(np.array(batch_uint8, copy=True))
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(pre.mean).view(1, 3, 1, 1)
-    std = torch.tensor(pre.std).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+    x = x.permute(0, 3, 1, 2).float()
+    std = torch.tensor(pre.std)
+    scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1)
+    shift = (-torch.tensor(pre.mean) / std).view(1, 3, 1, 1)
+    return x.mul_(scale).add_(shift).contiguous(memory_format=torch.channels_last)
 
 
 def model_view(im: Image.Image, pre: Preprocess) -> np.ndarray:
