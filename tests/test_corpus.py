@@ -91,3 +91,41 @@ def test_predict_on_the_corpus(tmp_path, data_dir, tiny_model_file):
     for p in bad:
         assert sum(line.startswith(f"error: {p}: ") for line in errors) == 1, p
     assert max(peak_kb, before) < 2 * 1024 * 1024  # ru_maxrss is in KiB on Linux
+
+
+def test_a_file_without_read_permission(tmp_path, data_dir, tiny_model_file):
+    """chmod 000 means nothing to root, so as root the command runs as `nobody` (setpriv)."""
+    import shutil
+    import tempfile
+
+    import pytest
+
+    folder = tempfile.mkdtemp()  # under /tmp, reachable by any user (pytest's tmp_path is private)
+    try:
+        os.chmod(folder, 0o755)
+        good = os.path.join(folder, "good.jpg")
+        locked = os.path.join(folder, "locked.jpg")
+        shutil.copy(sorted((data_dir / "test" / "Benign").glob("*.jpg"))[0], good)
+        shutil.copy(good, locked)
+        model = os.path.join(folder, "model.safetensors")
+        shutil.copy(tiny_model_file, model)
+        os.chmod(good, 0o644)
+        os.chmod(model, 0o644)
+        os.chmod(locked, 0o000)
+        cmd = [sys.executable, "-m", "melanoma", "predict", good, locked, "--model", model]
+        env = dict(os.environ, MPLCONFIGDIR=folder, HOME=folder)
+        if os.geteuid() == 0:
+            if not shutil.which("setpriv"):
+                pytest.skip("running as root without setpriv: a chmod 000 file stays readable")
+            as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+            probe = subprocess.run([*as_nobody, sys.executable, "-c", "import melanoma.predict"], capture_output=True, env=env, cwd=folder)
+            if probe.returncode != 0:
+                pytest.skip("user nobody cannot reach this checkout or its .venv")
+            cmd = [*as_nobody, *cmd]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert f"error: {locked}: cannot be read (Permission denied)" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert r.stdout.startswith(good)

@@ -3,6 +3,8 @@
 Reads top to bottom: `main(config)` loads the data, splits it, trains epoch by epoch
 (`train_one_epoch`, `predict_logits`) keeping the best weights, then fits a temperature and
 picks the decision threshold on validation, and saves one model file with everything in it.
+A checkpoint after every epoch (and on Ctrl-C) lets `--resume` continue exactly (checkpoint.py);
+under torchrun the same code runs data-parallel (`Parallel`).
 """
 
 from __future__ import annotations
