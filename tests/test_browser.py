@@ -79,6 +79,7 @@ def test_upload_in_a_real_browser(server, data_dir, tmp_path):
         page.get_by_text("the model's estimate of melanoma is").wait_for(timeout=60_000)
         page.get_by_text("Grad-CAM: red = regions").wait_for(timeout=60_000)
         assert page.locator("img").count() >= 2
+        page.wait_for_function("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)", timeout=60_000)
         assert page.get_by_text("Traceback").count() == 0
         shot = tmp_path / "page.png"
         page.screenshot(path=str(shot), full_page=True)
