@@ -17,11 +17,15 @@ from melanoma.preprocess import Preprocess, train_augment
 from melanoma.train import ArrayDataset, Parallel, StopRequest, TrainConfig, train_one_epoch
 
 
+def tiny_net() -> Classifier:
+    torch.manual_seed(0)
+    return Classifier(nn.Conv2d(3, 4, 3), nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)))
+
+
 def train_tiny(par: Parallel) -> tuple[dict, Progress]:
     """Two epochs of a small network with neither BatchNorm nor dropout, whose per-process batch
     statistics would make the runs differ by design; what is left must agree to float order."""
-    torch.manual_seed(0)
-    model = Classifier(nn.Conv2d(3, 4, 3), nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)))
+    model = tiny_net()
     rng = np.random.default_rng(0)
     arrays = [rng.integers(0, 255, (32, 32, 3), dtype=np.uint8) for _ in range(44)]
     labels = (rng.random(44) < 0.3).astype(int)  # unbalanced: the class weights matter
@@ -67,15 +71,9 @@ def test_two_processes_compute_the_one_process_update(tmp_path):
     assert single.keys() == ddp.keys()
     for k in single:
         torch.testing.assert_close(ddp[k], single[k], atol=1e-5, rtol=1e-4)
-    assert not torch.equal(single["head.2.weight"], train_tiny_initial_head())  # it did train
+    assert not torch.equal(single["head.2.weight"], tiny_net().head[2].weight)  # it did train
     assert int(meta["seen"]) == progress.seen == 40  # both processes' images counted once each
     assert abs(float(meta["loss_sum"]) - progress.loss_sum) < 1e-3
-
-
-def train_tiny_initial_head() -> torch.Tensor:
-    torch.manual_seed(0)
-    model = Classifier(nn.Conv2d(3, 4, 3), nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)))
-    return model.head[2].weight.detach().clone()
 
 
 def test_torchrun_two_cpu_processes_on_real_images(data_dir, tmp_path):

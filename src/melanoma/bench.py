@@ -55,21 +55,18 @@ def latency(model_file: str, data: Path, n: int) -> dict:
 
 
 def predict_throughput(model_file: str, data: Path, n: int, engine: str) -> dict:
+    from .model import load
     from .predict import run
 
+    model, info = load(model_file)
     if engine == "onnx":
-        from .model import load
         from .onnx_model import OnnxModel, export
 
         onnx_file = Path(tempfile.mkdtemp()) / "model.onnx"
         with contextlib.redirect_stdout(sys.stderr):
-            export(*load(model_file), onnx_file)
+            export(model, info, onnx_file)
         model = OnnxModel(onnx_file)
         info = model.info
-    else:
-        from .model import load
-
-        model, info = load(model_file)
     files = [str(f) for f in _test_images(data, n)]
     with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
         run(files[:64], model, info, None, None)  # warm-up

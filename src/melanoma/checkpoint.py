@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .model import CHECKSUM_KEY, weights_sha256, write_safetensors
+from .model import error_summary, read_safetensors, verify_checksum, write_safetensors
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 KEY = "melanoma_checkpoint"
@@ -84,17 +84,14 @@ def save(run_dir: Path, model, best_state, optimizer, scheduler, config: dict, f
 
 
 def load(run_dir: Path) -> Checkpoint:
-    from safetensors import SafetensorError, safe_open
+    from safetensors import SafetensorError
 
     path = Path(run_dir) / CHECKPOINT_NAME
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint here; was the run started with this --out?")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        if header.get(CHECKSUM_KEY) != weights_sha256(tensors):
-            raise ValueError("the tensors do not match their checksum: the file was altered or damaged")
+        tensors, header = read_safetensors(path)
+        verify_checksum(tensors, header)
         meta = json.loads(header[KEY])
         if meta.get("version") != VERSION:
             raise ValueError(f"checkpoint format is not version {VERSION}")
@@ -114,5 +111,4 @@ def load(run_dir: Path) -> Checkpoint:
             scheduler_state=meta["scheduler"],
         )
     except (SafetensorError, ValueError, KeyError, TypeError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a usable training checkpoint ({first})") from None
+        raise CheckpointError(f"{path}: not a usable training checkpoint ({error_summary(exc)})") from None

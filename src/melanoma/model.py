@@ -169,34 +169,56 @@ def write_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={**metadata, CHECKSUM_KEY: weights_sha256(tensors)})
+    replace_atomically(tmp, path)
+
+
+def replace_atomically(tmp: Path, path: Path) -> None:
+    """Sync a fully written temporary file to disk and rename it over `path`."""
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)  # safetensors creates the file readable by its owner only
+    os.chmod(tmp, 0o644)  # safetensors creates files readable by their owner only
     os.replace(tmp, path)
+
+
+def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and string metadata of a safetensors file (see `verify_checksum`)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    return tensors, metadata
+
+
+def verify_checksum(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    if metadata.get(CHECKSUM_KEY) != weights_sha256(tensors):
+        raise ValueError("the tensors do not match their checksum: the file was altered or damaged")
+
+
+def error_summary(exc: BaseException) -> str:
+    """The first line of an exception's message (its type when it has none), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load(path: str | os.PathLike | None = None) -> tuple[Classifier, ModelInfo]:
     """Read a model file (the bundled one by default) into an eval-mode model and its ModelInfo."""
-    from safetensors import SafetensorError, safe_open
+    from safetensors import SafetensorError
 
     path = Path(path) if path is not None else BUNDLED_MODEL
     if not path.is_file():
         raise ModelFileError(f"{path}: model file not found")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
+        state, meta = read_safetensors(path)
         if METADATA_KEY not in meta:
             raise ValueError("no melanoma metadata in the file")
         info = ModelInfo.from_json(meta[METADATA_KEY])
-        if meta.get(CHECKSUM_KEY) != weights_sha256(state):
-            raise ValueError("the weights do not match their checksum: the file was altered or damaged")
+        verify_checksum(state, meta)
         if not (info.temperature > 0 and 0 <= info.threshold <= 1 and len(info.class_names) == 2):
             raise ValueError("metadata out of range (temperature, threshold or class names)")
         model, _ = build(info.arch, pretrained=False, image_size=info.preprocess.image_size)
         model.load_state_dict(state, strict=True)
     except (SafetensorError, ValueError, KeyError, TypeError, RuntimeError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelFileError(f"{path}: not a usable melanoma model file ({first})") from None
+        raise ModelFileError(f"{path}: not a usable melanoma model file ({error_summary(exc)})") from None
     model.eval()
     return model.to(memory_format=torch.channels_last), info

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .explain import linear_head
-from .model import METADATA_KEY, Classifier, ModelFileError, ModelInfo
+from .model import METADATA_KEY, Classifier, ModelFileError, ModelInfo, error_summary, replace_atomically
 
 
 class _Graph(nn.Module):
@@ -53,9 +53,7 @@ def export(model: Classifier, info: ModelInfo, path: str | os.PathLike) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     onnx.save_model(proto, str(tmp))
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    replace_atomically(tmp, path)
 
 
 class OnnxModel:
@@ -75,8 +73,7 @@ class OnnxModel:
             meta = self.session.get_modelmeta().custom_metadata_map
             self.info = ModelInfo.from_json(meta[METADATA_KEY])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own error types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelFileError(f"{path}: not a usable melanoma ONNX file (made by `melanoma export --onnx`): {first}") from None
+            raise ModelFileError(f"{path}: not a usable melanoma ONNX file (made by `melanoma export --onnx`): {error_summary(exc)}") from None
         self.has_cam = len(self.session.get_outputs()) == 2
 
     def eval(self) -> "OnnxModel":

@@ -70,7 +70,7 @@ def cam_file_name(path: Path) -> str:
 
 
 class _Views(Dataset):
-    """Files -> the model's views, decoded in DataLoader worker processes; a bad file gives its error."""
+    """Files -> the model's views (decoded in DataLoader workers when there are any); a bad file gives its error."""
 
     def __init__(self, files: list[Path], pre: Preprocess):
         self.files, self.pre = files, pre

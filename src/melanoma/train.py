@@ -350,7 +350,7 @@ def _run(config: TrainConfig, data_dir: Path, out_dir: Path, saved: checkpoint.C
             log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
             if par.main:
                 write_history(progress.history, out_dir)
-            if val_auc > progress.best_auc or (val_auc == progress.best_auc and val_loss < (progress.best_loss or 0)):
+            if val_auc > progress.best_auc or (val_auc == progress.best_auc and progress.best_loss is not None and val_loss < progress.best_loss):
                 progress.best_auc, progress.best_loss, progress.stale = val_auc, val_loss, 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
