@@ -64,6 +64,20 @@ def test_one_epoch_training_on_real_images(data_dir, tmp_path):
     r = melanoma_cli("train", "--data", data_dir, "--out", out, "--epochs", "31")
     assert r.returncode == 2 and "between 1 and 30" in r.stderr
 
+    # fine-tuning from a model file: same data and split, or a clear refusal
+    common = ["train", "--data", data_dir, "--arch", "efficientnet_lite0", "--limit", "24", "--epochs", "1",
+              "--batch-size", "16", "--val-fraction", "0.25", "--init", out / "model.safetensors"]
+    r = melanoma_cli(*common, "--img-size", "96", "--out", tmp_path / "again", "--lr", "1e-5")
+    assert r.returncode == 0, r.stderr[-2000:]
+    start = [line for line in r.stderr.splitlines() if line.startswith("starting from")]
+    assert start and f"val_auc={info.history[0]['val_auc']:.4f}" in start[0]
+    _, again = load(tmp_path / "again" / "model.safetensors")
+    assert again.train_config["init"] == str(out / "model.safetensors") and again.validation["best_epoch"] in (0, 1)
+    r = melanoma_cli(*common, "--img-size", "96", "--out", tmp_path / "other_seed", "--seed", "1")
+    assert r.returncode == 1 and "leak into this run's validation" in r.stderr and "Traceback" not in r.stderr
+    r = melanoma_cli(*common, "--img-size", "64", "--out", tmp_path / "other_size")
+    assert r.returncode == 1 and "at 96 px" in r.stderr and "Traceback" not in r.stderr
+
 
 def test_audit_and_evaluate_on_a_small_folder_with_a_broken_file(small_data, tiny_model_file, tmp_path):
     r = melanoma_cli("audit", "--data", small_data, "--out", tmp_path / "audit")

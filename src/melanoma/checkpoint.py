@@ -42,6 +42,7 @@ class Progress:
     history: list = field(default_factory=list)
     best_auc: float = -1.0
     best_loss: float | None = None
+    best_epoch: int = 0  # 0: none yet (or none beat the --init model)
     stale: int = 0  # epochs since the validation AUC last improved
     finished: bool = False  # the epoch loop is over (early stop or last epoch); calibration remains
 

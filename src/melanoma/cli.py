@@ -140,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("--val-fraction", float, ""), ("--target-sensitivity", float, "validation sensitivity the threshold is chosen for"),
         ("--seed", int, ""), ("--limit", int, "use at most N training images per class (quick runs)"),
         ("--workers", int, "DataLoader worker processes"),
+        ("--init", str, "start from this model file's weights instead of ImageNet's (trained on the same data, --seed and --val-fraction)"),
     ]:
         dest = flag[2:].replace("-", "_")
         default = getattr(d, dest)

@@ -48,6 +48,7 @@ class TrainConfig:
     seed: int = 0
     limit: int | None = None  # at most this many training images per class (quick runs, tests)
     workers: int = 0  # DataLoader worker processes
+    init: str | None = None  # start from this model file's weights (same data, seed and split) instead of ImageNet's
 
 
 class ArrayDataset(Dataset):
@@ -321,6 +322,13 @@ def _run(config: TrainConfig, data_dir: Path, out_dir: Path, saved: checkpoint.C
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15)
 
     progress, best_state = Progress(), None
+    if saved is None and config.init:
+        best_state = start_from(model, config, pre, data_fingerprint, par)
+        logits = predict_logits(model, val_views, pre, par.device)
+        progress.best_auc = float(roc_auc_score(val_labels, logits[:, 1] - logits[:, 0]))
+        progress.best_loss = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(val_labels)))
+        log(f"starting from {config.init}: val_loss={progress.best_loss:.4f} val_auc={progress.best_auc:.4f} "
+            "(an epoch must beat this to replace it)")
     if saved is not None:
         model.load_state_dict(saved.model_state)
         optimizer.load_state_dict(saved.optimizer_state)
@@ -351,7 +359,7 @@ def _run(config: TrainConfig, data_dir: Path, out_dir: Path, saved: checkpoint.C
             if par.main:
                 write_history(progress.history, out_dir)
             if val_auc > progress.best_auc or (val_auc == progress.best_auc and progress.best_loss is not None and val_loss < progress.best_loss):
-                progress.best_auc, progress.best_loss, progress.stale = val_auc, val_loss, 0
+                progress.best_auc, progress.best_loss, progress.best_epoch, progress.stale = val_auc, val_loss, epoch, 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 progress.stale += 1
@@ -379,7 +387,7 @@ def _run(config: TrainConfig, data_dir: Path, out_dir: Path, saved: checkpoint.C
         "auc": float(roc_auc_score(val_labels, p_val)),
         "sensitivity": float(pred[pos].mean()) if pos.any() else None,
         "specificity": float((~pred[neg]).mean()) if neg.any() else None,
-        "best_epoch": int(max(history, key=lambda r: (r["val_auc"], -r["val_loss"]))["epoch"]),
+        "best_epoch": progress.best_epoch,  # 0: no epoch beat the --init model
         "epochs_run": len(history),
     }
     info = models.ModelInfo(
@@ -393,6 +401,25 @@ def _run(config: TrainConfig, data_dir: Path, out_dir: Path, saved: checkpoint.C
     plot_history(history, out_dir / "training_curves.png")
     log(f"saved {path}: temperature {temperature:.3f}, threshold {threshold:.3f}, validation {json.dumps(validation)}")
     return path
+
+
+def start_from(model: nn.Module, config: TrainConfig, pre: Preprocess, data_fingerprint: str, par: Parallel) -> dict:
+    """Load the --init model's weights into `model`; refuses a model whose validation images could be
+    training images of this run (other data, seed, validation fraction or image limit) or whose
+    architecture or preprocessing differ. Returns a copy of the weights (the best so far)."""
+    init, info = models.load(config.init)
+    tc = info.train_config
+    same_split = (info.data_fingerprint == data_fingerprint and
+                  all(tc.get(k) == getattr(config, k) for k in ("seed", "val_fraction", "limit")))
+    if info.arch != config.arch or info.preprocess != pre:
+        raise SystemExit(f"error: {config.init}: a {info.arch} model at {info.preprocess.image_size} px; "
+                         f"this run is {config.arch} at {pre.image_size} px (give the same --arch and --img-size)")
+    if not same_split:
+        raise SystemExit(f"error: {config.init}: trained on other data or another split (data fingerprint, --seed, "
+                         "--val-fraction or --limit differ); its training images would leak into this run's validation")
+    state = init.state_dict()
+    model.load_state_dict(state)
+    return {k: v.detach().clone().to(par.device) for k, v in state.items()}
 
 
 def exit_interrupted(out_dir: Path, progress: Progress, par: Parallel) -> None:
