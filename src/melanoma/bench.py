@@ -56,7 +56,7 @@ def latency(model_file: str, data: Path, n: int) -> dict:
 
 def predict_throughput(model_file: str, data: Path, n: int, engine: str) -> dict:
     from .model import load
-    from .predict import run
+    from .predict import inference_streams, run
 
     model, info = load(model_file)
     if engine == "onnx":
@@ -65,7 +65,7 @@ def predict_throughput(model_file: str, data: Path, n: int, engine: str) -> dict
         onnx_file = Path(tempfile.mkdtemp()) / "model.onnx"
         with contextlib.redirect_stdout(sys.stderr):
             export(model, info, onnx_file)
-        model = OnnxModel(onnx_file)
+        model = OnnxModel(onnx_file, threads=inference_streams()[1])
         info = model.info
     files = [str(f) for f in _test_images(data, n)]
     with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):

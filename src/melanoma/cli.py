@@ -57,7 +57,7 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
-    from .predict import run
+    from .predict import inference_streams, run
 
     if args.engine == "onnx":
         from .onnx_model import OnnxModel
@@ -65,7 +65,7 @@ def _predict(args) -> int:
         if not args.model:
             print("error: --engine onnx needs --model FILE.onnx, written by `melanoma export --onnx FILE.onnx`", file=sys.stderr)
             return 2
-        model = OnnxModel(args.model)
+        model = OnnxModel(args.model, threads=inference_streams(cam=bool(args.cam))[1])
         info = model.info
     else:
         from .model import load
@@ -100,11 +100,12 @@ def _serve(args) -> int:
     import os
     import subprocess
 
+    from . import MALLOC_ENVIRONMENT
     from .images import MAX_FILE_BYTES
     from .model import load
 
     load(args.model)  # a bad model file fails here, with a clear message, not on the page
-    env = dict(os.environ, MELANOMA_MODEL=str(Path(args.model).resolve()) if args.model else "")
+    env = dict(os.environ, MELANOMA_MODEL=str(Path(args.model).resolve()) if args.model else "", **MALLOC_ENVIRONMENT)
     app = Path(__file__).with_name("app.py")
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.host, "--server.port", str(args.port),
            "--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.showErrorDetails", "false",

@@ -6,6 +6,8 @@ import contextlib
 import csv
 import os
 import sys
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,10 +94,35 @@ def default_workers() -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 2))
 
 
+def inference_streams(cam: bool = False, cores: int | None = None) -> tuple[int, int]:
+    """(batches run at once, threads each) for batch prediction. Whole batches side by side, each on
+    few threads, keep the cores busier than one batch at a time on all of them: on 2 cores, 640 test
+    images, ONNX Runtime 132 images/s (2 batches x 1 thread) against 102 (1 x 2); torch 42 against 32.
+    With Grad-CAM overlays one batch at a time on all cores: the maps are drawn in between, and
+    captum's hooks (seed_cnn) must not meet another thread's forward pass."""
+    cores = cores or os.cpu_count() or 1
+    if cam:
+        return 1, cores
+    streams = min(4, cores)
+    return streams, max(1, cores // streams)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run(paths: list[str], model: Classifier, info: ModelInfo, csv_path: str | None, cam_dir: str | None,
         batch_size: int = 32, workers: int | None = None) -> int:
-    """Print a line per image; optional CSV and overlays. Bad files: a line on stderr, exit 1 at the end.
-    `model` is the torch Classifier or an onnx_model.OnnxModel."""
+    """Print a line per image, in the order found; optional CSV and overlays. Bad files: a line on
+    stderr, exit 1 at the end. `model` is the torch Classifier or an onnx_model.OnnxModel (made with
+    `inference_streams(cam)[1]` threads). Batches are decoded by the DataLoader and predicted
+    `inference_streams(cam)[0]` at a time in threads (torch and ONNX Runtime release the GIL)."""
     files, empty = find_images(paths)
     for folder in empty:
         print(f"error: {folder}: a folder with no image files in it", file=sys.stderr)
@@ -109,26 +136,38 @@ def run(paths: list[str], model: Classifier, info: ModelInfo, csv_path: str | No
     workers = default_workers() if workers is None else workers
     loader = DataLoader(_Views(files, info.preprocess), batch_size=batch_size, num_workers=workers if len(files) > batch_size else 0,
                         collate_fn=list)
-    with open(csv_path, "w", newline="") if csv_path else contextlib.nullcontext() as f_csv:
+    streams, threads = inference_streams(cam=bool(cam_dir))
+    with (open(csv_path, "w", newline="") if csv_path else contextlib.nullcontext()) as f_csv, _torch_threads(threads), \
+            ThreadPoolExecutor(streams, initializer=torch.set_num_threads, initargs=(threads,)) as pool:
         writer = csv.writer(f_csv) if f_csv else None
         if writer:
             writer.writerow(["path", "p_malignant", "label"])
-        for batch in loader:
-            for _, _, error in batch:
-                if error:
-                    print(f"error: {error}", file=sys.stderr)
-                    failed += 1
-            good = [(files[i], view) for i, view, error in batch if error is None]
-            if not good:
-                continue
-            preds = predict_views(model, info, np.stack([v for _, v in good]))
-            for (path, _), pred in zip(good, preds):
+
+        def write(paths: list[Path], preds: list[Prediction]) -> None:
+            for path, pred in zip(paths, preds):
                 print(f"{path}\t{pred.p_malignant:.3f}\t{pred.label}", flush=True)
                 if writer:
                     writer.writerow([str(path), f"{pred.p_malignant:.6f}", pred.label])
                 if cam_dir:
                     _, ov = explain(model, info, load_image(path))  # reread: full resolution for the overlay
                     Image.fromarray(ov).save(Path(cam_dir) / cam_file_name(path))
+
+        pending: deque = deque()  # (paths, future predictions), oldest first
+        for batch in loader:
+            for _, _, error in batch:
+                if error:
+                    print(f"error: {error}", file=sys.stderr)
+                    failed += 1
+            good = [(files[i], view) for i, view, error in batch if error is None]
+            if good:
+                views = np.stack([v for _, v in good])
+                pending.append(([f for f, _ in good], pool.submit(predict_views, model, info, views)))
+            if len(pending) >= streams:
+                paths_done, future = pending.popleft()
+                write(paths_done, future.result())
+        while pending:
+            paths_done, future = pending.popleft()
+            write(paths_done, future.result())
     if failed:
         print(f"{failed} of {len(files) + len(empty)} path(s) could not be classified", file=sys.stderr)
         return 1
