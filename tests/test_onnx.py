@@ -5,9 +5,10 @@ import csv
 import numpy as np
 import pytest
 
+from melanoma.images import find_images
 from melanoma.model import load
 from melanoma.onnx_model import OnnxModel
-from melanoma.predict import explain
+from melanoma.predict import explain, inference_streams
 
 from .test_predict_explain import melanoma_cli
 
@@ -33,6 +34,8 @@ def test_onnx_runtime_matches_torch_on_the_test_split(bundled_onnx, data_dir, tm
     assert r.returncode == 0, r.stderr[-2000:]
     torch_rows, onnx_rows = read_csv(tmp_path / "torch.csv"), read_csv(tmp_path / "onnx.csv")
     assert len(torch_rows) == 2000 and torch_rows.keys() == onnx_rows.keys()
+    # 63 batches predicted side by side in threads still come out in the order the files were found
+    assert list(torch_rows) == list(onnx_rows) == [str(f) for f in find_images([test])[0]]
     diff = max(abs(torch_rows[k][0] - onnx_rows[k][0]) for k in torch_rows)
     assert diff <= 1e-4
     # labels agree except where the probability sits within rounding of the threshold
@@ -62,3 +65,10 @@ def test_bad_onnx_files_get_a_clear_error(tmp_path, data_dir):
         assert r.returncode == 1 and f"error: {path}" in r.stderr and "Traceback" not in r.stderr
     r = melanoma_cli("predict", image, "--engine", "onnx")
     assert r.returncode == 2 and "melanoma export --onnx" in r.stderr
+
+
+def test_inference_streams_split_the_cores():
+    assert inference_streams(cores=1) == (1, 1)
+    assert inference_streams(cores=2) == (2, 1)
+    assert inference_streams(cores=16) == (4, 4)
+    assert inference_streams(cam=True, cores=16) == (1, 16)  # overlays: one batch at a time
