@@ -10,6 +10,7 @@ under torchrun the same code runs data-parallel (`Parallel`).
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import random
@@ -323,7 +324,7 @@ def _run(config: TrainConfig, data_dir: Path, out_dir: Path, saved: checkpoint.C
 
     progress, best_state = Progress(), None
     if saved is None and config.init:
-        best_state = start_from(model, config, pre, data_fingerprint, par)
+        best_state = start_from(model, config, pre, data_fingerprint, split_digest([samples[i].rel for i in va]), par)
         logits = predict_logits(model, val_views, pre, par.device)
         progress.best_auc = float(roc_auc_score(val_labels, logits[:, 1] - logits[:, 0]))
         progress.best_loss = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(val_labels)))
@@ -388,6 +389,7 @@ def _run(config: TrainConfig, data_dir: Path, out_dir: Path, saved: checkpoint.C
         "sensitivity": float(pred[pos].mean()) if pos.any() else None,
         "specificity": float((~pred[neg]).mean()) if neg.any() else None,
         "best_epoch": progress.best_epoch,  # 0: no epoch beat the --init model
+        "split_sha256": split_digest([samples[i].rel for i in va]),  # which images were held out (see start_from)
         "epochs_run": len(history),
     }
     info = models.ModelInfo(
@@ -403,20 +405,26 @@ def _run(config: TrainConfig, data_dir: Path, out_dir: Path, saved: checkpoint.C
     return path
 
 
-def start_from(model: nn.Module, config: TrainConfig, pre: Preprocess, data_fingerprint: str, par: Parallel) -> dict:
+def split_digest(validation_files: list[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(validation_files)).encode()).hexdigest()
+
+
+def start_from(model: nn.Module, config: TrainConfig, pre: Preprocess, data_fingerprint: str, split: str, par: Parallel) -> dict:
     """Load the --init model's weights into `model`; refuses a model whose validation images could be
-    training images of this run (other data, seed, validation fraction or image limit) or whose
-    architecture or preprocessing differ. Returns a copy of the weights (the best so far)."""
+    training images of this run (other data, another validation split) or whose architecture or
+    preprocessing differ. Returns a copy of the weights (the best so far). Models from before the
+    split digest was stored are compared by the settings that draw the split."""
     init, info = models.load(config.init)
     tc = info.train_config
-    same_split = (info.data_fingerprint == data_fingerprint and
-                  all(tc.get(k) == getattr(config, k) for k in ("seed", "val_fraction", "limit")))
+    same_split = info.data_fingerprint == data_fingerprint and (
+        info.validation.get("split_sha256") == split if "split_sha256" in info.validation
+        else all(tc.get(k) == getattr(config, k) for k in ("seed", "val_fraction", "limit")))
     if info.arch != config.arch or info.preprocess != pre:
         raise SystemExit(f"error: {config.init}: a {info.arch} model at {info.preprocess.image_size} px; "
                          f"this run is {config.arch} at {pre.image_size} px (give the same --arch and --img-size)")
     if not same_split:
-        raise SystemExit(f"error: {config.init}: trained on other data or another split (data fingerprint, --seed, "
-                         "--val-fraction or --limit differ); its training images would leak into this run's validation")
+        raise SystemExit(f"error: {config.init}: trained on other data or with another validation split (other images, "
+                         "--seed, --val-fraction or --limit); its training images would leak into this run's validation")
     state = init.state_dict()
     model.load_state_dict(state)
     return {k: v.detach().clone().to(par.device) for k, v in state.items()}
