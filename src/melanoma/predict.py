@@ -97,7 +97,8 @@ def default_workers() -> int:
 def inference_streams(cam: bool = False, cores: int | None = None) -> tuple[int, int]:
     """(batches run at once, threads each) for batch prediction. Whole batches side by side, each on
     few threads, keep the cores busier than one batch at a time on all of them: on 2 cores, 640 test
-    images, ONNX Runtime 132 images/s (2 batches x 1 thread) against 102 (1 x 2); torch 42 against 32.
+    images, ONNX Runtime 132 images/s (2 batches x 1 thread) against 102 (1 x 2); torch, 1,000 images,
+    65 against 50 (`melanoma bench`: torch 59, ONNX 123; one batch at a time before: 56 and 98).
     With Grad-CAM overlays one batch at a time on all cores: the maps are drawn in between, and
     captum's hooks (seed_cnn) must not meet another thread's forward pass."""
     cores = cores or os.cpu_count() or 1
