@@ -315,6 +315,7 @@ def _run(config: TrainConfig, data_dir: Path, out_dir: Path, saved: checkpoint.C
 
     train_ds = ArrayDataset([views[i] for i in tr], labels[tr], train_augment(pre.image_size, config.seed), config.seed)
     val_views, val_labels = [views[i] for i in va], labels[va]
+    split = split_digest([samples[i].rel for i in va])
     counts = np.bincount(labels[tr], minlength=2)
     class_weight = torch.tensor(len(tr) / (2 * np.maximum(counts, 1)), dtype=torch.float32)  # balanced classes
     params = [p for p in model.parameters() if p.requires_grad]
@@ -324,10 +325,8 @@ def _run(config: TrainConfig, data_dir: Path, out_dir: Path, saved: checkpoint.C
 
     progress, best_state = Progress(), None
     if saved is None and config.init:
-        best_state = start_from(model, config, pre, data_fingerprint, split_digest([samples[i].rel for i in va]), par)
-        logits = predict_logits(model, val_views, pre, par.device)
-        progress.best_auc = float(roc_auc_score(val_labels, logits[:, 1] - logits[:, 0]))
-        progress.best_loss = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(val_labels)))
+        best_state = start_from(model, config, pre, data_fingerprint, split, par)
+        progress.best_loss, _, progress.best_auc = validation_scores(model, val_views, val_labels, pre, par.device)
         log(f"starting from {config.init}: val_loss={progress.best_loss:.4f} val_auc={progress.best_auc:.4f} "
             "(an epoch must beat this to replace it)")
     if saved is not None:
@@ -349,10 +348,7 @@ def _run(config: TrainConfig, data_dir: Path, out_dir: Path, saved: checkpoint.C
                 save_checkpoint()
                 exit_interrupted(out_dir, progress, par)
             epoch = progress.epochs_done + 1
-            logits = predict_logits(model, val_views, pre, par.device)  # every process: they all decide alike
-            val_loss = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(val_labels)))
-            val_acc = float((logits.argmax(1) == val_labels).mean())
-            val_auc = float(roc_auc_score(val_labels, logits[:, 1] - logits[:, 0]))
+            val_loss, val_acc, val_auc = validation_scores(model, val_views, val_labels, pre, par.device)  # every process: they all decide alike
             row = dict(epoch=epoch, train_loss=progress.loss_sum / progress.seen, train_acc=progress.correct / progress.seen,
                        val_loss=val_loss, val_acc=val_acc, val_auc=val_auc, seconds=progress.seconds)
             progress.history.append(row)
@@ -389,7 +385,7 @@ def _run(config: TrainConfig, data_dir: Path, out_dir: Path, saved: checkpoint.C
         "sensitivity": float(pred[pos].mean()) if pos.any() else None,
         "specificity": float((~pred[neg]).mean()) if neg.any() else None,
         "best_epoch": progress.best_epoch,  # 0: no epoch beat the --init model
-        "split_sha256": split_digest([samples[i].rel for i in va]),  # which images were held out (see start_from)
+        "split_sha256": split,  # which images were held out (see start_from)
         "epochs_run": len(history),
     }
     info = models.ModelInfo(
@@ -403,6 +399,15 @@ def _run(config: TrainConfig, data_dir: Path, out_dir: Path, saved: checkpoint.C
     plot_history(history, out_dir / "training_curves.png")
     log(f"saved {path}: temperature {temperature:.3f}, threshold {threshold:.3f}, validation {json.dumps(validation)}")
     return path
+
+
+def validation_scores(model, views: list[np.ndarray], labels: np.ndarray, pre: Preprocess, device) -> tuple[float, float, float]:
+    """Validation loss, accuracy and ROC AUC (of the logit difference) of `model`."""
+    from sklearn.metrics import roc_auc_score
+
+    logits = predict_logits(model, views, pre, device)
+    loss = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)))
+    return loss, float((logits.argmax(1) == labels).mean()), float(roc_auc_score(labels, logits[:, 1] - logits[:, 0]))
 
 
 def split_digest(validation_files: list[str]) -> str:
