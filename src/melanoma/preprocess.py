@@ -48,9 +48,9 @@ def normalize(batch_uint8: np.ndarray | torch.Tensor, pre: Preprocess) -> torch.
     underneath, which is what the uint8 input already is, so this is one conversion and one scaling)."""
     x = batch_uint8 if isinstance(batch_uint8, torch.Tensor) else torch.from_numpy(np.array(batch_uint8, copy=True))
     x = x.permute(0, 3, 1, 2).float()
-    std = torch.tensor(pre.std)
+    std = torch.tensor(pre.std, device=x.device)
     scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1)
-    shift = (-torch.tensor(pre.mean) / std).view(1, 3, 1, 1)
+    shift = (-torch.tensor(pre.mean, device=x.device) / std).view(1, 3, 1, 1)
     return x.mul_(scale).add_(shift).contiguous(memory_format=torch.channels_last)
 
 

@@ -178,7 +178,7 @@ def train_one_epoch(net, dataset, optimizer, scheduler, class_weight, pre, froze
     t0 = time.time()
     for denominator, (images, labels) in zip(denominators, bar):
         torch.manual_seed(derive_seed(config.seed, epoch, progress.batches_done, 1))  # dropout of this batch
-        x, y = normalize(images, pre).to(par.device, non_blocking=True), labels.to(par.device, non_blocking=True)
+        x, y = normalize(images.to(par.device, non_blocking=True), pre), labels.to(par.device, non_blocking=True)
         with par.autocast():
             logits = net(x)
         loss = nn.functional.cross_entropy(logits.float(), y, weight=weight, reduction="sum") * (par.world / denominator)
@@ -208,7 +208,7 @@ def train_one_epoch(net, dataset, optimizer, scheduler, class_weight, pre, froze
 @torch.no_grad()
 def predict_logits(model, arrays: list[np.ndarray], pre: Preprocess, device=torch.device("cpu"), batch_size: int = 64) -> np.ndarray:
     model.eval()
-    out = [model(normalize(np.stack(arrays[i : i + batch_size]), pre).to(device)).float().cpu()
+    out = [model(normalize(torch.from_numpy(np.stack(arrays[i : i + batch_size])).to(device), pre)).float().cpu()
            for i in range(0, len(arrays), batch_size)]
     return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
 
