@@ -45,7 +45,7 @@ def test_bundled_model_was_trained_on_this_train_split(bundled, data_dir):
 
 def test_accuracy_on_the_real_test_split_matches_the_readme(bundled, data_dir):
     model, info = bundled
-    samples, p, _ = score_images(model, info, scan(data_dir, "test"))
+    samples, p, _, _ = score_images(model, info, scan(data_dir, "test"))
     assert len(samples) == 2000
     y = np.array([s.label for s in samples])
     m = binary_metrics(y, p, info.threshold, bootstrap=0)

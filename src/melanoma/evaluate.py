@@ -16,7 +16,9 @@ import numpy as np
 from .audit import read_thumbnails, test_duplicates_in_train, thumbnail
 from .data import read_samples, scan
 from .model import ModelInfo, load
-from .predict import probabilities
+from .calibration import calibrated_probability
+from .explain import logits_and_cam
+from .quality import MIN_LESION
 from .preprocess import model_view, normalize
 
 
@@ -76,12 +78,50 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float, bootstrap: in
     return out
 
 
+def cam_placement(view: np.ndarray, cam: np.ndarray) -> list[float]:
+    """Where one image's Grad-CAM map falls: [share of the map on the spot, the spot's share of the
+    image, 1 if the map's peak is on the spot, share of the map on the black vignette, the vignette's
+    share of the image]. The spot and the vignette are found as the photo-quality checks find them
+    (quality.lesion_mask: darker than Otsu's threshold; quality.lit_pixels). A map spread evenly
+    would put on each region its share of the image."""
+    import cv2
+
+    from .quality import lesion_mask, lit_pixels
+
+    lit = lit_pixels(cv2.cvtColor(view, cv2.COLOR_RGB2YCrCb))
+    spot, _ = lesion_mask(cv2.cvtColor(view, cv2.COLOR_RGB2GRAY), lit)
+    total = float(cam.sum())
+    if total <= 0:
+        return [float("nan")] * 5
+    peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
+    return [float(cam[spot].sum()) / total, float(spot.mean()), float(spot[peak]), float(cam[~lit].sum()) / total, float((~lit).mean())]
+
+
+def attention_summary(placements: np.ndarray, min_spot: float = MIN_LESION, min_vignette: float = 0.05) -> dict:
+    """`cam_placement` rows of many images -> means over the images with a spot (at least
+    `min_spot` of the image) and over those with a vignette (at least `min_vignette` of it). Images
+    whose map is empty (nothing raises the malignant score: clear benign ones) are left out."""
+    rows = placements[~np.isnan(placements).any(1)] if len(placements) else placements.reshape(0, 5)
+    spot = rows[rows[:, 1] >= min_spot]
+    vig = rows[rows[:, 4] >= min_vignette]
+    mean = lambda a: float(a.mean()) if len(a) else None  # noqa: E731
+    return {
+        "images_with_spot": int(len(spot)),
+        "cam_on_spot": mean(spot[:, 0]),
+        "spot_area": mean(spot[:, 1]),
+        "cam_peak_on_spot": mean(spot[:, 2]),
+        "images_with_vignette": int(len(vig)),
+        "cam_on_vignette": mean(vig[:, 3]),
+        "vignette_area": mean(vig[:, 4]),
+    }
+
+
 def score_images(model, info: ModelInfo, samples, batch_size: int = 64, thumbs: list | None = None):
-    """P(malignant) for each readable sample; unreadable ones are reported and left out.
-    With `thumbs`, each image's near-duplicate thumbnail is appended to it in the same pass."""
+    """P(malignant) and `cam_placement` for each readable sample; unreadable ones are reported and
+    left out. With `thumbs`, each image's near-duplicate thumbnail is appended to it in the same pass."""
     from tqdm import tqdm
 
-    kept, probs, views, unreadable = [], [], [], []
+    kept, probs, views, placements, unreadable = [], [], [], [], []
     for start in tqdm(range(0, len(samples), batch_size), desc="scoring test", unit="batch", file=sys.stderr, mininterval=2):
         batch_views = []
         for s, im in read_samples(samples[start : start + batch_size], unreadable):
@@ -90,9 +130,11 @@ def score_images(model, info: ModelInfo, samples, batch_size: int = 64, thumbs: 
             if thumbs is not None:
                 thumbs.append(thumbnail(im))
         if batch_views:
-            probs.append(probabilities(model, info, normalize(np.stack(batch_views), info.preprocess)))
+            logits, cams = logits_and_cam(model, normalize(np.stack(batch_views), info.preprocess))
+            probs.append(calibrated_probability(logits.detach().numpy(), info.temperature))
+            placements += [cam_placement(v, c) for v, c in zip(batch_views, cams)]
             views += batch_views
-    return kept, np.concatenate(probs) if probs else np.zeros(0), views
+    return kept, np.concatenate(probs) if probs else np.zeros(0), views, np.array(placements).reshape(-1, 5)
 
 
 def run(model_path: str | None, data_dir: Path, out: Path, bootstrap: int = 1000) -> dict:
@@ -104,7 +146,7 @@ def run(model_path: str | None, data_dir: Path, out: Path, bootstrap: int = 1000
     if not test:
         raise SystemExit(f"error: {data_dir / 'test'}: no test images found")
     test_thumbs: list[np.ndarray] = []
-    test, p, views = score_images(model, info, test, thumbs=test_thumbs)
+    test, p, views, placements = score_images(model, info, test, thumbs=test_thumbs)
     y = np.array([s.label for s in test])
     if len(set(y)) < 2:
         raise SystemExit(f"error: {data_dir / 'test'}: readable images of both classes are needed to evaluate")
@@ -122,6 +164,7 @@ def run(model_path: str | None, data_dir: Path, out: Path, bootstrap: int = 1000
         "test": binary_metrics(y, p, info.threshold, bootstrap),
         "clean_test": binary_metrics(y[clean], p[clean], info.threshold, bootstrap),
         "near_duplicates_excluded": int(leaked.sum()),
+        "attention_clean_test": attention_summary(placements[clean]),
         "validation": info.validation,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
@@ -153,4 +196,11 @@ def format_table(m: dict) -> str:
     for name, d in (("test", t), ("clean test", c)):
         if d["roc_auc_ci95"]:
             lines.append(f"ROC AUC 95% CI ({name}): {d['roc_auc_ci95'][0]:.4f}-{d['roc_auc_ci95'][1]:.4f}")
+    a = m.get("attention_clean_test")
+    if a and a["images_with_spot"]:
+        lines.append(f"Grad-CAM on the spot (clean test, {a['images_with_spot']} images with a spot and a map): {a['cam_on_spot']:.1%} of the map "
+                     f"on {a['spot_area']:.1%} of the image; peak on the spot in {a['cam_peak_on_spot']:.1%}")
+    if a and a["images_with_vignette"]:
+        lines.append(f"Grad-CAM on the black vignette ({a['images_with_vignette']} with a vignette and a map): {a['cam_on_vignette']:.1%} "
+                     f"of the map on {a['vignette_area']:.1%} of the image")
     return "\n".join(lines)

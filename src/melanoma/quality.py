@@ -39,7 +39,7 @@ def assess(image: Image.Image, view: np.ndarray) -> Quality:
     sharpness = float(cv2.Laplacian(gray, cv2.CV_64F).var())
     brightness = float(gray.mean())
     ycc = cv2.cvtColor(view, cv2.COLOR_RGB2YCrCb)
-    lit = ycc[..., 0] > 40  # leaves out the black vignette of round dermoscopes
+    lit = lit_pixels(ycc)
     skin = lit & (ycc[..., 1] >= 130) & (ycc[..., 1] <= 180) & (ycc[..., 2] >= 70) & (ycc[..., 2] <= 135)
     skin_fraction = float(skin.sum() / max(lit.sum(), 1))
     lesion_fraction, lesion_offset = _lesion(gray, lit)
@@ -66,14 +66,25 @@ def assess(image: Image.Image, view: np.ndarray) -> Quality:
     return Quality(sharpness, brightness, skin_fraction, lesion_fraction, lesion_offset, warnings)
 
 
-def _lesion(gray: np.ndarray, lit: np.ndarray) -> tuple[float, float]:
-    """Area fraction of the dark (Otsu) pixels among lit ones, and how far their darkness-weighted
-    centre lies from the image centre (a fraction of the side)."""
+def lit_pixels(ycc: np.ndarray) -> np.ndarray:
+    """Pixels brighter than the black vignette of round dermoscopes (luma above 40)."""
+    return ycc[..., 0] > 40
+
+
+def lesion_mask(gray: np.ndarray, lit: np.ndarray) -> tuple[np.ndarray, float]:
+    """The spot: lit pixels darker than Otsu's threshold over the lit ones, specks removed (5x5
+    opening); and that threshold. All False when fewer than 100 pixels are lit."""
     values = gray[lit]
     if values.size < 100:
-        return 0.0, 1.0
+        return np.zeros(gray.shape, bool), 0.0
     t, _ = cv2.threshold(values.reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    dark = cv2.morphologyEx(((gray < t) & lit).astype(np.uint8), cv2.MORPH_OPEN, np.ones((5, 5), np.uint8)) > 0
+    return cv2.morphologyEx(((gray < t) & lit).astype(np.uint8), cv2.MORPH_OPEN, np.ones((5, 5), np.uint8)) > 0, float(t)
+
+
+def _lesion(gray: np.ndarray, lit: np.ndarray) -> tuple[float, float]:
+    """Area fraction of the spot (`lesion_mask`), and how far its darkness-weighted centre lies
+    from the image centre (a fraction of the side)."""
+    dark, t = lesion_mask(gray, lit)
     weight = np.where(dark, t - gray.astype(np.float64), 0.0)
     if weight.sum() <= 0:
         return 0.0, 1.0
