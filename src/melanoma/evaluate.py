@@ -1,7 +1,8 @@
 """Evaluation on the test split and on its clean subset (test images with no near-duplicate in train).
 
 Metrics come from scikit-learn and scipy; only the expected calibration error is hand-written
-(scikit-learn has no ECE; it is one histogram).
+(scikit-learn has no ECE; it is one histogram). Where the Grad-CAM maps fall (on the spot, on the
+black vignette) is a few sums over the masks that the photo checks (quality.py) already compute.
 """
 
 from __future__ import annotations
@@ -11,15 +12,16 @@ import json
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from .audit import read_thumbnails, test_duplicates_in_train, thumbnail
-from .data import read_samples, scan
-from .model import ModelInfo, load
 from .calibration import calibrated_probability
+from .data import read_samples, scan
 from .explain import logits_and_cam
-from .quality import MIN_LESION
+from .model import ModelInfo, load
 from .preprocess import model_view, normalize
+from .quality import MIN_LESION, lesion_mask, lit_pixels
 
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
@@ -84,10 +86,6 @@ def cam_placement(view: np.ndarray, cam: np.ndarray) -> list[float]:
     share of the image]. The spot and the vignette are found as the photo-quality checks find them
     (quality.lesion_mask: darker than Otsu's threshold; quality.lit_pixels). A map spread evenly
     would put on each region its share of the image."""
-    import cv2
-
-    from .quality import lesion_mask, lit_pixels
-
     lit = lit_pixels(cv2.cvtColor(view, cv2.COLOR_RGB2YCrCb))
     spot, _ = lesion_mask(cv2.cvtColor(view, cv2.COLOR_RGB2GRAY), lit)
     total = float(cam.sum())
@@ -101,7 +99,7 @@ def attention_summary(placements: np.ndarray, min_spot: float = MIN_LESION, min_
     """`cam_placement` rows of many images -> means over the images with a spot (at least
     `min_spot` of the image) and over those with a vignette (at least `min_vignette` of it). Images
     whose map is empty (nothing raises the malignant score: clear benign ones) are left out."""
-    rows = placements[~np.isnan(placements).any(1)] if len(placements) else placements.reshape(0, 5)
+    rows = placements[~np.isnan(placements).any(1)]
     spot = rows[rows[:, 1] >= min_spot]
     vig = rows[rows[:, 4] >= min_vignette]
     mean = lambda a: float(a.mean()) if len(a) else None  # noqa: E731
