@@ -76,3 +76,29 @@ def test_probability_is_never_shown_with_false_precision():
 
     assert probability_text(0.001) == "under 5%" and probability_text(0.999) == "over 95%"
     assert probability_text(0.4371) == "about 45%"
+
+
+def test_page_inference_runs_on_one_torch_thread(tiny_model_file, data_dir, monkeypatch):
+    import threading
+
+    import torch
+
+    from melanoma import app, predict
+    from melanoma.model import load
+
+    model, info = load(tiny_model_file)
+    seen = []
+    real = predict.analyse
+    monkeypatch.setattr(predict, "analyse", lambda *a: seen.append(torch.get_num_threads()) or real(*a))
+    data = next((data_dir / "test" / "Malignant").glob("*.jpg")).read_bytes()
+    after = []
+
+    def session():  # as Streamlit runs the page: in a thread of its own
+        torch.set_num_threads(2)
+        r = app.analyse(data, "spot.jpg", model, info)
+        after.append((torch.get_num_threads(), r["pred"].label))
+
+    t = threading.Thread(target=session)
+    t.start()
+    t.join()
+    assert seen == [1] and after[0][0] == 2 and after[0][1] in info.class_names

@@ -38,7 +38,11 @@ def get_model(path: str | None):
 def analyse(data: bytes, name: str, model, info) -> dict:
     """Everything the page shows for one upload, except the overlay blend (which follows the slider)."""
     image = load_image(data, name=name)
-    pred, cam, view = predict.analyse(model, info, image)
+    # One torch thread: Streamlit runs the page in threads other than the main one, where torch's
+    # OpenMP team of 2 was slower than 1 thread on these 2 cores (predict + Grad-CAM, bundled model,
+    # a new thread per image: median 47 ms with 1 thread, 80-89 ms with 2; two sessions at once 68 vs 83).
+    with predict.torch_threads(1):
+        pred, cam, view = predict.analyse(model, info, image)
     return {"image": np.asarray(image), "box": crop_box(image.width, image.height), "cam": cam, "pred": pred,
             "quality": assess(image, view)}
 

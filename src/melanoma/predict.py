@@ -109,7 +109,8 @@ def inference_streams(cam: bool = False, cores: int | None = None) -> tuple[int,
 
 
 @contextlib.contextmanager
-def _torch_threads(n: int):
+def torch_threads(n: int):
+    """torch's intra-op threads for the calling thread, restored afterwards."""
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
@@ -138,7 +139,7 @@ def run(paths: list[str], model: Classifier, info: ModelInfo, csv_path: str | No
     loader = DataLoader(_Views(files, info.preprocess), batch_size=batch_size, num_workers=workers if len(files) > batch_size else 0,
                         collate_fn=list)
     streams, threads = inference_streams(cam=bool(cam_dir))
-    with (open(csv_path, "w", newline="") if csv_path else contextlib.nullcontext()) as f_csv, _torch_threads(threads), \
+    with (open(csv_path, "w", newline="") if csv_path else contextlib.nullcontext()) as f_csv, torch_threads(threads), \
             ThreadPoolExecutor(streams, initializer=torch.set_num_threads, initargs=(threads,)) as pool:
         writer = csv.writer(f_csv) if f_csv else None
         if writer:
