@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 from PIL import Image
@@ -107,3 +110,20 @@ def test_outputs_inside_the_data_folder_are_refused(small_data):
     r = melanoma_cli("audit", "--data", small_data, "--out", small_data / "report")
     assert r.returncode != 0 and "inside the data folder" in r.stderr
     assert sorted(p for p in small_data.rglob("*")) == before
+
+
+def test_training_augmentation_makes_no_network_request():
+    """albumentations asks PyPI for a newer release when imported, unless told not to."""
+    code = (
+        "import urllib.request as u\n"
+        "calls = []\n"
+        "real = u.OpenerDirector.open\n"
+        "u.OpenerDirector.open = lambda self, *a, **k: calls.append(a) or real(self, *a, **k)\n"
+        "from melanoma.preprocess import train_augment\n"
+        "train_augment(64, 0)\n"
+        "print('requests', len(calls))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "requests 0" in r.stdout

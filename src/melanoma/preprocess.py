@@ -7,6 +7,7 @@ random crops, flips, rotations and mild colour changes (albumentations) around t
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -64,10 +65,19 @@ def to_batch(images: list[Image.Image], pre: Preprocess) -> torch.Tensor:
     return normalize(np.stack([model_view(im, pre) for im in images]), pre)
 
 
+def _albumentations():
+    """The albumentations module, imported without its check for a newer release (a request to PyPI
+    at import time, up to 2 s, from every training run)."""
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    import albumentations
+
+    return albumentations
+
+
 def train_augment(image_size: int, seed: int):
     """Augmentation for dermoscopy: any orientation is valid, colour and scale vary a little, and
     the round-dermoscope vignette is added at random (see `random_vignette`)."""
-    import albumentations as A
+    A = _albumentations()
 
     return A.Compose(
         [
@@ -86,7 +96,7 @@ def random_vignette(p: float):
     the melanomas have such dark corners against 0.2% of the benign images (measured on 400 of each),
     a cue that has nothing to do with the lesion; drawn at random on any image, it stops telling the
     classes apart. Hand-written because albumentations has no such transform (a few lines)."""
-    import albumentations as A
+    A = _albumentations()
 
     class RandomVignette(A.ImageOnlyTransform):
         def get_params_dependent_on_data(self, params, data):
