@@ -9,6 +9,7 @@ from PIL import Image
 from melanoma.audit import near_duplicate_groups, run_audit, thumbnail
 from melanoma.data import split_train_val
 from melanoma.model import load
+from melanoma.train import mix_targets
 
 from .conftest import TINY_THRESHOLD, lesion_image
 from .test_predict_explain import melanoma_cli
@@ -80,6 +81,24 @@ def test_one_epoch_training_on_real_images(data_dir, tmp_path):
     assert r.returncode == 1 and "leak into this run's validation" in r.stderr and "Traceback" not in r.stderr
     r = melanoma_cli(*common, "--img-size", "64", "--out", tmp_path / "other_size")
     assert r.returncode == 1 and "at 96 px" in r.stderr and "Traceback" not in r.stderr
+
+    # distillation: the teachers are held to the same data and split as --init
+    teachers = ["--teacher", out / "model.safetensors", "--teacher", tmp_path / "again" / "model.safetensors"]
+    r = melanoma_cli(*common[:-2], *teachers, "--distill", "0.7", "--img-size", "96", "--out", tmp_path / "student")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sum(line.startswith("teacher ") for line in r.stderr.splitlines()) == 2
+    _, student = load(tmp_path / "student" / "model.safetensors")
+    assert student.train_config["teacher"] == [str(t) for t in teachers[1::2]] and student.train_config["distill"] == 0.7
+    r = melanoma_cli(*common[:-2], *teachers, "--img-size", "96", "--out", tmp_path / "other_student", "--seed", "1")
+    assert r.returncode == 1 and "leak into this run's validation" in r.stderr and "Traceback" not in r.stderr
+    r = melanoma_cli(*common[:-2], *teachers, "--distill", "1.5", "--out", tmp_path / "bad")
+    assert r.returncode == 2 and "--distill" in r.stderr
+
+
+def test_distillation_targets_mix_label_and_teacher():
+    t = mix_targets(np.array([0, 1, 1]), np.array([0.2, 0.9, 0.4]), 0.5).numpy()
+    assert np.allclose(t, [[0.9, 0.1], [0.05, 0.95], [0.3, 0.7]])
+    assert np.allclose(mix_targets(np.array([0, 1]), np.array([0.7, 0.2]), 0.0).numpy(), [[1, 0], [0, 1]])
 
 
 def test_audit_and_evaluate_on_a_small_folder_with_a_broken_file(small_data, tiny_model_file, tmp_path):

@@ -142,11 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
         ("--seed", int, ""), ("--limit", int, "use at most N training images per class (quick runs)"),
         ("--workers", int, "DataLoader worker processes"),
         ("--init", str, "start from this model file's weights instead of ImageNet's (trained on the same data, --seed and --val-fraction)"),
+        ("--distill", float, "with --teacher: the teachers' share of each training target, 0-1"),
     ]:
         dest = flag[2:].replace("-", "_")
         default = getattr(d, dest)
         kw = {"choices": ["efficientnet_lite0", "seed_cnn"]} if flag == "--arch" else {}
         t.add_argument(flag, dest=dest, type=kind, help=f"{text} (default {default})" if default is not None else text, **kw)
+    t.add_argument("--teacher", action="append", metavar="FILE",
+                   help="distil from this model file (repeat for an ensemble; trained on the same data, --seed and --val-fraction)")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="metrics and plots on the test split and its clean subset")
@@ -196,6 +199,8 @@ def train_config_problem(c) -> str | None:
         return "--target-sensitivity is a fraction in (0, 1], e.g. 0.95"
     if c.batch_size < 1 or c.patience < 1 or (c.img_size is not None and c.img_size < 32):
         return "--batch-size and --patience must be at least 1, --img-size at least 32"
+    if not 0 <= c.distill <= 1:
+        return "--distill is a fraction in [0, 1], e.g. 0.5"
     if c.limit is not None and c.limit < 2:
         return "--limit must be at least 2 images per class"
     return None

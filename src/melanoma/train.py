@@ -50,14 +50,17 @@ class TrainConfig:
     limit: int | None = None  # at most this many training images per class (quick runs, tests)
     workers: int = 0  # DataLoader worker processes
     init: str | None = None  # start from this model file's weights (same data, seed and split) instead of ImageNet's
+    teacher: list[str] | None = None  # model files (same data and split) whose mean probability is part of the target
+    distill: float = 0.5  # with teachers: target = (1 - distill) * true label + distill * teachers' probability
 
 
 class ArrayDataset(Dataset):
     """Decoded training views; sample i of epoch e is augmented with its own seed (seed, e, i), so the
     result does not depend on worker processes or on where a resumed run picked up."""
 
-    def __init__(self, arrays: list[np.ndarray], labels: np.ndarray, augment, seed: int):
+    def __init__(self, arrays: list[np.ndarray], labels: np.ndarray, augment, seed: int, targets: torch.Tensor | None = None):
         self.arrays, self.labels, self.augment, self.seed = arrays, labels, augment, seed
+        self.targets = targets  # N x 2 class probabilities to learn instead of the labels (distillation)
         self.epoch = 1
 
     def __len__(self) -> int:
@@ -176,12 +179,13 @@ def train_one_epoch(net, dataset, optimizer, scheduler, class_weight, pre, froze
     bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", unit="batch", file=sys.stderr, mininterval=2,
                initial=progress.batches_done, total=len(batches), disable=not par.main)
     t0 = time.time()
-    for denominator, (images, labels) in zip(denominators, bar):
+    for shard, denominator, (images, labels) in zip(shards, denominators, bar):
         torch.manual_seed(derive_seed(config.seed, epoch, progress.batches_done, 1))  # dropout of this batch
         x, y = normalize(images.to(par.device, non_blocking=True), pre), labels.to(par.device, non_blocking=True)
+        target = y if dataset.targets is None else dataset.targets[shard].to(par.device)
         with par.autocast():
             logits = net(x)
-        loss = nn.functional.cross_entropy(logits.float(), y, weight=weight, reduction="sum") * (par.world / denominator)
+        loss = nn.functional.cross_entropy(logits.float(), target, weight=weight, reduction="sum") * (par.world / denominator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -313,9 +317,11 @@ def _run(config: TrainConfig, data_dir: Path, out_dir: Path, saved: checkpoint.C
     if config.batch_size < par.world:
         raise SystemExit(f"error: --batch-size {config.batch_size} is smaller than the {par.world} processes sharing each batch")
 
-    train_ds = ArrayDataset([views[i] for i in tr], labels[tr], train_augment(pre.image_size, config.seed), config.seed)
     val_views, val_labels = [views[i] for i in va], labels[va]
     split = split_digest([samples[i].rel for i in va])
+    train_views = [views[i] for i in tr]
+    targets = distillation_targets(config, pre, data_fingerprint, split, train_views, labels[tr], par) if config.teacher else None
+    train_ds = ArrayDataset(train_views, labels[tr], train_augment(pre.image_size, config.seed), config.seed, targets)
     counts = np.bincount(labels[tr], minlength=2)
     class_weight = torch.tensor(len(tr) / (2 * np.maximum(counts, 1)), dtype=torch.float32)  # balanced classes
     params = [p for p in model.parameters() if p.requires_grad]
@@ -414,25 +420,53 @@ def split_digest(validation_files: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(validation_files)).encode()).hexdigest()
 
 
-def start_from(model: nn.Module, config: TrainConfig, pre: Preprocess, data_fingerprint: str, split: str, par: Parallel) -> dict:
-    """Load the --init model's weights into `model`; refuses a model whose validation images could be
-    training images of this run (other data, another validation split) or whose architecture or
-    preprocessing differ. Returns a copy of the weights (the best so far). Models from before the
-    split digest was stored are compared by the settings that draw the split."""
-    init, info = models.load(config.init)
+def same_run_setup(path: str, info: models.ModelInfo, config: TrainConfig, pre: Preprocess, data_fingerprint: str, split: str) -> None:
+    """Refuse a model file (--init, --teacher) whose training images could be validation images of
+    this run (other data, another validation split) or whose architecture or preprocessing differ.
+    Models from before the split digest was stored are compared by the settings that draw the split."""
     tc = info.train_config
     same_split = info.data_fingerprint == data_fingerprint and (
         info.validation.get("split_sha256") == split if "split_sha256" in info.validation
         else all(tc.get(k) == getattr(config, k) for k in ("seed", "val_fraction", "limit")))
     if info.arch != config.arch or info.preprocess != pre:
-        raise SystemExit(f"error: {config.init}: a {info.arch} model at {info.preprocess.image_size} px; "
+        raise SystemExit(f"error: {path}: a {info.arch} model at {info.preprocess.image_size} px; "
                          f"this run is {config.arch} at {pre.image_size} px (give the same --arch and --img-size)")
     if not same_split:
-        raise SystemExit(f"error: {config.init}: trained on other data or with another validation split (other images, "
+        raise SystemExit(f"error: {path}: trained on other data or with another validation split (other images, "
                          "--seed, --val-fraction or --limit); its training images would leak into this run's validation")
+
+
+def start_from(model: nn.Module, config: TrainConfig, pre: Preprocess, data_fingerprint: str, split: str, par: Parallel) -> dict:
+    """Load the --init model's weights into `model` (see `same_run_setup`); returns a copy of them (the best so far)."""
+    init, info = models.load(config.init)
+    same_run_setup(config.init, info, config, pre, data_fingerprint, split)
     state = init.state_dict()
     model.load_state_dict(state)
     return {k: v.detach().clone().to(par.device) for k, v in state.items()}
+
+
+def distillation_targets(config: TrainConfig, pre: Preprocess, data_fingerprint: str, split: str, views: list[np.ndarray],
+                         labels: np.ndarray, par: Parallel) -> torch.Tensor:
+    """Knowledge distillation from an ensemble: each training image's target mixes its label with the
+    teachers' mean calibrated probability (on the unaugmented view), `config.distill` of the latter.
+    The teachers must share this run's validation split (`same_run_setup`), or they would carry
+    validation labels into training. Computed once, before the first epoch."""
+    log = (lambda *a: print(*a, file=sys.stderr)) if par.main else (lambda *a: None)
+    probs = []
+    for path in config.teacher:
+        teacher, info = models.load(path)
+        same_run_setup(path, info, config, pre, data_fingerprint, split)
+        t0 = time.time()
+        logits = predict_logits(teacher.to(par.device), views, pre, par.device)
+        probs.append(calibrated_probability(logits, info.temperature))
+        log(f"teacher {path}: training-image accuracy {((probs[-1] >= 0.5) == labels).mean():.4f} ({time.time() - t0:.0f} s)")
+    return mix_targets(labels, np.mean(probs, axis=0), config.distill)
+
+
+def mix_targets(labels: np.ndarray, p_malignant: np.ndarray, weight: float) -> torch.Tensor:
+    """N x 2 (benign, malignant) probabilities: (1 - weight) * one-hot label + weight * teacher."""
+    p = (1 - weight) * labels.astype(np.float64) + weight * np.asarray(p_malignant, np.float64)
+    return torch.from_numpy(np.stack([1 - p, p], axis=1)).float()
 
 
 def exit_interrupted(out_dir: Path, progress: Progress, par: Parallel) -> None:
