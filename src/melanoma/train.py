@@ -162,7 +162,9 @@ def train_one_epoch(net, dataset, optimizer, scheduler, class_weight, pre, froze
     Each global batch is split across the processes of a distributed run; the loss is the
     class-weighted sum over the whole global batch divided by its total weight (DistributedDataParallel
     averages gradients over processes, hence the factor `par.world`), so one process and N give the
-    same gradient up to float summation order and per-process BatchNorm statistics."""
+    same gradient up to float summation order and per-process BatchNorm statistics. With distillation
+    targets (`dataset.targets`) the loss is the same sum against those probabilities, divided by the
+    same label-based total weight."""
     from tqdm import tqdm
 
     epoch = progress.epochs_done + 1
