@@ -93,6 +93,8 @@ def test_one_epoch_training_on_real_images(data_dir, tmp_path):
     assert r.returncode == 1 and "leak into this run's validation" in r.stderr and "Traceback" not in r.stderr
     r = melanoma_cli(*common[:-2], *teachers, "--distill", "1.5", "--out", tmp_path / "bad")
     assert r.returncode == 2 and "--distill" in r.stderr
+    r = melanoma_cli(*common[:-2], "--distill", "0.3", "--out", tmp_path / "bad")
+    assert r.returncode == 2 and "needs at least one --teacher" in r.stderr
 
 
 def test_distillation_targets_mix_label_and_teacher():

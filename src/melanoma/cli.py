@@ -201,6 +201,8 @@ def train_config_problem(c) -> str | None:
         return "--batch-size and --patience must be at least 1, --img-size at least 32"
     if not 0 <= c.distill <= 1:
         return "--distill is a fraction in [0, 1], e.g. 0.5"
+    if c.distill != type(c).distill and not c.teacher:
+        return "--distill needs at least one --teacher"
     if c.limit is not None and c.limit < 2:
         return "--limit must be at least 2 images per class"
     return None
