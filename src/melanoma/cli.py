@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .model import ModelFileError
+from .model import ARCHITECTURES, ModelFileError
 
 
 def _train(args) -> int:
@@ -133,11 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or killed run from its last checkpoint")
     d = TrainConfig()
     for flag, kind, text in [
-        ("--arch", str, "efficientnet_lite0 or seed_cnn"), ("--epochs", int, "maximum epochs"),
+        ("--arch", str, "efficientnet_lite0, seed_cnn, or the bigger efficientnet_lite1/2 (needs the `bigger` extra)"), ("--epochs", int, "maximum epochs"),
         ("--patience", int, "epochs without a better validation AUC before stopping"),
         ("--img-size", int, "input side in pixels (default: the architecture's)"), ("--batch-size", int, ""),
         ("--lr", float, "peak learning rate"), ("--weight-decay", float, ""),
-        ("--freeze-blocks", int, "efficientnet_lite0: keep the stem and first N blocks at ImageNet weights"),
+        ("--freeze-blocks", int, "efficientnet_lite*: keep the stem and first N blocks at ImageNet weights"),
         ("--val-fraction", float, ""), ("--target-sensitivity", float, "validation sensitivity the threshold is chosen for"),
         ("--seed", int, ""), ("--limit", int, "use at most N training images per class (quick runs)"),
         ("--workers", int, "DataLoader worker processes"),
@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     ]:
         dest = flag[2:].replace("-", "_")
         default = getattr(d, dest)
-        kw = {"choices": ["efficientnet_lite0", "seed_cnn"]} if flag == "--arch" else {}
+        kw = {"choices": list(ARCHITECTURES)} if flag == "--arch" else {}
         t.add_argument(flag, dest=dest, type=kind, help=f"{text} (default {default})" if default is not None else text, **kw)
     t.add_argument("--teacher", action="append", metavar="FILE",
                    help="distil from this model file (repeat for an ensemble; trained on the same data, --seed and --val-fraction)")

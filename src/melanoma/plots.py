@@ -136,7 +136,7 @@ def plot_architecture(model, info, path: Path) -> None:
 
 
 def _stages(model, arch: str) -> list[tuple[str, object]]:
-    if arch == "efficientnet_lite0":
+    if arch.startswith("efficientnet_lite"):
         net = model.features.net
         out = [("stem conv", net._bn0)]
         out += [(f"MBConv{b._block_args.expand_ratio} k{b._block_args.kernel_size}", b) for b in net._blocks]

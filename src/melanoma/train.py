@@ -36,14 +36,14 @@ from .preprocess import Preprocess, model_view, normalize, train_augment
 
 @dataclass
 class TrainConfig:
-    arch: str = "efficientnet_lite0"  # or "seed_cnn", the original project's network
+    arch: str = "efficientnet_lite0"  # or efficientnet_lite1/2 (bigger, slower), or "seed_cnn", the original project's network
     epochs: int = 30  # upper bound; early stopping usually ends sooner
     patience: int = 4  # epochs without a better validation AUC before stopping
     img_size: int | None = None  # default: the architecture's own (224 / 100)
     batch_size: int = 32
     lr: float = 1e-3  # peak of the one-cycle schedule
     weight_decay: float = 1e-2
-    freeze_blocks: int = 4  # efficientnet_lite0: keep the stem and first N blocks at ImageNet weights (2-3x faster on CPU)
+    freeze_blocks: int = 4  # efficientnet_lite*: keep the stem and first N blocks at ImageNet weights (2-3x faster on CPU)
     val_fraction: float = 0.1
     target_sensitivity: float = 0.95  # the threshold is picked on validation to reach this
     seed: int = 0
@@ -145,7 +145,7 @@ def subsample(samples, limit: int | None, seed: int):
 
 def freeze_early_layers(model: nn.Module, arch: str, n_blocks: int) -> list[nn.Module]:
     """Stop gradients into the stem and first n blocks; they also keep their BatchNorm statistics."""
-    if arch != "efficientnet_lite0" or n_blocks <= 0:
+    if not arch.startswith("efficientnet_lite") or n_blocks <= 0:
         return []
     net = model.features.net
     frozen = [net._conv_stem, net._bn0, *net._blocks[:n_blocks]]
@@ -270,7 +270,7 @@ class Parallel:
 def initial_model(config: TrainConfig, pretrained: bool = True) -> tuple[nn.Module, Preprocess]:
     """The network a run starts from (seeded), channels_last."""
     seed_everything(config.seed)
-    model, pre = models.build(config.arch, pretrained=pretrained and config.arch == "efficientnet_lite0", image_size=config.img_size)
+    model, pre = models.build(config.arch, pretrained=pretrained and config.arch != "seed_cnn", image_size=config.img_size)
     return model.to(memory_format=torch.channels_last), pre
 
 
