@@ -58,6 +58,9 @@ def server(tmp_path):
     proc.terminate()
     proc.wait(timeout=20)
     log.close()
+    # stopping `melanoma serve` stops the page: nothing is left listening on its port
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0, f"the page still answers on port {port} after `melanoma serve` was stopped"
 
 
 def server_log_text(proc) -> str:

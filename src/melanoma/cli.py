@@ -98,7 +98,6 @@ def _bench(args) -> int:
 
 def _serve(args) -> int:
     import os
-    import subprocess
 
     from . import MALLOC_ENVIRONMENT
     from .images import MAX_FILE_BYTES
@@ -111,7 +110,10 @@ def _serve(args) -> int:
            "--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.showErrorDetails", "false",
            "--client.toolbarMode", "minimal", "--server.maxUploadSize", str(MAX_FILE_BYTES // 2**20)]
     print(f"serving on http://{args.host}:{args.port}  (Ctrl-C stops)", file=sys.stderr)
-    return subprocess.call(cmd, env=env)
+    sys.stderr.flush()
+    # Become the server (no child process): a `kill` of this process then stops the page too,
+    # instead of leaving Streamlit running as an orphan.
+    os.execve(sys.executable, cmd, env)
 
 
 def build_parser() -> argparse.ArgumentParser:
