@@ -22,6 +22,7 @@ from melanoma import model as models
 from melanoma.audit import near_duplicate_groups, test_duplicates_in_train, thumbnail
 from melanoma.calibration import calibrated_probability, fit_temperature, threshold_for_sensitivity
 from melanoma.data import read_samples, scan, split_train_val
+from melanoma.evaluate import binary_metrics
 from melanoma.preprocess import model_view
 from melanoma.train import load_split, predict_logits, split_digest
 
@@ -49,12 +50,11 @@ def report(tag: str, parts: list, z) -> None:
     lv, lt = sum(p["val"] for p in parts) / len(parts), sum(p["test"] for p in parts) / len(parts)
     t = fit_temperature(lv, vl)
     pv, pt = calibrated_probability(lv, t), calibrated_probability(lt, t)
-    pred = pt >= threshold_for_sensitivity(pv, vl, 0.95)
-    pc, yc = pred[clean], tl[clean]
-    sens, spec = pc[yc == 1].mean(), (~pc[yc == 0]).mean()
+    threshold = threshold_for_sensitivity(pv, vl, 0.95)
+    full, cm = binary_metrics(tl, pt, threshold, bootstrap=0), binary_metrics(tl[clean], pt[clean], threshold, bootstrap=0)
     oracle = max(((pt >= x) == tl).mean() for x in np.unique(pt))
-    print(f"| {tag} | {roc_auc_score(vl, pv):.4f} | {(pred == tl).mean():.2%} | {roc_auc_score(tl, pt):.4f} | {oracle:.2%} | "
-          f"{(sens + spec) / 2:.2%} | {sens:.2%} | {roc_auc_score(yc, pt[clean]):.4f} |")
+    print(f"| {tag} | {roc_auc_score(vl, pv):.4f} | {full['accuracy']:.2%} | {full['roc_auc']:.4f} | {oracle:.2%} | "
+          f"{cm['balanced_accuracy']:.2%} | {cm['sensitivity']:.2%} | {cm['roc_auc']:.4f} |")
 
 
 def main() -> None:
@@ -84,12 +84,13 @@ def main() -> None:
     print("| models (flips) | val AUC | test acc | test AUC | test acc, best threshold | clean bal acc | clean sens | clean AUC |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     names = [Path(p).parent.name for p in a.models]
+    first = flips[0]
     for n in names:
-        report(f"{n} (id)", [logits[n, "id"]], z)
+        report(f"{n} ({first})", [logits[n, first]], z)
         if len(flips) > 1:
             report(f"{n} ({a.flips})", [logits[n, f] for f in flips], z)
     if len(names) > 1:
-        report(f"all {len(names)} (id)", [logits[n, "id"] for n in names], z)
+        report(f"all {len(names)} ({first})", [logits[n, first] for n in names], z)
         if len(flips) > 1:
             report(f"all {len(names)} ({a.flips})", [logits[n, f] for n in names for f in flips], z)
 
