@@ -47,12 +47,12 @@ def _audit(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from .data import check_outside, resolve_data_dir
+    from .data import check_outside, data_dir
     from .evaluate import run
 
-    data = resolve_data_dir(args.data)
-    check_outside(data, args.out)
-    run(args.model, data, Path(args.out), bootstrap=args.bootstrap)
+    if not args.labels:
+        check_outside(data_dir(args.data), args.out)
+    run(args.model, args.data and Path(args.data), Path(args.out), bootstrap=args.bootstrap, labels=args.labels, shifts=args.shifts)
     return 0
 
 
@@ -145,18 +145,27 @@ def build_parser() -> argparse.ArgumentParser:
         ("--workers", int, "DataLoader worker processes"),
         ("--init", str, "start from this model file's weights instead of ImageNet's (trained on the same data, --seed and --val-fraction)"),
         ("--distill", float, "with --teacher: the teachers' share of each training target, 0-1"),
+        ("--augment", str, "standard, or robust: also closer/farther, resolution, blur, JPEG, noise, illuminant"),
+        ("--colour", str, "fixed, or matched: each image's colours matched to the training look (carried by the model file)"),
+        ("--label-smoothing", float, "cross-entropy label smoothing, 0-0.5"),
     ]:
         dest = flag[2:].replace("-", "_")
         default = getattr(d, dest)
-        kw = {"choices": list(ARCHITECTURES)} if flag == "--arch" else {}
+        kw = {"--arch": {"choices": list(ARCHITECTURES)}, "--augment": {"choices": ["standard", "robust"]},
+              "--colour": {"choices": ["fixed", "matched"]}}.get(flag, {})
         t.add_argument(flag, dest=dest, type=kind, help=f"{text} (default {default})" if default is not None else text, **kw)
     t.add_argument("--teacher", action="append", metavar="FILE",
                    help="distil from this model file (repeat for an ensemble; trained on the same data, --seed and --val-fraction)")
     t.set_defaults(func=_train)
 
-    e = sub.add_parser("evaluate", help="metrics and plots on the test split and its clean subset")
+    e = sub.add_parser("evaluate", help="metrics and plots on the test split and its clean subset, or on any labelled images")
     e.add_argument("--model", help="model file (default: the bundled model)")
-    e.add_argument("--data", help=data_help)
+    e.add_argument("--data", help="the Kaggle layout (its test/ is scored, the clean subset measured against its train/), or a folder "
+                   "with Benign/ and Malignant/; default $MELANOMA_DATA or ../shared/data/melanoma")
+    e.add_argument("--labels", metavar="FILE.csv", help="score the images a CSV lists instead (path,label rows; paths relative to the CSV)")
+    e.add_argument("--shifts", action="store_true",
+                   help="also score the clean test images (or the whole set) under the shift suite: resolution, JPEG, blur, noise, "
+                   "closer, farther, rotation, light, brightness, gamma, vignette, phone photo")
     e.add_argument("--out", required=True, help="folder for metrics.json, predictions.csv and the plots")
     e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the ROC AUC interval (0: none)")
     e.set_defaults(func=_evaluate)
@@ -205,6 +214,8 @@ def train_config_problem(c) -> str | None:
         return "--distill is a fraction in [0, 1], e.g. 0.5"
     if c.distill != type(c).distill and not c.teacher:
         return "--distill needs at least one --teacher"
+    if not 0 <= c.label_smoothing <= 0.5:
+        return "--label-smoothing is in [0, 0.5], e.g. 0.1"
     if c.limit is not None and c.limit < 2:
         return "--limit must be at least 2 images per class"
     return None

@@ -1,11 +1,14 @@
 """The data set on disk: finding its images, reading them, splitting train/validation, fingerprinting.
 
 Layout (the Kaggle download): DATA/{train,test}/{Benign,Malignant}/*.jpg. File names repeat
-across class folders, so an image is identified by its path relative to DATA.
+across class folders, so an image is identified by its path relative to DATA. Evaluation also
+takes any other labelled images (`labelled_set`): a folder with Benign/ and Malignant/ in it, or a
+CSV of path,label rows.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
 import sys
@@ -39,9 +42,14 @@ def check_outside(data: Path, *outputs: str | os.PathLike | None) -> None:
             raise SystemExit(f"error: {out}: inside the data folder {data}; write outputs elsewhere")
 
 
+def data_dir(data: str | os.PathLike | None) -> Path:
+    """--data, else $MELANOMA_DATA, else ../shared/data/melanoma."""
+    return Path(data or os.environ.get(DATA_ENV) or Path("..") / "shared" / "data" / "melanoma")
+
+
 def resolve_data_dir(data: str | os.PathLike | None) -> Path:
-    """--data, else $MELANOMA_DATA, else ../shared/data/melanoma; must hold train/ or test/."""
-    root = Path(data or os.environ.get(DATA_ENV) or Path("..") / "shared" / "data" / "melanoma")
+    """`data_dir`, which must hold train/ or test/."""
+    root = data_dir(data)
     if not any((root / s).is_dir() for s in SPLITS):
         raise SystemExit(
             f"error: {root}: no train/ or test/ folder here; point --data or ${DATA_ENV} at the "
@@ -100,3 +108,62 @@ def split_train_val(labels: np.ndarray, groups: np.ndarray, val_fraction: float,
     if len(set(labels[val_idx])) < 2 or len(set(labels[train_idx])) < 2:
         raise SystemExit("error: the validation split did not get both classes; use more images (--limit) or a larger --val-fraction")
     return train_idx, val_idx
+
+
+@dataclass(frozen=True)
+class LabelledSet:
+    samples: list[Sample]
+    layout: str  # "kaggle" (DATA/test/...), "folders" (DATA/Benign, DATA/Malignant) or "csv"
+    source: Path  # the folder or CSV file
+    train_dir: Path | None = None  # the Kaggle layout's train/ beside test/: the clean subset is measured against it
+
+
+def labelled_set(data: str | os.PathLike | None, labels: str | os.PathLike | None = None) -> LabelledSet:
+    """The images `evaluate` scores, with their labels, from one of three layouts:
+    `labels` (a CSV of path,label rows; `file` is accepted for `path`; relative paths are relative
+    to the CSV's folder; labels Benign/Malignant in any case, or 0/1); else DATA/test/{Benign,Malignant}
+    (the Kaggle download, whose train/ gives the clean subset); else DATA/{Benign,Malignant}.
+    DATA defaults as for training (`data_dir`)."""
+    if labels is not None:
+        return _csv_set(Path(labels))
+    root = data_dir(data)
+    if (root / "test").is_dir():
+        samples = scan(root, "test")
+        if not samples:
+            raise SystemExit(f"error: {root / 'test'}: no images in test/Benign or test/Malignant")
+        return LabelledSet(samples, "kaggle", root, root / "train" if (root / "train").is_dir() else None)
+    if any((root / c).is_dir() for c in CLASS_NAMES):
+        base = root.resolve()
+        samples = [Sample(s.path, s.path.relative_to(base).as_posix(), "", s.label) for s in scan(base.parent, base.name)]
+        if not samples:
+            raise SystemExit(f"error: {root}: no images in Benign/ or Malignant/")
+        return LabelledSet(samples, "folders", root)
+    raise SystemExit(f"error: {root}: no labelled images found: give a folder with test/Benign and test/Malignant (the Kaggle "
+                     "layout) or with Benign/ and Malignant/, or --labels FILE.csv with path,label rows")
+
+
+def _csv_set(path: Path) -> LabelledSet:
+    """The rows of a path,label CSV as samples; a missing file or an unknown label is refused in one line."""
+    names = {c.lower(): i for i, c in enumerate(CLASS_NAMES)} | {str(i): i for i in range(len(CLASS_NAMES))}
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise SystemExit(f"error: {path}: cannot read the labels CSV ({getattr(exc, 'strerror', None) or exc})") from None
+    columns = {c.strip().lower(): c for c in (rows[0].keys() if rows else []) if c}
+    column = columns.get("path") or columns.get("file")
+    if not rows or column is None or "label" not in columns:
+        raise SystemExit(f"error: {path}: a labels CSV needs a header with path (or file) and label, and at least one row")
+    samples, missing = [], []
+    for n, row in enumerate(rows, start=2):  # row 1 is the header
+        rel, label = (row.get(column) or "").strip(), (row.get(columns["label"]) or "").strip()
+        if label.lower() not in names:
+            raise SystemExit(f"error: {path}, row {n}: unknown label {label!r} (Benign or Malignant, or 0 or 1)")
+        file = Path(rel) if Path(rel).is_absolute() else path.parent / rel
+        if not rel or not file.is_file():
+            missing.append(f"row {n} {rel!r}")
+            continue
+        samples.append(Sample(file, rel, "", names[label.lower()]))
+    if missing:
+        raise SystemExit(f"error: {path}: {len(missing)} listed image(s) not found (first: {missing[0]}); paths are relative to the CSV's folder")
+    return LabelledSet(samples, "csv", path)

@@ -17,7 +17,7 @@ import numpy as np
 
 from .audit import read_thumbnails, test_duplicates_in_train, thumbnail
 from .calibration import calibrated_probability
-from .data import read_samples, scan
+from .data import labelled_set, read_samples, scan
 from .explain import logits_and_cam
 from .model import ModelInfo, load
 from .preprocess import model_view, normalize
@@ -114,13 +114,25 @@ def attention_summary(placements: np.ndarray, min_spot: float = MIN_LESION, min_
     }
 
 
+def score_views(model, info: ModelInfo, views: list[np.ndarray] | np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """P(malignant) and the Grad-CAM maps of model views (H x W x 3 uint8), a batch at a time."""
+    probs, cams = [], []
+    for start in range(0, len(views), batch_size):
+        logits, batch_cams = logits_and_cam(model, normalize(np.stack(views[start : start + batch_size]), info.preprocess))
+        probs.append(calibrated_probability(logits.detach().numpy(), info.temperature))
+        cams.append(batch_cams)
+    if not probs:
+        return np.zeros(0), np.zeros((0, info.preprocess.image_size, info.preprocess.image_size), np.float32)
+    return np.concatenate(probs), np.concatenate(cams)
+
+
 def score_images(model, info: ModelInfo, samples, batch_size: int = 64, thumbs: list | None = None):
     """P(malignant) and `cam_placement` for each readable sample; unreadable ones are reported and
     left out. With `thumbs`, each image's near-duplicate thumbnail is appended to it in the same pass."""
     from tqdm import tqdm
 
     kept, probs, views, placements, unreadable = [], [], [], [], []
-    for start in tqdm(range(0, len(samples), batch_size), desc="scoring test", unit="batch", file=sys.stderr, mininterval=2):
+    for start in tqdm(range(0, len(samples), batch_size), desc="scoring", unit="batch", file=sys.stderr, mininterval=2):
         batch_views = []
         for s, im in read_samples(samples[start : start + batch_size], unreadable):
             batch_views.append(model_view(im, info.preprocess))
@@ -128,77 +140,138 @@ def score_images(model, info: ModelInfo, samples, batch_size: int = 64, thumbs: 
             if thumbs is not None:
                 thumbs.append(thumbnail(im))
         if batch_views:
-            logits, cams = logits_and_cam(model, normalize(np.stack(batch_views), info.preprocess))
-            probs.append(calibrated_probability(logits.detach().numpy(), info.temperature))
+            p, cams = score_views(model, info, batch_views, batch_size)
+            probs.append(p)
             placements += [cam_placement(v, c) for v, c in zip(batch_views, cams)]
             views += batch_views
     return kept, np.concatenate(probs) if probs else np.zeros(0), views, np.array(placements).reshape(-1, 5)
 
 
-def run(model_path: str | None, data_dir: Path, out: Path, bootstrap: int = 1000) -> dict:
+def shift_suite(model, info: ModelInfo, views: list[np.ndarray], y: np.ndarray, p: np.ndarray, seed: int = 0) -> dict:
+    """The images under every change of the shift suite (shifts.SHIFTS): ROC AUC, sensitivity and
+    specificity at the model's threshold, and the share of verdicts that flip against the unchanged image."""
+    from tqdm import tqdm
+
+    from .shifts import SHIFTS, apply
+
+    def row(q: np.ndarray) -> dict:
+        m = binary_metrics(y, q, info.threshold, bootstrap=0)
+        flipped = float(((q >= info.threshold) != (p >= info.threshold)).mean()) if len(q) else None
+        return {k: m[k] for k in ("roc_auc", "sensitivity", "specificity")} | {"flipped": flipped}
+
+    rows = []
+    for shift in tqdm(SHIFTS, desc="shift suite", unit="shift", file=sys.stderr, mininterval=2):
+        q, _ = score_views(model, info, apply(shift, views, seed))
+        rows.append({"shift": shift.name, "severity": shift.severity, "detail": shift.detail} | row(q))
+    return {"images": int(len(y)), "benign": int((y == 0).sum()), "malignant": int((y == 1).sum()), "seed": seed,
+            "threshold": info.threshold, "unchanged": row(p), "shifts": rows}
+
+
+def run(model_path: str | None, data_dir: Path | None, out: Path, bootstrap: int = 1000, labels: str | None = None,
+        shifts: bool = False) -> dict:
+    """Metrics and plots for a labelled set (`data.labelled_set`): the Kaggle test split with its
+    clean subset, a Benign/Malignant folder or a CSV; with `shifts`, the shift suite on the clean
+    subset (the whole set where there is no clean subset)."""
     from . import plots
 
+    evalset = labelled_set(data_dir, labels)
     out.mkdir(parents=True, exist_ok=True)
     model, info = load(model_path)
-    test = scan(data_dir, "test")
-    if not test:
-        raise SystemExit(f"error: {data_dir / 'test'}: no test images found")
-    test_thumbs: list[np.ndarray] = []
-    test, p, views, placements = score_images(model, info, test, thumbs=test_thumbs)
-    y = np.array([s.label for s in test])
+    thumbs: list[np.ndarray] = []
+    samples, p, views, placements = score_images(model, info, evalset.samples, thumbs=thumbs if evalset.train_dir else None)
+    if not samples:
+        raise SystemExit(f"error: {evalset.source}: none of the images could be read")
+    y = np.array([s.label for s in samples])
+    notes = []
     if len(set(y)) < 2:
-        raise SystemExit(f"error: {data_dir / 'test'}: readable images of both classes are needed to evaluate")
+        notes.append(f"only {info.class_names[int(y[0])]} images: no ROC AUC, and only "
+                     + ("specificity" if y[0] == 0 else "sensitivity") + " is measured")
 
-    _, train_thumbs, _ = read_thumbnails(scan(data_dir, "train"))
-    leaked, _, _ = test_duplicates_in_train(train_thumbs, np.stack(test_thumbs))
+    leaked = np.zeros(len(y), bool)
+    if evalset.train_dir is not None:
+        _, train_thumbs, _ = read_thumbnails(scan(evalset.train_dir.parent, evalset.train_dir.name))
+        if len(train_thumbs):
+            leaked, _, _ = test_duplicates_in_train(train_thumbs, np.stack(thumbs))
     clean = ~leaked
+    has_clean = evalset.train_dir is not None
 
     metrics = {
         "model": str(model_path or "bundled"),
         "arch": info.arch,
         "image_size": info.preprocess.image_size,
         "temperature": info.temperature,
-        "data": str(data_dir),
+        "data": str(evalset.source),
+        "layout": evalset.layout,
+        "notes": notes,
         "test": binary_metrics(y, p, info.threshold, bootstrap),
-        "clean_test": binary_metrics(y[clean], p[clean], info.threshold, bootstrap),
-        "near_duplicates_excluded": int(leaked.sum()),
-        "attention_clean_test": attention_summary(placements[clean]),
+        "clean_test": binary_metrics(y[clean], p[clean], info.threshold, bootstrap) if has_clean else None,
+        "near_duplicates_excluded": int(leaked.sum()) if has_clean else None,
+        "attention_clean_test" if has_clean else "attention": attention_summary(placements[clean]),
         "validation": info.validation,
     }
+    if shifts:
+        metrics["shifts"] = shift_suite(model, info, [v for v, c in zip(views, clean) if c], y[clean], p[clean])
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     with open(out / "predictions.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["path", "label", "p_malignant", "near_duplicate_in_train"])
-        w.writerows([s.rel, info.class_names[s.label], f"{pi:.6f}", int(d)] for s, pi, d in zip(test, p, leaked))
+        w.writerow(["path", "label", "p_malignant"] + (["near_duplicate_in_train"] if has_clean else []))
+        w.writerows([s.rel, info.class_names[s.label], f"{pi:.6f}"] + ([int(d)] if has_clean else []) for s, pi, d in zip(samples, p, leaked))
 
     if info.history:
         plots.plot_history(info.history, out / "training_curves.png")
     plots.plot_confusion(metrics["test"], metrics["clean_test"], info.class_names, out / "confusion_matrix.png")
-    plots.plot_roc(y, p, clean, out / "roc_curve.png")
+    if not notes:
+        plots.plot_roc(y, p, clean if has_clean else None, out / "roc_curve.png")
     plots.plot_reliability(y, p, out / "reliability.png")
     plots.plot_cam_grid(model, info, views, y, p, out / "gradcam_examples.png")
     plots.plot_architecture(model, info, out / "architecture.png")
+    if shifts:
+        plots.plot_shifts(metrics["shifts"], out / "shifts.png")
+        (out / "shifts.md").write_text(shift_table(metrics["shifts"]))
     print(format_table(metrics))
     return metrics
+
+
+def shift_table(suite: dict) -> str:
+    """The shift suite as a Markdown table: one row per change, mild and strong side by side."""
+    f = lambda v, fmt: fmt.format(v) if v is not None else "n/a"  # noqa: E731
+    u = suite["unchanged"]
+    lines = [f"{suite['images']} images ({suite['benign']} benign, {suite['malignant']} malignant), threshold {suite['threshold']:.3f}; "
+             f"unchanged: ROC AUC {f(u['roc_auc'], '{:.3f}')}, sensitivity {f(u['sensitivity'], '{:.1%}')}, "
+             f"specificity {f(u['specificity'], '{:.1%}')}", "",
+             "| change | mild | ROC AUC | sensitivity | specificity | flipped | strong | ROC AUC | sensitivity | specificity | flipped |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    rows = suite["shifts"]
+    for mild, strong in zip(rows[::2], rows[1::2]):
+        cells = [mild["shift"]]
+        for r in (mild, strong):
+            cells += [r["detail"], f(r["roc_auc"], "{:.3f}"), f(r["sensitivity"], "{:.1%}"), f(r["specificity"], "{:.1%}"), f(r["flipped"], "{:.1%}")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def format_table(m: dict) -> str:
     rows = [("accuracy", "{:.2%}"), ("sensitivity", "{:.2%}"), ("specificity", "{:.2%}"), ("balanced_accuracy", "{:.2%}"),
             ("roc_auc", "{:.4f}"), ("ece", "{:.4f}"), ("brier", "{:.4f}")]
-    t, c = m["test"], m["clean_test"]
-    lines = [f"{m['arch']} at threshold {t['threshold']:.3f} (temperature {m['temperature']:.3f})",
-             f"{'metric':<18} {'test (' + str(t['images']) + ')':>16} {'clean test (' + str(c['images']) + ')':>20}"]
+    columns = [("test" if m["layout"] == "kaggle" else "images", m["test"])] + ([("clean test", m["clean_test"])] if m["clean_test"] else [])
+    t = m["test"]
+    lines = [f"{m['arch']} on {m['data']} ({m['layout']}) at threshold {t['threshold']:.3f} (temperature {m['temperature']:.3f})",
+             f"{'metric':<18}" + "".join(f" {name + ' (' + str(d['images']) + ')':>20}" for name, d in columns)]
     for key, fmt in rows:
         f = lambda v: fmt.format(v) if v is not None else "n/a"  # noqa: E731
-        lines.append(f"{key:<18} {f(t[key]):>16} {f(c[key]):>20}")
-    for name, d in (("test", t), ("clean test", c)):
+        lines.append(f"{key:<18}" + "".join(f" {f(d[key]):>20}" for _, d in columns))
+    for name, d in columns:
         if d["roc_auc_ci95"]:
             lines.append(f"ROC AUC 95% CI ({name}): {d['roc_auc_ci95'][0]:.4f}-{d['roc_auc_ci95'][1]:.4f}")
-    a = m.get("attention_clean_test")
+    lines += [f"note: {n}" for n in m["notes"]]
+    a = m.get("attention_clean_test") or m.get("attention")
+    where = "clean test" if "attention_clean_test" in m else "all images"
     if a and a["images_with_spot"]:
-        lines.append(f"Grad-CAM on the spot (clean test, {a['images_with_spot']} images with a spot and a map): {a['cam_on_spot']:.1%} of the map "
+        lines.append(f"Grad-CAM on the spot ({where}, {a['images_with_spot']} images with a spot and a map): {a['cam_on_spot']:.1%} of the map "
                      f"on {a['spot_area']:.1%} of the image; peak on the spot in {a['cam_peak_on_spot']:.1%}")
     if a and a["images_with_vignette"]:
         lines.append(f"Grad-CAM on the black vignette ({a['images_with_vignette']} with a vignette and a map): {a['cam_on_vignette']:.1%} "
                      f"of the map on {a['vignette_area']:.1%} of the image")
+    if "shifts" in m:
+        lines += ["", "Shift suite (" + ("clean test" if m["clean_test"] else "all images") + "):", shift_table(m["shifts"])]
     return "\n".join(lines)

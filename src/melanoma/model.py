@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -95,12 +95,12 @@ ARCHITECTURES = {
 }
 
 
-def build(arch: str, pretrained: bool = False, image_size: int | None = None) -> tuple[Classifier, Preprocess]:
+def build(arch: str, pretrained: bool = False, image_size: int | None = None,
+          colour_reference: tuple | None = None) -> tuple[Classifier, Preprocess]:
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
     make, pre = ARCHITECTURES[arch]
-    if image_size is not None:
-        pre = Preprocess(image_size, pre.mean, pre.std)
+    pre = replace(pre, image_size=image_size or pre.image_size, colour_reference=colour_reference)
     return make(pretrained, pre.image_size), pre
 
 

@@ -33,11 +33,13 @@ def plot_history(history: list[dict], path: Path) -> None:
     _save(fig, path)
 
 
-def plot_confusion(test: dict, clean: dict, class_names, path: Path) -> None:
+def plot_confusion(test: dict, clean: dict | None, class_names, path: Path) -> None:
+    """The confusion matrix of the images, and of their clean subset where there is one."""
     from sklearn.metrics import ConfusionMatrixDisplay
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-    for ax, (name, m) in zip(axes, (("test", test), ("clean test", clean))):
+    panels = (("test", test), ("clean test", clean)) if clean else (("images", test),)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2), squeeze=False)
+    for ax, (name, m) in zip(axes[0], panels):
         c = m["confusion_matrix"]
         cm = np.array([[c["tn"], c["fp"]], [c["fn"], c["tp"]]])
         ConfusionMatrixDisplay(cm, display_labels=list(class_names)).plot(ax=ax, cmap="Blues", colorbar=False, values_format="d")
@@ -45,12 +47,13 @@ def plot_confusion(test: dict, clean: dict, class_names, path: Path) -> None:
     _save(fig, path)
 
 
-def plot_roc(y: np.ndarray, p: np.ndarray, clean: np.ndarray, path: Path) -> None:
+def plot_roc(y: np.ndarray, p: np.ndarray, clean: np.ndarray | None, path: Path) -> None:
     from sklearn.metrics import RocCurveDisplay
 
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    RocCurveDisplay.from_predictions(y, p, name="test", ax=ax)
-    RocCurveDisplay.from_predictions(y[clean], p[clean], name="clean test", ax=ax)
+    RocCurveDisplay.from_predictions(y, p, name="test" if clean is not None else "images", ax=ax)
+    if clean is not None:
+        RocCurveDisplay.from_predictions(y[clean], p[clean], name="clean test", ax=ax)
     ax.plot([0, 1], [0, 1], "k:", lw=1)
     ax.set_title("ROC curve")
     ax.grid(alpha=0.3)
@@ -95,6 +98,27 @@ def plot_cam_grid(model, info, views: list[np.ndarray], y: np.ndarray, p: np.nda
                 ax.imshow(overlay(views[idx[col]], cams[col]))
                 ax.set_title(f"{kind}\np(malignant)={p[idx[col]]:.2f}", fontsize=9)
     fig.suptitle("Grad-CAM: regions that raise the malignant score")
+    _save(fig, path)
+
+
+def plot_shifts(suite: dict, path: Path) -> None:
+    """The shift suite (evaluate.shift_suite): specificity, sensitivity and ROC AUC under each change,
+    mild and strong, against the unchanged images (dotted line)."""
+    rows = suite["shifts"]
+    names = list(dict.fromkeys(r["shift"] for r in rows))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 0.32 * len(names) + 1.6), sharey=True)
+    ypos = np.arange(len(names))[::-1]
+    for ax, key, title in zip(axes, ("specificity", "sensitivity", "roc_auc"), ("specificity", "sensitivity", "ROC AUC")):
+        for severity, marker, color in (("mild", "o", "tab:blue"), ("strong", "s", "tab:red")):
+            values = [next((r[key] for r in rows if r["shift"] == n and r["severity"] == severity), None) for n in names]
+            ax.scatter([np.nan if v is None else v for v in values], ypos, marker=marker, color=color, label=severity)
+        if suite["unchanged"][key] is not None:
+            ax.axvline(suite["unchanged"][key], color="black", ls=":", lw=1, label="unchanged")
+        ax.set(title=title)
+        ax.grid(alpha=0.3)
+    axes[0].set_yticks(ypos, names)
+    axes[0].legend(fontsize=8, loc="lower left")
+    fig.suptitle(f"Shift suite: {suite['images']} images at threshold {suite['threshold']:.2f}")
     _save(fig, path)
 
 

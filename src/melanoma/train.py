@@ -17,7 +17,7 @@ import random
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ from .audit import near_duplicate_groups, thumbnail
 from .checkpoint import Progress, derive_seed
 from .calibration import calibrated_probability, fit_temperature, threshold_for_sensitivity
 from .data import CLASS_NAMES, fingerprint, read_samples, scan, split_train_val
-from .preprocess import Preprocess, model_view, normalize, train_augment
+from .preprocess import TRAINING_LOOK, Preprocess, model_view, normalize, train_augment
 
 
 @dataclass
@@ -52,6 +52,9 @@ class TrainConfig:
     init: str | None = None  # start from this model file's weights (same data, seed and split) instead of ImageNet's
     teacher: list[str] | None = None  # model files (same data and split) whose mean probability is part of the target
     distill: float = 0.5  # with teachers: target = (1 - distill) * true label + distill * teachers' probability
+    augment: str = "standard"  # or "robust": also the ways real photos differ (preprocess.train_augment)
+    colour: str = "fixed"  # or "matched": each image's colours matched to the training look (preprocess.match_colour)
+    label_smoothing: float = 0.0  # cross-entropy label smoothing (tempers over-confidence)
 
 
 class ArrayDataset(Dataset):
@@ -187,7 +190,8 @@ def train_one_epoch(net, dataset, optimizer, scheduler, class_weight, pre, froze
         target = y if dataset.targets is None else dataset.targets[shard].to(par.device)
         with par.autocast():
             logits = net(x)
-        loss = nn.functional.cross_entropy(logits.float(), target, weight=weight, reduction="sum") * (par.world / denominator)
+        loss = nn.functional.cross_entropy(logits.float(), target, weight=weight, reduction="sum",
+                                           label_smoothing=config.label_smoothing) * (par.world / denominator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -270,7 +274,8 @@ class Parallel:
 def initial_model(config: TrainConfig, pretrained: bool = True) -> tuple[nn.Module, Preprocess]:
     """The network a run starts from (seeded), channels_last."""
     seed_everything(config.seed)
-    model, pre = models.build(config.arch, pretrained=pretrained and config.arch != "seed_cnn", image_size=config.img_size)
+    model, pre = models.build(config.arch, pretrained=pretrained and config.arch != "seed_cnn", image_size=config.img_size,
+                              colour_reference=TRAINING_LOOK if config.colour == "matched" else None)
     return model.to(memory_format=torch.channels_last), pre
 
 
@@ -323,7 +328,7 @@ def _run(config: TrainConfig, data_dir: Path, out_dir: Path, saved: checkpoint.C
     split = split_digest([samples[i].rel for i in va])
     train_views = [views[i] for i in tr]
     targets = distillation_targets(config, pre, data_fingerprint, split, train_views, labels[tr], par) if config.teacher else None
-    train_ds = ArrayDataset(train_views, labels[tr], train_augment(pre.image_size, config.seed), config.seed, targets)
+    train_ds = ArrayDataset(train_views, labels[tr], train_augment(pre.image_size, config.seed, robust=config.augment == "robust"), config.seed, targets)
     counts = np.bincount(labels[tr], minlength=2)
     class_weight = torch.tensor(len(tr) / (2 * np.maximum(counts, 1)), dtype=torch.float32)  # balanced classes
     params = [p for p in model.parameters() if p.requires_grad]
@@ -422,15 +427,19 @@ def split_digest(validation_files: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(validation_files)).encode()).hexdigest()
 
 
-def same_run_setup(path: str, info: models.ModelInfo, config: TrainConfig, pre: Preprocess, data_fingerprint: str, split: str) -> None:
+def same_run_setup(path: str, info: models.ModelInfo, config: TrainConfig, pre: Preprocess, data_fingerprint: str, split: str,
+                   same_colours: bool = True) -> None:
     """Refuse a model file (--init, --teacher) whose training images could be validation images of
-    this run (other data, another validation split) or whose architecture or preprocessing differ.
-    Models from before the split digest was stored are compared by the settings that draw the split."""
+    this run (other data, another validation split) or whose architecture or preprocessing differ
+    (`same_colours=False`: the colour matching may differ, as when --init starts a --colour matched
+    run from a model without it). Models from before the split digest was stored are compared by
+    the settings that draw the split."""
     tc = info.train_config
     same_split = info.data_fingerprint == data_fingerprint and (
         info.validation.get("split_sha256") == split if "split_sha256" in info.validation
         else all(tc.get(k) == getattr(config, k) for k in ("seed", "val_fraction", "limit")))
-    if info.arch != config.arch or info.preprocess != pre:
+    theirs = info.preprocess if same_colours else replace(info.preprocess, colour_reference=pre.colour_reference)
+    if info.arch != config.arch or theirs != pre:
         raise SystemExit(f"error: {path}: a {info.arch} model at {info.preprocess.image_size} px; "
                          f"this run is {config.arch} at {pre.image_size} px (give the same --arch and --img-size)")
     if not same_split:
@@ -441,7 +450,7 @@ def same_run_setup(path: str, info: models.ModelInfo, config: TrainConfig, pre: 
 def start_from(model: nn.Module, config: TrainConfig, pre: Preprocess, data_fingerprint: str, split: str, par: Parallel) -> dict:
     """Load the --init model's weights into `model` (see `same_run_setup`); returns a copy of them (the best so far)."""
     init, info = models.load(config.init)
-    same_run_setup(config.init, info, config, pre, data_fingerprint, split)
+    same_run_setup(config.init, info, config, pre, data_fingerprint, split, same_colours=False)
     state = init.state_dict()
     model.load_state_dict(state)
     return {k: v.detach().clone().to(par.device) for k, v in state.items()}

@@ -1,0 +1,205 @@
+"""Evaluation on any labelled images, the shift suite, and the colour matching the model file carries."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from melanoma.model import ModelInfo, build, load, save
+from melanoma.preprocess import TRAINING_LOOK, match_colour, model_view, normalize
+from melanoma.shifts import SHIFTS, apply
+
+from .conftest import TINY_THRESHOLD, lesion_image
+from .test_predict_explain import melanoma_cli
+
+
+def views(n=6, size=96):
+    return np.stack([np.asarray(lesion_image((size, size), seed=i)) for i in range(n)])
+
+
+def shift(name, severity):
+    return next(s for s in SHIFTS if s.name == name and s.severity == severity)
+
+
+# ---- the shift suite ----
+
+def test_every_shift_is_deterministic_and_changes_the_images():
+    v = views()
+    for s in SHIFTS:
+        once = apply(s, v, seed=3)
+        assert once.shape == v.shape and once.dtype == np.uint8, s
+        assert np.array_equal(once, apply(s, v, seed=3)), s
+        assert not np.array_equal(once, v), f"{s} left the images as they were"
+    noise = shift("sensor noise", "mild")
+    assert not np.array_equal(apply(noise, v, seed=3), apply(noise, v, seed=4))  # the seed is what draws the noise
+
+
+def test_each_shift_changes_the_image_as_stated():
+    v = views(4, 128).astype(np.float64)
+    mean = lambda a: np.asarray(a, np.float64).mean()  # noqa: E731
+    detail = lambda a: np.abs(np.diff(np.asarray(a, np.float64), axis=2)).mean()  # noqa: E731 - fine texture
+
+    for name in ("lower resolution", "blur"):
+        assert detail(apply(shift(name, "strong"), v.astype(np.uint8))) < detail(apply(shift(name, "mild"), v.astype(np.uint8))) < detail(v)
+    assert detail(apply(shift("sensor noise", "strong"), v.astype(np.uint8))) > detail(apply(shift("sensor noise", "mild"), v.astype(np.uint8))) > detail(v)
+    for name in ("darker", "gamma"):
+        assert mean(apply(shift(name, "strong"), v.astype(np.uint8))) < mean(apply(shift(name, "mild"), v.astype(np.uint8))) < mean(v)
+    red_blue = lambda a: mean(np.asarray(a)[..., 0]) / mean(np.asarray(a)[..., 2])  # noqa: E731
+    assert red_blue(apply(shift("warm light", "mild"), v.astype(np.uint8))) > red_blue(v) > red_blue(apply(shift("cool light", "mild"), v.astype(np.uint8)))
+
+    # closer: the centre 60% blown up; the dark spot (a quarter of the side in radius) grows
+    spot = lambda a: (np.asarray(a).mean(-1) < 128).mean()  # noqa: E731
+    assert spot(apply(shift("closer", "strong"), v.astype(np.uint8))) > spot(apply(shift("closer", "mild"), v.astype(np.uint8))) > spot(v)
+    # farther: the spot shrinks, and the new border is skin, not black
+    far = apply(shift("farther", "strong"), v.astype(np.uint8))
+    assert spot(far) < spot(v) and far[:, :4, :4].min() > 100
+    # a vignette: black corners, untouched centre
+    vig = apply(shift("dermoscope vignette", "strong"), v.astype(np.uint8))
+    assert vig[:, 0, 0].max() == 0 and np.array_equal(vig[:, 64, 64], v.astype(np.uint8)[:, 64, 64])
+    # JPEG at quality 25 loses more than at 60
+    jpeg = lambda s: np.abs(apply(shift("JPEG", s), v.astype(np.uint8)).astype(float) - v).mean()  # noqa: E731
+    assert jpeg("strong") > jpeg("mild") > 0
+    assert len({s.name for s in SHIFTS}) * 2 == len(SHIFTS)
+
+
+# ---- colour matching, carried by the model file ----
+
+def test_colour_matching_gives_the_reference_look_and_leaves_the_vignette_black():
+    im = views(2, 64).copy()
+    im[1] = np.clip(im[1] * 0.6 + 30, 0, 255)  # another exposure and contrast
+    im[:, :6, :6] = 0  # black corner
+    x = torch.from_numpy(im).permute(0, 3, 1, 2).float()
+    out = match_colour(x, *TRAINING_LOOK)
+    assert torch.equal(out[:, :, :6, :6], x[:, :, :6, :6])
+    lit = out[:, :, 10:, 10:].reshape(2, 3, -1)
+    assert torch.allclose(lit.mean(-1)[0], lit.mean(-1)[1], atol=6)  # two exposures, one look
+    assert torch.allclose(lit.mean(-1)[0] / 255, torch.tensor(TRAINING_LOOK[0]), atol=0.03)
+
+
+@pytest.fixture(scope="module")
+def matched_model_file(tmp_path_factory):
+    torch.manual_seed(0)
+    model, pre = build("efficientnet_lite0", image_size=64, colour_reference=TRAINING_LOOK)
+    path = tmp_path_factory.mktemp("matched") / "matched.safetensors"
+    save(path, model, ModelInfo("efficientnet_lite0", pre, threshold=TINY_THRESHOLD, temperature=1.3))
+    return path
+
+
+def test_every_entry_point_applies_the_colour_matching_the_model_file_carries(matched_model_file, tmp_path):
+    """train (validation scores), evaluate, predict (CLI and page), ONNX: one preprocessing."""
+    from melanoma.evaluate import score_views
+    from melanoma.onnx_model import OnnxModel
+    from melanoma.predict import analyse, classify
+    from melanoma.train import predict_logits
+
+    model, info = load(matched_model_file)
+    assert info.preprocess.colour_reference == TRAINING_LOOK
+    images = [lesion_image(seed=s) for s in range(3)]
+    v = [model_view(im, info.preprocess) for im in images]
+    x = normalize(np.stack(v), info.preprocess)
+    bare = normalize(np.stack(v), type(info.preprocess)(64, info.preprocess.mean, info.preprocess.std))
+    assert not torch.allclose(x, bare)  # the matching does something here
+    with torch.no_grad():
+        expected = torch.softmax(model.eval()(x) / info.temperature, 1)[:, 1].numpy()
+
+    assert np.allclose(score_views(model, info, v)[0], expected, atol=1e-5)  # evaluate
+    assert np.allclose([p.p_malignant for p in classify(model, info, images)], expected, atol=1e-5)  # predict
+    assert np.allclose([analyse(model, info, im)[0].p_malignant for im in images], expected, atol=1e-5)  # the page
+    logits = predict_logits(model, v, info.preprocess)  # training's validation
+    assert np.allclose(torch.softmax(torch.from_numpy(logits) / info.temperature, 1)[:, 1].numpy(), expected, atol=1e-5)
+
+    for i, im in enumerate(images):
+        im.save(tmp_path / f"{i}.png")
+    r = melanoma_cli("export", "--onnx", tmp_path / "m.onnx", "--model", matched_model_file)
+    assert r.returncode == 0, r.stderr[-2000:]
+    onnx = OnnxModel(tmp_path / "m.onnx")
+    assert onnx.info.preprocess == info.preprocess
+    assert np.allclose([p.p_malignant for p in classify(onnx, onnx.info, images)], expected, atol=1e-4)  # ONNX
+
+
+def test_model_files_from_before_colour_matching_still_load(tiny_model_file):
+    _, info = load(tiny_model_file)
+    assert info.preprocess.colour_reference is None
+    from melanoma.preprocess import Preprocess
+
+    assert Preprocess.from_dict({"image_size": 64, "mean": [0, 0, 0], "std": [1, 1, 1]}).colour_reference is None
+
+
+# ---- evaluate on any labelled images ----
+
+@pytest.fixture(scope="module")
+def folder_set(small_data, tmp_path_factory):
+    """Benign/ and Malignant/ straight in a folder (no train/ or test/), one broken file."""
+    root = tmp_path_factory.mktemp("folder_set")
+    for cls in ("Benign", "Malignant"):
+        shutil.copytree(small_data / "test" / cls, root / cls)
+    return root
+
+
+def test_evaluate_a_folder_of_benign_and_malignant_with_the_shift_suite(folder_set, tiny_model_file, tmp_path):
+    out = tmp_path / "eval"
+    r = melanoma_cli("evaluate", "--model", tiny_model_file, "--data", folder_set, "--out", out, "--bootstrap", "50", "--shifts")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "broken.jpg" in r.stderr and "Traceback" not in r.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["layout"] == "folders" and m["clean_test"] is None and m["near_duplicates_excluded"] is None
+    assert m["test"]["images"] == 24 and m["test"]["benign"] == 12 and m["test"]["roc_auc_ci95"]
+    suite = m["shifts"]
+    assert suite["images"] == 24 and len(suite["shifts"]) == len(SHIFTS)
+    assert suite["unchanged"]["flipped"] == 0
+    for row in suite["shifts"]:
+        assert 0 <= row["roc_auc"] <= 1 and 0 <= row["specificity"] <= 1 and 0 <= row["flipped"] <= 1
+    assert suite["unchanged"]["roc_auc"] == pytest.approx(m["test"]["roc_auc"])
+    assert len({row["roc_auc"] for row in suite["shifts"]}) > 1  # the changes reach the model
+    for plot in ("confusion_matrix", "roc_curve", "reliability", "gradcam_examples", "shifts"):
+        assert (out / f"{plot}.png").stat().st_size > 1000
+    assert (out / "shifts.md").read_text().count("\n| ") == len(SHIFTS) // 2 + 2  # header, rule, a row per change
+    assert "Shift suite" in r.stdout and "lower resolution" in r.stdout
+    rows = (out / "predictions.csv").read_text().splitlines()
+    assert rows[0] == "path,label,p_malignant" and len(rows) == 25 and rows[1].startswith("Benign/")
+
+
+def test_evaluate_a_labels_csv_and_its_errors(folder_set, tiny_model_file, tmp_path):
+    files = sorted(p.relative_to(folder_set).as_posix() for p in folder_set.rglob("*.jpg") if p.name != "broken.jpg")
+    csv = folder_set.parent / "labels.csv"
+    csv.write_text("file,label,source\n" + "".join(f"{folder_set.name}/{f},{'malignant' if f.startswith('M') else 'BENIGN'},x\n" for f in files))
+    r = melanoma_cli("evaluate", "--model", tiny_model_file, "--labels", csv, "--out", tmp_path / "csv", "--bootstrap", "0")
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.loads((tmp_path / "csv" / "metrics.json").read_text())
+    assert m["layout"] == "csv" and m["test"]["images"] == 24 and m["test"]["malignant"] == 12
+
+    # the folder and the CSV give the same estimates
+    r = melanoma_cli("evaluate", "--model", tiny_model_file, "--data", folder_set, "--out", tmp_path / "dir", "--bootstrap", "0")
+    assert json.loads((tmp_path / "dir" / "metrics.json").read_text())["test"]["roc_auc"] == pytest.approx(m["test"]["roc_auc"])
+
+    bad = {
+        "missing.csv": ("path,label\nnowhere.jpg,Benign\n", "1 listed image(s) not found (first: row 2 'nowhere.jpg')"),
+        "unknown.csv": (f"path,label\n{folder_set.name}/{files[0]},mole\n", "row 2: unknown label 'mole'"),
+        "header.csv": (f"image,class\n{folder_set.name}/{files[0]},Benign\n", "needs a header with path (or file) and label"),
+    }
+    for name, (text, message) in bad.items():
+        (tmp_path / name).write_text(text)
+        (tmp_path / "x" / name).mkdir(parents=True)
+        r = melanoma_cli("evaluate", "--model", tiny_model_file, "--labels", tmp_path / name, "--out", tmp_path / "x" / name)
+        assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr, (name, r.stderr[-500:])
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_evaluate_refuses_a_folder_without_labels_and_notes_a_single_class(folder_set, tiny_model_file, tmp_path):
+    empty = tmp_path / "photos"
+    empty.mkdir()
+    Image.fromarray(views(1)[0]).save(empty / "a.png")
+    r = melanoma_cli("evaluate", "--model", tiny_model_file, "--data", empty, "--out", tmp_path / "e1")
+    assert r.returncode != 0 and "no labelled images found" in r.stderr and "Traceback" not in r.stderr
+
+    benign_only = tmp_path / "benign_only"
+    shutil.copytree(folder_set / "Benign", benign_only / "Benign")
+    r = melanoma_cli("evaluate", "--model", tiny_model_file, "--data", benign_only, "--out", tmp_path / "e2", "--shifts", "--bootstrap", "20")
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.loads((tmp_path / "e2" / "metrics.json").read_text())
+    assert m["test"]["roc_auc"] is None and m["test"]["specificity"] is not None
+    assert "note: only Benign images: no ROC AUC" in r.stdout
+    assert all(row["roc_auc"] is None and row["sensitivity"] is None for row in m["shifts"]["shifts"])
