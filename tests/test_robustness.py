@@ -1,7 +1,9 @@
 """Evaluation on any labelled images, the shift suite, and the colour matching the model file carries."""
 
+import io
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ import torch
 from PIL import Image
 
 from melanoma.model import ModelInfo, build, load, save
-from melanoma.preprocess import TRAINING_LOOK, match_colour, model_view, normalize
+from melanoma.preprocess import TRAINING_LOOK, Preprocess, crop_box, lesion_box, match_colour, model_view, normalize
 from melanoma.shifts import SHIFTS, apply
 
 from .conftest import TINY_THRESHOLD, lesion_image
@@ -82,25 +84,26 @@ def test_colour_matching_gives_the_reference_look_and_leaves_the_vignette_black(
 @pytest.fixture(scope="module")
 def matched_model_file(tmp_path_factory):
     torch.manual_seed(0)
-    model, pre = build("efficientnet_lite0", image_size=64, colour_reference=TRAINING_LOOK)
+    model, pre = build("efficientnet_lite0", image_size=64, colour_reference=TRAINING_LOOK, framing="lesion")
     path = tmp_path_factory.mktemp("matched") / "matched.safetensors"
     save(path, model, ModelInfo("efficientnet_lite0", pre, threshold=TINY_THRESHOLD, temperature=1.3))
     return path
 
 
 def test_every_entry_point_applies_the_colour_matching_the_model_file_carries(matched_model_file, tmp_path):
-    """train (validation scores), evaluate, predict (CLI and page), ONNX: one preprocessing."""
+    """train (validation scores), evaluate, predict (CLI and page), ONNX: one preprocessing (colours and framing)."""
     from melanoma.evaluate import score_views
     from melanoma.onnx_model import OnnxModel
     from melanoma.predict import analyse, classify
     from melanoma.train import predict_logits
 
     model, info = load(matched_model_file)
-    assert info.preprocess.colour_reference == TRAINING_LOOK
+    assert info.preprocess.colour_reference == TRAINING_LOOK and info.preprocess.framing == "lesion"
     images = [lesion_image(seed=s) for s in range(3)]
     v = [model_view(im, info.preprocess) for im in images]
+    assert not np.array_equal(v[0], model_view(images[0], replace(info.preprocess, framing="centre")))  # framed on the spot
     x = normalize(np.stack(v), info.preprocess)
-    bare = normalize(np.stack(v), type(info.preprocess)(64, info.preprocess.mean, info.preprocess.std))
+    bare = normalize(np.stack(v), replace(info.preprocess, colour_reference=None))
     assert not torch.allclose(x, bare)  # the matching does something here
     with torch.no_grad():
         expected = torch.softmax(model.eval()(x) / info.temperature, 1)[:, 1].numpy()
@@ -108,6 +111,12 @@ def test_every_entry_point_applies_the_colour_matching_the_model_file_carries(ma
     assert np.allclose(score_views(model, info, v)[0], expected, atol=1e-5)  # evaluate
     assert np.allclose([p.p_malignant for p in classify(model, info, images)], expected, atol=1e-5)  # predict
     assert np.allclose([analyse(model, info, im)[0].p_malignant for im in images], expected, atol=1e-5)  # the page
+    from melanoma.app import analyse as page_analyse
+
+    png = io.BytesIO()
+    images[0].save(png, format="PNG")
+    page = page_analyse(png.getvalue(), "spot.png", model, info)
+    assert page["box"] == lesion_box(images[0]) and page["pred"].p_malignant == pytest.approx(float(expected[0]), abs=1e-5)
     logits = predict_logits(model, v, info.preprocess)  # training's validation
     assert np.allclose(torch.softmax(torch.from_numpy(logits) / info.temperature, 1)[:, 1].numpy(), expected, atol=1e-5)
 
@@ -120,12 +129,37 @@ def test_every_entry_point_applies_the_colour_matching_the_model_file_carries(ma
     assert np.allclose([p.p_malignant for p in classify(onnx, onnx.info, images)], expected, atol=1e-4)  # ONNX
 
 
-def test_model_files_from_before_colour_matching_still_load(tiny_model_file):
+def test_model_files_from_before_colour_matching_and_framing_still_load(tiny_model_file):
     _, info = load(tiny_model_file)
-    assert info.preprocess.colour_reference is None
-    from melanoma.preprocess import Preprocess
+    assert info.preprocess.colour_reference is None and info.preprocess.framing == "centre"
+    old = Preprocess.from_dict({"image_size": 64, "mean": [0, 0, 0], "std": [1, 1, 1]})
+    assert old.colour_reference is None and old.framing == "centre"
 
-    assert Preprocess.from_dict({"image_size": 64, "mean": [0, 0, 0], "std": [1, 1, 1]}).colour_reference is None
+
+def spot_image(size=(400, 300), centre=(300, 90), radius=20, seed=0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.empty((h, w, 3), np.uint8)
+    img[:] = (215, 165, 150)
+    img[(xx - centre[0]) ** 2 + (yy - centre[1]) ** 2 < radius**2] = (80, 45, 35)
+    return Image.fromarray(np.clip(img + rng.normal(0, 5, img.shape), 0, 255).astype(np.uint8))
+
+
+def test_lesion_framing_centres_the_spot_and_keeps_the_square_inside_the_image():
+    left, top, right, bottom = lesion_box(spot_image())
+    assert right - left == bottom - top == 150  # half the shorter side: the closest it frames (spot 40 px * 1.5 is less)
+    assert 0 <= left and right <= 400 and 0 <= top and bottom <= 300
+    assert abs((left + right) / 2 - 300) <= 3 and abs((top + bottom) / 2 - 90) <= 3  # the spot in the middle
+    left, top, right, bottom = lesion_box(spot_image(centre=(390, 10)))  # a spot in the corner: the square stops at the edges
+    assert (right, top) == (400, 0) and right - left == 150
+    assert lesion_box(spot_image(radius=0)) == crop_box(400, 300)  # no spot: the centred square
+    assert lesion_box(spot_image(size=(300, 300), centre=(150, 150), radius=130)) == (0, 0, 300, 300)  # a big spot: all of it
+    # a spot photographed from farther away is seen at about the same size
+    pre = Preprocess(96, (0.5,) * 3, (0.5,) * 3, framing="lesion")
+    near, far = spot_image((300, 300), (150, 150), 80), spot_image((300, 300), (150, 150), 55)
+    share = lambda im: (model_view(im, pre).mean(-1) < 128).mean()  # noqa: E731
+    assert share(far) == pytest.approx(share(near), abs=0.05)
 
 
 # ---- evaluate on any labelled images ----

@@ -18,7 +18,7 @@ from melanoma import predict
 from melanoma.explain import overlay
 from melanoma.images import MAX_FILE_BYTES, ImageError, load_image
 from melanoma.model import ModelFileError, load
-from melanoma.preprocess import crop_box
+from melanoma.preprocess import view_box
 from melanoma.quality import assess
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "heic", "heif", "gif"]
@@ -43,7 +43,7 @@ def analyse(data: bytes, name: str, model, info) -> dict:
     # a new thread per image: median 47 ms with 1 thread, 80-89 ms with 2; two sessions at once 68 vs 83).
     with predict.torch_threads(1):
         pred, cam, view = predict.analyse(model, info, image)
-    return {"image": np.asarray(image), "box": crop_box(image.width, image.height), "cam": cam, "pred": pred,
+    return {"image": np.asarray(image), "box": view_box(image, info.preprocess), "cam": cam, "pred": pred,
             "quality": assess(image, view)}
 
 

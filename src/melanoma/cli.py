@@ -147,12 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
         ("--distill", float, "with --teacher: the teachers' share of each training target, 0-1"),
         ("--augment", str, "standard, or robust: also closer/farther, resolution, blur, JPEG, noise, illuminant"),
         ("--colour", str, "fixed, or matched: each image's colours matched to the training look (carried by the model file)"),
+        ("--framing", str, "centre (the centred square), or lesion: a square around the spot (carried by the model file)"),
         ("--label-smoothing", float, "cross-entropy label smoothing, 0-0.5"),
     ]:
         dest = flag[2:].replace("-", "_")
         default = getattr(d, dest)
         kw = {"--arch": {"choices": list(ARCHITECTURES)}, "--augment": {"choices": ["standard", "robust"]},
-              "--colour": {"choices": ["fixed", "matched"]}}.get(flag, {})
+              "--colour": {"choices": ["fixed", "matched"]}, "--framing": {"choices": ["centre", "lesion"]}}.get(flag, {})
         t.add_argument(flag, dest=dest, type=kind, help=f"{text} (default {default})" if default is not None else text, **kw)
     t.add_argument("--teacher", action="append", metavar="FILE",
                    help="distil from this model file (repeat for an ensemble; trained on the same data, --seed and --val-fraction)")

@@ -96,11 +96,11 @@ ARCHITECTURES = {
 
 
 def build(arch: str, pretrained: bool = False, image_size: int | None = None,
-          colour_reference: tuple | None = None) -> tuple[Classifier, Preprocess]:
+          colour_reference: tuple | None = None, framing: str = "centre") -> tuple[Classifier, Preprocess]:
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
     make, pre = ARCHITECTURES[arch]
-    pre = replace(pre, image_size=image_size or pre.image_size, colour_reference=colour_reference)
+    pre = replace(pre, image_size=image_size or pre.image_size, colour_reference=colour_reference, framing=framing)
     return make(pretrained, pre.image_size), pre
 
 

@@ -20,7 +20,7 @@ from .calibration import calibrated_probability
 from .explain import logits_and_cam, overlay
 from .images import ImageError, find_images, load_image
 from .model import Classifier, ModelInfo
-from .preprocess import Preprocess, crop_box, model_view, normalize
+from .preprocess import Preprocess, model_view, normalize, view_box
 
 
 @dataclass
@@ -61,7 +61,7 @@ def analyse(model: Classifier, info: ModelInfo, image: Image.Image) -> tuple[Pre
 def explain(model: Classifier, info: ModelInfo, image: Image.Image, alpha: float = 0.45) -> tuple[Prediction, np.ndarray]:
     """Prediction and a Grad-CAM overlay at the image's own resolution."""
     pred, cam, _ = analyse(model, info, image)
-    return pred, overlay(np.asarray(image), cam, crop_box(image.width, image.height), alpha)
+    return pred, overlay(np.asarray(image), cam, view_box(image, info.preprocess), alpha)
 
 
 def cam_file_name(path: Path) -> str:

@@ -31,6 +31,7 @@ class Preprocess:
     mean: RGB
     std: RGB
     colour_reference: tuple[RGB, RGB] | None = None  # per-image colour matching (`match_colour`); None: off
+    framing: str = "centre"  # the square the model sees: "centre" (the centred square) or "lesion" (`lesion_box`)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -39,7 +40,7 @@ class Preprocess:
     def from_dict(cls, d: dict) -> "Preprocess":
         ref = d.get("colour_reference")  # absent in model files from before it existed
         return cls(int(d["image_size"]), tuple(map(float, d["mean"])), tuple(map(float, d["std"])),
-                   None if ref is None else tuple(tuple(map(float, r)) for r in ref))
+                   None if ref is None else tuple(tuple(map(float, r)) for r in ref), d.get("framing", "centre"))
 
 
 def resize_shorter(im: Image.Image, size: int) -> Image.Image:
@@ -55,6 +56,44 @@ def crop_box(width: int, height: int) -> tuple[int, int, int, int]:
     side = min(width, height)
     left, top = (width - side) // 2, (height - side) // 2
     return left, top, left + side, top + side
+
+
+def lesion_box(im: Image.Image, margin: float = 1.5, min_share: float = 0.5) -> tuple[int, int, int, int]:
+    """A square around the spot: `margin` times the spot's larger side, at least `min_share` and at
+    most all of the image's shorter side, kept inside the image; the centred square when no spot is found.
+
+    The spot is found as the photo checks find it (`quality.lesion_mask`: darker than Otsu's
+    threshold over the lit pixels) on a 128-px copy; of its connected parts, the one that is largest
+    for its distance from the centre. So a spot photographed from farther away, or off-centre, is
+    seen at about the size a training image shows it, and the field of view stops telling the
+    classes apart."""
+    import cv2
+
+    from .quality import lesion_mask
+
+    w, h = im.size
+    scale = 128 / max(w, h)
+    gray = np.asarray(im.convert("L").resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR))
+    mask, _ = lesion_mask(gray, gray > 40)
+    n, _, stats, centres = cv2.connectedComponentsWithStats(mask.astype(np.uint8))
+    sh, sw = gray.shape
+    if n <= 1:
+        return crop_box(w, h)
+    area = stats[1:, cv2.CC_STAT_AREA].astype(np.float64)
+    off = np.hypot(centres[1:, 0] / sw - 0.5, centres[1:, 1] / sh - 0.5)
+    k = 1 + int(np.argmax(area / (1 + 4 * off)))
+    if stats[k, cv2.CC_STAT_AREA] < 0.005 * sh * sw:
+        return crop_box(w, h)
+    x, y, bw, bh = (stats[k, :4] / scale).tolist()
+    side = int(round(np.clip(max(bw, bh) * margin, min_share * min(w, h), min(w, h))))
+    left = int(np.clip(round(x + bw / 2 - side / 2), 0, w - side))
+    top = int(np.clip(round(y + bh / 2 - side / 2), 0, h - side))
+    return left, top, left + side, top + side
+
+
+def view_box(im: Image.Image, pre: Preprocess) -> tuple[int, int, int, int]:
+    """The square (left, top, right, bottom) of `im` that the model sees, by the model's framing."""
+    return lesion_box(im) if pre.framing == "lesion" else crop_box(*im.size)
 
 
 def normalize(batch_uint8: np.ndarray | torch.Tensor, pre: Preprocess) -> torch.Tensor:
@@ -91,7 +130,7 @@ def match_colour(x: torch.Tensor, mean: RGB, std: RGB, dark: float = 20.0, min_s
 
 def model_view(im: Image.Image, pre: Preprocess) -> np.ndarray:
     """The uint8 square (H x W x 3) the model sees of an RGB image."""
-    square = im.crop(crop_box(*im.size))
+    square = im.crop(view_box(im, pre))
     return np.asarray(resize_shorter(square, pre.image_size).convert("RGB"))
 
 

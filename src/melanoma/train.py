@@ -54,6 +54,7 @@ class TrainConfig:
     distill: float = 0.5  # with teachers: target = (1 - distill) * true label + distill * teachers' probability
     augment: str = "standard"  # or "robust": also the ways real photos differ (preprocess.train_augment)
     colour: str = "fixed"  # or "matched": each image's colours matched to the training look (preprocess.match_colour)
+    framing: str = "centre"  # or "lesion": the model sees a square around the spot (preprocess.lesion_box)
     label_smoothing: float = 0.0  # cross-entropy label smoothing (tempers over-confidence)
 
 
@@ -275,7 +276,7 @@ def initial_model(config: TrainConfig, pretrained: bool = True) -> tuple[nn.Modu
     """The network a run starts from (seeded), channels_last."""
     seed_everything(config.seed)
     model, pre = models.build(config.arch, pretrained=pretrained and config.arch != "seed_cnn", image_size=config.img_size,
-                              colour_reference=TRAINING_LOOK if config.colour == "matched" else None)
+                              colour_reference=TRAINING_LOOK if config.colour == "matched" else None, framing=config.framing)
     return model.to(memory_format=torch.channels_last), pre
 
 
@@ -428,17 +429,17 @@ def split_digest(validation_files: list[str]) -> str:
 
 
 def same_run_setup(path: str, info: models.ModelInfo, config: TrainConfig, pre: Preprocess, data_fingerprint: str, split: str,
-                   same_colours: bool = True) -> None:
+                   weights_only: bool = False) -> None:
     """Refuse a model file (--init, --teacher) whose training images could be validation images of
     this run (other data, another validation split) or whose architecture or preprocessing differ
-    (`same_colours=False`: the colour matching may differ, as when --init starts a --colour matched
-    run from a model without it). Models from before the split digest was stored are compared by
+    (`weights_only`: for --init, where only the weights are taken, the colour matching and framing
+    may differ, so a --colour matched or --framing lesion run can start from a model without them). Models from before the split digest was stored are compared by
     the settings that draw the split."""
     tc = info.train_config
     same_split = info.data_fingerprint == data_fingerprint and (
         info.validation.get("split_sha256") == split if "split_sha256" in info.validation
         else all(tc.get(k) == getattr(config, k) for k in ("seed", "val_fraction", "limit")))
-    theirs = info.preprocess if same_colours else replace(info.preprocess, colour_reference=pre.colour_reference)
+    theirs = replace(info.preprocess, colour_reference=pre.colour_reference, framing=pre.framing) if weights_only else info.preprocess
     if info.arch != config.arch or theirs != pre:
         raise SystemExit(f"error: {path}: a {info.arch} model at {info.preprocess.image_size} px; "
                          f"this run is {config.arch} at {pre.image_size} px (give the same --arch and --img-size)")
@@ -450,7 +451,7 @@ def same_run_setup(path: str, info: models.ModelInfo, config: TrainConfig, pre: 
 def start_from(model: nn.Module, config: TrainConfig, pre: Preprocess, data_fingerprint: str, split: str, par: Parallel) -> dict:
     """Load the --init model's weights into `model` (see `same_run_setup`); returns a copy of them (the best so far)."""
     init, info = models.load(config.init)
-    same_run_setup(config.init, info, config, pre, data_fingerprint, split, same_colours=False)
+    same_run_setup(config.init, info, config, pre, data_fingerprint, split, weights_only=True)
     state = init.state_dict()
     model.load_state_dict(state)
     return {k: v.detach().clone().to(par.device) for k, v in state.items()}
