@@ -92,19 +92,24 @@ def _transforms(params: dict, size: int) -> list:
     return out
 
 
-def _farther(img: np.ndarray, zoom: float, **_) -> np.ndarray:
-    """The photo taken from farther away: shrunk to `zoom` of its side, centred on skin of the colour
-    of its own outer ring (median), not black, and not a mirror image (which would repeat the spot)."""
+def _farther(img: np.ndarray, zoom: float, fade: float = 0.1, **_) -> np.ndarray:
+    """The photo taken from farther away: shrunk to `zoom` of its side and centred on skin. Next to
+    the photo the new border is the photo's own edge mirrored (skin texture, no seam), fading within
+    `fade` of the side into the median colour of its outer ring: skin, not black, and not a mirror
+    image of the whole photo (which would repeat the spot)."""
     import cv2
 
     h, w = img.shape[:2]
     small = cv2.resize(img, (max(1, round(w * zoom)), max(1, round(h * zoom))), interpolation=cv2.INTER_AREA)
+    sh, sw = small.shape[:2]
+    top, left = (h - sh) // 2, (w - sw) // 2
+    mirrored = cv2.copyMakeBorder(small, top, h - sh - top, left, w - sw - left, cv2.BORDER_REFLECT_101)
     ring = np.concatenate([small[:2].reshape(-1, 3), small[-2:].reshape(-1, 3), small[:, :2].reshape(-1, 3), small[:, -2:].reshape(-1, 3)])
-    out = np.empty_like(img)
-    out[:] = np.median(ring, axis=0).astype(img.dtype)
-    top, left = (h - small.shape[0]) // 2, (w - small.shape[1]) // 2
-    out[top : top + small.shape[0], left : left + small.shape[1]] = small
-    return out
+    ys, xs = np.mgrid[0:h, 0:w]
+    outside = np.maximum(np.maximum(top - ys, ys - (top + sh - 1)), np.maximum(left - xs, xs - (left + sw - 1))).clip(min=0)
+    alpha = np.clip(outside / max(1.0, fade * min(h, w)), 0.0, 1.0)[..., None]
+    out = mirrored * (1 - alpha) + np.median(ring, axis=0) * alpha
+    return np.clip(out + 0.5, 0, 255).astype(img.dtype)
 
 
 def _light(img: np.ndarray, kelvin: int, **_) -> np.ndarray:
