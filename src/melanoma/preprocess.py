@@ -176,7 +176,7 @@ def train_augment(image_size: int, seed: int, robust: bool = False):
             A.SquareSymmetry(),
             A.Affine(scale=(0.5, 1.0), rotate=(-45, 45), border_mode=cv2.BORDER_REFLECT_101, p=0.6),
             A.OneOf([A.Downscale(scale_range=(0.25, 0.9), interpolation_pair={"downscale": cv2.INTER_AREA, "upscale": cv2.INTER_LINEAR}),
-                     A.GaussianBlur(sigma_limit=(0.3, 2.0))], p=0.5),
+                     A.GaussianBlur(sigma_limit=(0.3, 2.0))], p=0.7),
             A.GaussNoise(std_range=(0.01, 0.06), p=0.25),
             A.PlanckianJitter(mode="blackbody", p=0.4),
             A.RandomGamma(gamma_limit=(70, 150), p=0.3),
