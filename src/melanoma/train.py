@@ -433,8 +433,8 @@ def same_run_setup(path: str, info: models.ModelInfo, config: TrainConfig, pre: 
     """Refuse a model file (--init, --teacher) whose training images could be validation images of
     this run (other data, another validation split) or whose architecture or preprocessing differ
     (`weights_only`: for --init, where only the weights are taken, the colour matching and framing
-    may differ, so a --colour matched or --framing lesion run can start from a model without them). Models from before the split digest was stored are compared by
-    the settings that draw the split."""
+    may differ, so a --colour matched or --framing lesion run can start from a model without them).
+    Models from before the split digest was stored are compared by the settings that draw the split."""
     tc = info.train_config
     same_split = info.data_fingerprint == data_fingerprint and (
         info.validation.get("split_sha256") == split if "split_sha256" in info.validation
