@@ -237,3 +237,21 @@ def test_evaluate_refuses_a_folder_without_labels_and_notes_a_single_class(folde
     assert m["test"]["roc_auc"] is None and m["test"]["specificity"] is not None
     assert "note: only Benign images: no ROC AUC" in r.stdout
     assert all(row["roc_auc"] is None and row["sensitivity"] is None for row in m["shifts"]["shifts"])
+
+
+def test_init_may_change_colour_matching_and_framing_but_a_teacher_may_not():
+    """--init takes only the weights (a --framing lesion run may start from the bundled model);
+    a teacher's probabilities are computed on this run's views, so its preprocessing must match."""
+    from melanoma.train import TrainConfig, same_run_setup
+
+    _, old = build("efficientnet_lite0", image_size=64)
+    _, new = build("efficientnet_lite0", image_size=64, colour_reference=TRAINING_LOOK, framing="lesion")
+    info = ModelInfo("efficientnet_lite0", old, threshold=0.3, temperature=1.0, data_fingerprint="f",
+                     validation={"split_sha256": "s"})
+    config = TrainConfig(arch="efficientnet_lite0", img_size=64)
+    same_run_setup("init.safetensors", info, config, new, "f", "s", weights_only=True)
+    with pytest.raises(SystemExit, match="give the same --arch and --img-size"):
+        same_run_setup("teacher.safetensors", info, config, new, "f", "s")
+    _, other_size = build("efficientnet_lite0", image_size=96, framing="lesion")
+    with pytest.raises(SystemExit):
+        same_run_setup("init.safetensors", info, config, other_size, "f", "s", weights_only=True)
