@@ -117,7 +117,7 @@ def plot_shifts(suite: dict, path: Path) -> None:
         ax.set(title=title)
         ax.grid(alpha=0.3)
     axes[0].set_yticks(ypos, names)
-    axes[0].legend(fontsize=8, loc="lower left")
+    axes[-1].legend(fontsize=8, loc="lower left")
     fig.suptitle(f"Shift suite: {suite['images']} images at threshold {suite['threshold']:.2f}")
     _save(fig, path)
 
