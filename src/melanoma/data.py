@@ -133,8 +133,7 @@ def labelled_set(data: str | os.PathLike | None, labels: str | os.PathLike | Non
             raise SystemExit(f"error: {root / 'test'}: no images in test/Benign or test/Malignant")
         return LabelledSet(samples, "kaggle", root, root / "train" if (root / "train").is_dir() else None)
     if any((root / c).is_dir() for c in CLASS_NAMES):
-        base = root.resolve()
-        samples = [Sample(s.path, s.path.relative_to(base).as_posix(), "", s.label) for s in scan(base.parent, base.name)]
+        samples = scan(root, "")  # root/""/Benign is root/Benign
         if not samples:
             raise SystemExit(f"error: {root}: no images in Benign/ or Malignant/")
         return LabelledSet(samples, "folders", root)

@@ -21,10 +21,15 @@ from .preprocess import _albumentations, random_vignette
 class Shift:
     name: str
     severity: str  # "mild" or "strong"
-    detail: str  # the parameters, in words
+    params: dict  # what `_transforms` builds the change from
+
+    @property
+    def detail(self) -> str:
+        """The parameters, in words."""
+        return ", ".join(f"{k} {v}" for k, v in self.params.items())
 
 
-# (name, mild parameters, strong parameters); `_transforms` builds each from its parameters.
+# (name, mild parameters, strong parameters)
 KINDS: list[tuple[str, dict, dict]] = [
     ("lower resolution", {"scale": 0.5}, {"scale": 0.3}),
     ("JPEG", {"quality": 60}, {"quality": 25}),
@@ -43,16 +48,8 @@ KINDS: list[tuple[str, dict, dict]] = [
 ]
 
 SHIFTS: list[Shift] = [
-    Shift(name, severity, ", ".join(f"{k} {v}" for k, v in params.items()))
-    for name, mild, strong in KINDS for severity, params in (("mild", mild), ("strong", strong))
+    Shift(name, severity, params) for name, mild, strong in KINDS for severity, params in (("mild", mild), ("strong", strong))
 ]
-
-
-def _params(shift: Shift) -> dict:
-    for name, mild, strong in KINDS:
-        if name == shift.name:
-            return mild if shift.severity == "mild" else strong
-    raise ValueError(f"unknown shift {shift.name!r}")
 
 
 def _transforms(params: dict, size: int) -> list:
@@ -127,7 +124,7 @@ def apply(shift: Shift, views: list[np.ndarray] | np.ndarray, seed: int = 0) -> 
     if not len(views):
         return np.zeros((0,), np.uint8)
     size = views[0].shape[0]
-    pipeline = A.Compose(_transforms(_params(shift), size), seed=seed)
+    pipeline = A.Compose(_transforms(shift.params, size), seed=seed)
     index = SHIFTS.index(shift)
     out = []
     for i, view in enumerate(views):
