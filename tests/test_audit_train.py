@@ -9,7 +9,7 @@ from PIL import Image
 from melanoma.audit import near_duplicate_groups, run_audit, thumbnail
 from melanoma.data import split_train_val
 from melanoma.model import load
-from melanoma.train import mix_targets
+from melanoma.train import mix_targets, sample_weights
 
 from .conftest import TINY_THRESHOLD, lesion_image
 from .test_predict_explain import melanoma_cli
@@ -95,6 +95,17 @@ def test_one_epoch_training_on_real_images(data_dir, tmp_path):
     assert r.returncode == 2 and "--distill" in r.stderr
     r = melanoma_cli(*common[:-2], "--distill", "0.3", "--out", tmp_path / "bad")
     assert r.returncode == 2 and "needs at least one --teacher" in r.stderr
+
+
+def test_sample_weights_balance_classes_and_count_a_duplicate_group_once():
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
+    groups = np.array([0, 1, 2, 3, 4, 4, 4, 5, 6, 7])  # one melanoma photographed three times
+    each = sample_weights(labels, groups).numpy()
+    assert np.allclose(each[:4], 10 / 8) and np.allclose(each[4:], 10 / 12)  # classes weigh alike: 5 and 5
+    once = sample_weights(labels, groups, once=True).numpy()
+    assert np.isclose(once[labels == 0].sum(), once[labels == 1].sum()) and np.isclose(once.sum(), 8)
+    assert np.allclose(once[4:7], once[7] / 3)  # the group of three weighs as one image of its class
+    assert np.allclose(once[:4], 1)
 
 
 def test_distillation_targets_mix_label_and_teacher():

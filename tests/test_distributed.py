@@ -14,7 +14,7 @@ from torch import nn
 from melanoma.checkpoint import Progress
 from melanoma.model import Classifier, load
 from melanoma.preprocess import Preprocess, train_augment
-from melanoma.train import ArrayDataset, Parallel, StopRequest, TrainConfig, train_one_epoch
+from melanoma.train import ArrayDataset, Parallel, StopRequest, TrainConfig, sample_weights, train_one_epoch
 
 
 def tiny_net() -> Classifier:
@@ -33,10 +33,10 @@ def train_tiny(par: Parallel) -> tuple[dict, Progress]:
     config = TrainConfig(batch_size=8, epochs=2, seed=0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.05)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.05, total_steps=2 * 5)
-    class_weight = torch.tensor(len(labels) / (2 * np.bincount(labels)), dtype=torch.float32)
+    weights = sample_weights(labels, np.arange(44) // 2, once=True)  # pairs as near-duplicate groups
     progress, net = Progress(), par.wrap(model)
     for epoch in (1, 2):
-        train_one_epoch(net, data, optimizer, scheduler, class_weight, Preprocess(32, (0.5,) * 3, (0.5,) * 3), [], config,
+        train_one_epoch(net, data, optimizer, scheduler, weights, Preprocess(32, (0.5,) * 3, (0.5,) * 3), [], config,
                         progress, StopRequest(), par)
         if epoch == 1:
             progress.epoch_over(epoch)

@@ -95,7 +95,7 @@ def train_throughput(model_file: str, data: Path, n: int) -> dict:
     dataset = ArrayDataset(views, labels, train_augment(pre.image_size, 0), 0)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    weight = torch.ones(2)
+    weight = torch.ones(len(dataset))
     progress = Progress(batches_done=len(dataset) // config.batch_size - 2)  # warm-up: the last two batches
     train_one_epoch(model, dataset, optimizer, scheduler, weight, pre, frozen, config, progress, StopRequest(), Parallel())
     progress = Progress()

@@ -149,11 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
         ("--colour", str, "fixed, or matched: each image's colours matched to the training look (carried by the model file)"),
         ("--framing", str, "centre (the centred square), or lesion: a square around the spot (carried by the model file)"),
         ("--label-smoothing", float, "cross-entropy label smoothing, 0-0.5"),
+        ("--duplicates", str, "each (every image weighs alike), or once: a group of near-duplicate images weighs as one image"),
     ]:
         dest = flag[2:].replace("-", "_")
         default = getattr(d, dest)
         kw = {"--arch": {"choices": list(ARCHITECTURES)}, "--augment": {"choices": ["standard", "robust"]},
-              "--colour": {"choices": ["fixed", "matched"]}, "--framing": {"choices": ["centre", "lesion"]}}.get(flag, {})
+              "--colour": {"choices": ["fixed", "matched"]}, "--framing": {"choices": ["centre", "lesion"]},
+              "--duplicates": {"choices": ["each", "once"]}}.get(flag, {})
         t.add_argument(flag, dest=dest, type=kind, help=f"{text} (default {default})" if default is not None else text, **kw)
     t.add_argument("--teacher", action="append", metavar="FILE",
                    help="distil from this model file (repeat for an ensemble; trained on the same data, --seed and --val-fraction)")

@@ -56,6 +56,7 @@ class TrainConfig:
     colour: str = "fixed"  # or "matched": each image's colours matched to the training look (preprocess.match_colour)
     framing: str = "centre"  # or "lesion": the model sees a square around the spot (preprocess.lesion_box)
     label_smoothing: float = 0.0  # cross-entropy label smoothing (tempers over-confidence)
+    duplicates: str = "each"  # or "once": a near-duplicate group weighs as much as one image (sample_weights)
 
 
 class ArrayDataset(Dataset):
@@ -158,30 +159,38 @@ def freeze_early_layers(model: nn.Module, arch: str, n_blocks: int) -> list[nn.M
     return frozen
 
 
-def train_one_epoch(net, dataset, optimizer, scheduler, class_weight, pre, frozen, config: TrainConfig,
+def sample_weights(labels: np.ndarray, groups: np.ndarray, once: bool = False) -> torch.Tensor:
+    """Each training image's weight in the loss: the two classes weigh alike in all; with `once`, the
+    images of a near-duplicate group share one image's weight (train holds ~490 such groups, nearly all
+    melanomas photographed several times, which otherwise teach those lesions several times over)."""
+    _, group_of, group_size = np.unique(groups, return_inverse=True, return_counts=True)
+    share = 1 / group_size[group_of] if once else np.ones(len(labels))
+    per_class = np.bincount(labels, weights=share, minlength=2)
+    return torch.tensor(share * (share.sum() / (2 * np.maximum(per_class, 1e-12)))[labels], dtype=torch.float32)
+
+
+def train_one_epoch(net, dataset, optimizer, scheduler, weights, pre, frozen, config: TrainConfig,
                     progress: Progress, stop: StopRequest, par: Parallel) -> bool:
     """Train the epoch after `progress.epochs_done`, from batch `progress.batches_done` on, updating
     `progress` as it goes. Returns False when Ctrl-C asked to stop before the epoch was over.
 
-    Each global batch is split across the processes of a distributed run; the loss is the
-    class-weighted sum over the whole global batch divided by its total weight (DistributedDataParallel
+    Each global batch is split across the processes of a distributed run; the loss is the sum over
+    the whole global batch weighted by `weights` (`sample_weights`), divided by its total weight (DistributedDataParallel
     averages gradients over processes, hence the factor `par.world`), so one process and N give the
     same gradient up to float summation order and per-process BatchNorm statistics. With distillation
-    targets (`dataset.targets`) the loss is the same sum against those probabilities, divided by the
-    same label-based total weight."""
+    targets (`dataset.targets`) the loss is the same sum against those probabilities."""
     from tqdm import tqdm
 
     epoch = progress.epochs_done + 1
     dataset.epoch = epoch
     batches = epoch_batches(len(dataset), config.batch_size, config.seed, epoch)
     shards = [b[par.rank :: par.world] for b in batches[progress.batches_done :]]
-    denominators = [float(class_weight[dataset.labels[b]].sum()) for b in batches[progress.batches_done :]]
+    denominators = [float(weights[b].sum()) for b in batches[progress.batches_done :]]
     loader = DataLoader(dataset, batch_sampler=shards, num_workers=config.workers, pin_memory=par.device.type == "cuda")
     fault = _fault_injection()
     net.train()
     for m in frozen:
         m.eval()
-    weight = class_weight.to(par.device)
     bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", unit="batch", file=sys.stderr, mininterval=2,
                initial=progress.batches_done, total=len(batches), disable=not par.main)
     t0 = time.time()
@@ -191,8 +200,8 @@ def train_one_epoch(net, dataset, optimizer, scheduler, class_weight, pre, froze
         target = y if dataset.targets is None else dataset.targets[shard].to(par.device)
         with par.autocast():
             logits = net(x)
-        loss = nn.functional.cross_entropy(logits.float(), target, weight=weight, reduction="sum",
-                                           label_smoothing=config.label_smoothing) * (par.world / denominator)
+        each = nn.functional.cross_entropy(logits.float(), target, reduction="none", label_smoothing=config.label_smoothing)
+        loss = (each * weights[shard].to(par.device)).sum() * (par.world / denominator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -337,8 +346,7 @@ def _run(config: TrainConfig, data_dir: Path, out_dir: Path, saved: checkpoint.C
     train_views = [views[i] for i in tr]
     targets = distillation_targets(config, pre, data_fingerprint, split, train_views, labels[tr], par) if config.teacher else None
     train_ds = ArrayDataset(train_views, labels[tr], train_augment(pre.image_size, config.seed, robust=config.augment == "robust"), config.seed, targets)
-    counts = np.bincount(labels[tr], minlength=2)
-    class_weight = torch.tensor(len(tr) / (2 * np.maximum(counts, 1)), dtype=torch.float32)  # balanced classes
+    weights = sample_weights(labels[tr], groups[tr], once=config.duplicates == "once")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = len(epoch_batches(len(tr), config.batch_size, config.seed, 1))
@@ -365,7 +373,7 @@ def _run(config: TrainConfig, data_dir: Path, out_dir: Path, saved: checkpoint.C
 
     with StopRequest() as stop:
         while not progress.finished:
-            if not train_one_epoch(net, train_ds, optimizer, scheduler, class_weight, pre, frozen, config, progress, stop, par):
+            if not train_one_epoch(net, train_ds, optimizer, scheduler, weights, pre, frozen, config, progress, stop, par):
                 save_checkpoint()
                 exit_interrupted(out_dir, progress, par)
             epoch = progress.epochs_done + 1
