@@ -56,6 +56,17 @@ def cached_analysis(data: bytes, name: str, model, info) -> dict:
     return cache[key]
 
 
+UNLIKE_TRAINING = ("**Unlike the images this model was trained on: the estimate is unreliable.** "
+                   "The model's own features put this photo outside what it has seen (out-of-distribution check).")
+
+
+def warnings_for(r: dict) -> list[str]:
+    """The two kinds of warning, together: the model's own check (its features, ood.py) and the photo
+    checks (simple image statistics, quality.py). Either can fire without the other."""
+    model_check = [UNLIKE_TRAINING] if r["pred"].ood else []
+    return model_check + [f"Photo check: {w}" for w in r["quality"].warnings]
+
+
 def probability_text(p: float) -> str:
     """Rounded to 5 points, never 0% or 100%: the model cannot be that sure."""
     if p < 0.05:
@@ -78,9 +89,8 @@ def probability_bar(p: float, threshold: float) -> str:
 
 def show_result(name: str, r: dict, alpha: float, info) -> None:
     pred = r["pred"]
-    q = r["quality"]
     st.subheader(name)
-    for w in q.warnings:
+    for w in warnings_for(r):
         st.warning(w, icon="⚠️")
     malignant = pred.label == info.class_names[-1]
     verdict = (
@@ -134,6 +144,9 @@ def sidebar(info, model_path: str | None) -> None:
 - **Intended use:** research and teaching; a second look, never a decision.
 - **Limitations:** untested on phone photos without dermoscopy and on darker skin; two classes
   only (no other skin cancers); any picture gets a number.
+- **Two checks before you trust a number:** the model's own check flags photos whose features are
+  unlike its training images; the photo checks flag photos that are small, blurred, dark, off-centre
+  or show little skin. Either warning means the estimate is less reliable; neither catches everything.
 """
         )
         st.caption("Privacy: uploads are processed in memory and are not stored or logged.")
@@ -178,7 +191,8 @@ def main() -> None:
             continue
         show_result(f.name, r, alpha, info)
         rows.append({"file": f.name, "verdict": r["pred"].label, "melanoma estimate": round(r["pred"].p_malignant, 2),
-                     "notes": " ".join(w.split(";")[0].split(".")[0] + "." for w in r["quality"].warnings)})
+                     "notes": " ".join((["Unlike the training images."] if r["pred"].ood else [])
+                                       + [w.split(";")[0].split(".")[0] + "." for w in r["quality"].warnings])})
     if len(files) > 1:
         import pandas as pd
 

@@ -52,7 +52,23 @@ def _evaluate(args) -> int:
 
     if not args.labels:
         check_outside(data_dir(args.data), args.out)
-    run(args.model, args.data and Path(args.data), Path(args.out), bootstrap=args.bootstrap, labels=args.labels, shifts=args.shifts)
+    for folder in args.ood_against or []:
+        if not Path(folder).is_dir():
+            print(f"error: --ood-against {folder}: not a folder", file=sys.stderr)
+            return 2
+    run(args.model, args.data and Path(args.data), Path(args.out), bootstrap=args.bootstrap, labels=args.labels, shifts=args.shifts,
+        ood_against=args.ood_against)
+    return 0
+
+
+def _fit_ood(args) -> int:
+    from .data import check_outside, resolve_data_dir
+    from .train import fit_ood
+
+    data = resolve_data_dir(args.data)
+    check_outside(data, args.out)
+    cutoff = fit_ood(args.model, data, Path(args.out))
+    print(f"wrote {args.out} (out-of-distribution cut-off {cutoff:.4g})", file=sys.stderr)
     return 0
 
 
@@ -67,6 +83,9 @@ def _predict(args) -> int:
             return 2
         model = OnnxModel(args.model, threads=inference_streams(cam=bool(args.cam))[1])
         info = model.info
+        if args.cam and not model.has_cam:
+            print(f"error: {args.model}: this ONNX model carries no Grad-CAM map; use --engine torch for --cam", file=sys.stderr)
+            return 2
     else:
         from .model import load
 
@@ -169,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--shifts", action="store_true",
                    help="also score the clean test images (or the whole set) under the shift suite: resolution, JPEG, blur, noise, "
                    "closer, farther, rotation, light, brightness, gamma, vignette, phone photo")
+    e.add_argument("--ood-against", action="append", metavar="DIR",
+                   help="a folder of other images (no labels needed): how many the out-of-distribution score flags, and how well "
+                   "it tells them from the evaluated ones (repeatable)")
     e.add_argument("--out", required=True, help="folder for metrics.json, predictions.csv and the plots")
     e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the ROC AUC interval (0: none)")
     e.set_defaults(func=_evaluate)
@@ -182,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch (the .safetensors model) or onnx (ONNX Runtime on a file from `melanoma export --onnx`)")
     r.add_argument("--workers", type=int, help="processes decoding images (default: none on 2 cores, else one per core beyond 2, up to 4)")
     r.set_defaults(func=_predict)
+
+    o = sub.add_parser("fit-ood", help="add the out-of-distribution score to a model file trained without it")
+    o.add_argument("--model", help="model file (default: the bundled model)")
+    o.add_argument("--data", help=data_help)
+    o.add_argument("--out", required=True, help="the model file to write (the model with the score)")
+    o.set_defaults(func=_fit_ood)
 
     x = sub.add_parser("export", help="write the model as ONNX (with its threshold and preprocessing in the metadata)")
     x.add_argument("--onnx", required=True, metavar="FILE", help="the .onnx file to write")

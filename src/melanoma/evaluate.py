@@ -11,6 +11,7 @@ import csv
 import json
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -18,7 +19,7 @@ import numpy as np
 from .audit import read_thumbnails, test_duplicates_in_train, thumbnail
 from .calibration import calibrated_probability
 from .data import labelled_set, read_samples, scan
-from .explain import logits_and_cam
+from .explain import infer
 from .model import ModelInfo, load
 from .preprocess import model_view, normalize
 from .quality import MIN_LESION, lesion_mask, lit_pixels
@@ -114,24 +115,34 @@ def attention_summary(placements: np.ndarray, min_spot: float = MIN_LESION, min_
     }
 
 
-def score_views(model, info: ModelInfo, views: list[np.ndarray] | np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """P(malignant) and the Grad-CAM maps of model views (H x W x 3 uint8), a batch at a time."""
-    probs, cams = [], []
+def score_views(model, info: ModelInfo, views: list[np.ndarray] | np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """P(malignant), the Grad-CAM maps and the OOD scores (NaN where the model carries no fit) of
+    model views (H x W x 3 uint8), a batch at a time."""
+    probs, cams, oods = [], [], []
     for start in range(0, len(views), batch_size):
-        logits, batch_cams = logits_and_cam(model, normalize(np.stack(views[start : start + batch_size]), info.preprocess))
-        probs.append(calibrated_probability(logits.detach().numpy(), info.temperature))
-        cams.append(batch_cams)
+        out = infer(model, normalize(np.stack(views[start : start + batch_size]), info.preprocess))
+        probs.append(calibrated_probability(out.logits.detach().numpy(), info.temperature))
+        cams.append(out.cam)
+        oods.append(out.ood if out.ood is not None else np.full(len(out.logits), np.nan))
     if not probs:
-        return np.zeros(0), np.zeros((0, info.preprocess.image_size, info.preprocess.image_size), np.float32)
-    return np.concatenate(probs), np.concatenate(cams)
+        return np.zeros(0), np.zeros((0, info.preprocess.image_size, info.preprocess.image_size), np.float32), np.zeros(0)
+    return np.concatenate(probs), np.concatenate(cams), np.concatenate(oods)
 
 
-def score_images(model, info: ModelInfo, samples, batch_size: int = 64, thumbs: list | None = None):
-    """P(malignant) and `cam_placement` for each readable sample; unreadable ones are reported and
-    left out. With `thumbs`, each image's near-duplicate thumbnail is appended to it in the same pass."""
+class Scored(NamedTuple):
+    samples: list  # the readable ones
+    p: np.ndarray  # P(malignant)
+    views: list[np.ndarray]
+    placements: np.ndarray  # N x 5, see cam_placement
+    ood: np.ndarray  # OOD scores (NaN: the model carries no fit)
+
+
+def score_images(model, info: ModelInfo, samples, batch_size: int = 64, thumbs: list | None = None) -> Scored:
+    """P(malignant), `cam_placement` and the OOD score of each readable sample; unreadable ones are
+    reported and left out. With `thumbs`, each image's near-duplicate thumbnail is appended to it in the same pass."""
     from tqdm import tqdm
 
-    kept, probs, views, placements, unreadable = [], [], [], [], []
+    kept, probs, oods, views, placements, unreadable = [], [], [], [], [], []
     for start in tqdm(range(0, len(samples), batch_size), desc="scoring", unit="batch", file=sys.stderr, mininterval=2):
         batch_views = []
         for s, im in read_samples(samples[start : start + batch_size], unreadable):
@@ -140,11 +151,58 @@ def score_images(model, info: ModelInfo, samples, batch_size: int = 64, thumbs: 
             if thumbs is not None:
                 thumbs.append(thumbnail(im))
         if batch_views:
-            p, cams = score_views(model, info, batch_views, batch_size)
+            p, cams, ood = score_views(model, info, batch_views, batch_size)
             probs.append(p)
+            oods.append(ood)
             placements += [cam_placement(v, c) for v, c in zip(batch_views, cams)]
             views += batch_views
-    return kept, np.concatenate(probs) if probs else np.zeros(0), views, np.array(placements).reshape(-1, 5)
+    join = lambda parts: np.concatenate(parts) if parts else np.zeros(0)  # noqa: E731
+    return Scored(kept, join(probs), views, np.array(placements).reshape(-1, 5), join(oods))
+
+
+def ood_report(y: np.ndarray, p: np.ndarray, ood: np.ndarray, info: ModelInfo, against: dict[str, np.ndarray] | None = None) -> dict | None:
+    """How the OOD score (ood.py) sits on a labelled set: the share flagged, sensitivity, specificity
+    and balanced accuracy on the images it does not flag against all, the coverage curve (balanced
+    accuracy on the images kept when the highest-scoring share is set aside), and for each other
+    set in `against` (name -> its OOD scores) the share flagged and the ROC AUC of telling it from
+    this set. None when the model carries no OOD fit."""
+    from sklearn.metrics import roc_auc_score
+
+    if info.ood_cutoff is None:
+        return None
+    flagged = ood > info.ood_cutoff
+
+    def kept_metrics(keep: np.ndarray) -> dict:
+        m = binary_metrics(y[keep], p[keep], info.threshold, bootstrap=0) if keep.any() else None
+        return {k: m[k] if m else None for k in ("images", "sensitivity", "specificity", "balanced_accuracy")}
+
+    order = np.argsort(-ood, kind="stable")
+    coverage = []
+    for share in (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5):
+        keep = np.ones(len(y), bool)
+        keep[order[: int(round(share * len(y)))]] = False
+        coverage.append({"set_aside": share} | kept_metrics(keep))
+    others = {}
+    for name, scores in (against or {}).items():
+        both = np.r_[np.zeros(len(ood)), np.ones(len(scores))]
+        others[name] = {"images": int(len(scores)), "flagged": float((scores > info.ood_cutoff).mean()) if len(scores) else None,
+                        "roc_auc": float(roc_auc_score(both, np.r_[ood, scores])) if len(scores) and len(ood) else None}
+    return {"cutoff": info.ood_cutoff, "images": int(len(y)), "flagged": float(flagged.mean()) if len(y) else None,
+            "all": kept_metrics(np.ones(len(y), bool)), "not_flagged": kept_metrics(~flagged), "coverage": coverage, "against": others}
+
+
+def folder_ood_scores(model, info: ModelInfo, folder: str) -> np.ndarray:
+    """OOD scores of every readable image under `folder` (no labels needed); unreadable ones are skipped with a line."""
+    from .images import ImageError, find_images, load_image
+
+    files, _ = find_images([folder])
+    views = []
+    for f in files:
+        try:
+            views.append(model_view(load_image(f), info.preprocess))
+        except ImageError as exc:
+            print(f"warning: {exc}: left out of the OOD comparison", file=sys.stderr)
+    return score_views(model, info, views)[2]
 
 
 def shift_suite(model, info: ModelInfo, views: list[np.ndarray], y: np.ndarray, p: np.ndarray, seed: int = 0) -> dict:
@@ -154,31 +212,40 @@ def shift_suite(model, info: ModelInfo, views: list[np.ndarray], y: np.ndarray, 
 
     from .shifts import SHIFTS, apply
 
-    def row(q: np.ndarray) -> dict:
+    _, _, ood = score_views(model, info, views)
+
+    def row(q: np.ndarray, shifted_ood: np.ndarray) -> dict:
+        from sklearn.metrics import roc_auc_score
+
         m = binary_metrics(y, q, info.threshold, bootstrap=0)
         flipped = float(((q >= info.threshold) != (p >= info.threshold)).mean()) if len(q) else None
-        return {k: m[k] for k in ("roc_auc", "sensitivity", "specificity")} | {"flipped": flipped}
+        fit = info.ood_cutoff is not None and len(q)
+        return {k: m[k] for k in ("roc_auc", "sensitivity", "specificity")} | {"flipped": flipped} | {
+            "ood_flagged": float((shifted_ood > info.ood_cutoff).mean()) if fit else None,
+            # how well the OOD score tells the changed images from the unchanged ones
+            "ood_roc_auc": float(roc_auc_score(np.r_[np.zeros(len(ood)), np.ones(len(q))], np.r_[ood, shifted_ood])) if fit else None}
 
     rows = []
     for shift in tqdm(SHIFTS, desc="shift suite", unit="shift", file=sys.stderr, mininterval=2):
-        q, _ = score_views(model, info, apply(shift, views, seed))
-        rows.append({"shift": shift.name, "severity": shift.severity, "detail": shift.detail} | row(q))
+        q, _, shifted_ood = score_views(model, info, apply(shift, views, seed))
+        rows.append({"shift": shift.name, "severity": shift.severity, "detail": shift.detail} | row(q, shifted_ood))
     return {"images": int(len(y)), "benign": int((y == 0).sum()), "malignant": int((y == 1).sum()), "seed": seed,
-            "threshold": info.threshold, "unchanged": row(p), "shifts": rows}
+            "threshold": info.threshold, "unchanged": row(p, ood), "shifts": rows}
 
 
 def run(model_path: str | None, data_dir: Path | None, out: Path, bootstrap: int = 1000, labels: str | None = None,
-        shifts: bool = False) -> dict:
+        shifts: bool = False, ood_against: list[str] | None = None) -> dict:
     """Metrics and plots for a labelled set (`data.labelled_set`): the Kaggle test split with its
     clean subset, a Benign/Malignant folder or a CSV; with `shifts`, the shift suite on the clean
-    subset (the whole set where there is no clean subset)."""
+    subset (the whole set where there is no clean subset). The OOD report (`ood_report`) is on the
+    clean subset too, compared with each folder of `ood_against`."""
     from . import plots
 
     evalset = labelled_set(data_dir, labels)
     out.mkdir(parents=True, exist_ok=True)
     model, info = load(model_path)
     thumbs: list[np.ndarray] = []
-    samples, p, views, placements = score_images(model, info, evalset.samples, thumbs=thumbs if evalset.train_dir else None)
+    samples, p, views, placements, ood = score_images(model, info, evalset.samples, thumbs=thumbs if evalset.train_dir else None)
     if not samples:
         raise SystemExit(f"error: {evalset.source}: none of the images could be read")
     y = np.array([s.label for s in samples])
@@ -208,14 +275,17 @@ def run(model_path: str | None, data_dir: Path | None, out: Path, bootstrap: int
         "near_duplicates_excluded": int(leaked.sum()) if has_clean else None,
         "attention_clean_test" if has_clean else "attention": attention_summary(placements[clean]),
         "validation": info.validation,
+        "ood": ood_report(y[clean], p[clean], ood[clean], info,
+                          {Path(f).name: folder_ood_scores(model, info, f) for f in ood_against or []}),
     }
     if shifts:
         metrics["shifts"] = shift_suite(model, info, [v for v, c in zip(views, clean) if c], y[clean], p[clean])
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     with open(out / "predictions.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["path", "label", "p_malignant"] + (["near_duplicate_in_train"] if has_clean else []))
-        w.writerows([s.rel, info.class_names[s.label], f"{pi:.6f}"] + ([int(d)] if has_clean else []) for s, pi, d in zip(samples, p, leaked))
+        w.writerow(["path", "label", "p_malignant", "ood_score"] + (["near_duplicate_in_train"] if has_clean else []))
+        w.writerows([s.rel, info.class_names[s.label], f"{pi:.6f}", "" if np.isnan(oi) else f"{oi:.4f}"] + ([int(d)] if has_clean else [])
+                    for s, pi, oi, d in zip(samples, p, ood, leaked))
 
     if info.history:
         plots.plot_history(info.history, out / "training_curves.png")
@@ -225,6 +295,9 @@ def run(model_path: str | None, data_dir: Path | None, out: Path, bootstrap: int
     plots.plot_reliability(y, p, out / "reliability.png")
     plots.plot_cam_grid(model, info, views, y, p, out / "gradcam_examples.png")
     plots.plot_architecture(model, info, out / "architecture.png")
+    if metrics["ood"]:
+        plots.plot_coverage(metrics["ood"], out / "ood_coverage.png")
+        (out / "ood.md").write_text(ood_table(metrics))
     if shifts:
         plots.plot_shifts(metrics["shifts"], out / "shifts.png")
         (out / "shifts.md").write_text(shift_table(metrics["shifts"]))
@@ -247,6 +320,23 @@ def shift_table(suite: dict) -> str:
         for r in (mild, strong):
             cells += [r["detail"], f(r["roc_auc"], "{:.3f}"), f(r["sensitivity"], "{:.1%}"), f(r["specificity"], "{:.1%}"), f(r["flipped"], "{:.1%}")]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def ood_table(m: dict) -> str:
+    """The OOD report as Markdown: the flagged share of each set beside this one and how well the
+    score tells it from this one (the other folders, then the shift suite's changes)."""
+    o = m["ood"]
+    pct = lambda v: f"{v:.1%}" if v is not None else "n/a"  # noqa: E731
+    na, nf = o["all"], o["not_flagged"]
+    lines = [f"cut-off {o['cutoff']:.4g}: {pct(o['flagged'])} of these {o['images']} images flagged; balanced accuracy "
+             f"{pct(nf['balanced_accuracy'])} on the {nf['images']} not flagged against {pct(na['balanced_accuracy'])} on all", "",
+             "| images | count | flagged | ROC AUC against these |", "| --- | --- | --- | --- |"]
+    rows = [(name, a["images"], a["flagged"], a["roc_auc"]) for name, a in o["against"].items()]
+    if "shifts" in m:
+        rows += [(f"{r['shift']} ({r['severity']}: {r['detail']})", m["shifts"]["images"], r["ood_flagged"], r["ood_roc_auc"])
+                 for r in m["shifts"]["shifts"]]
+    lines += [f"| {name} | {n} | {pct(f)} | {a:.3f} |" if a is not None else f"| {name} | {n} | {pct(f)} | n/a |" for name, n, f, a in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -274,4 +364,6 @@ def format_table(m: dict) -> str:
                      f"of the map on {a['vignette_area']:.1%} of the image")
     if "shifts" in m:
         lines += ["", "Shift suite (" + ("clean test" if m["clean_test"] else "all images") + "):", shift_table(m["shifts"])]
+    if m.get("ood"):
+        lines += ["", "Out-of-distribution score (" + ("clean test" if m["clean_test"] else "all images") + "):", ood_table(m)]
     return "\n".join(lines)

@@ -1,16 +1,22 @@
 """Grad-CAM on the model's last convolutional stage, and the overlay as a pure function.
 
+The map is of the margin, the target class's logit minus the other's: the probability depends on
+that difference alone, and much of what raises the malignant logit raises the benign one as well,
+so a map of one logit shows regions that change nothing. Target 1 (malignant) shows what raised the
+estimate of melanoma, target 0 what lowered it.
+
 For a head of global average pooling followed by one linear layer (EfficientNet-Lite0 here),
 Grad-CAM needs no backward pass: the gradient of a class score with respect to each feature map
 is that class's linear weight divided by the map's area, the same at every position, so Grad-CAM
 is the class activation map relu(sum_k w_k A_k) up to a constant that the normalisation removes.
-`logits_and_cam` uses that (one forward pass, no hooks); other heads (seed_cnn) go through captum's
+`infer` uses that (one forward pass, no hooks); other heads (seed_cnn) go through captum's
 LayerGradCam, the reference that tests/test_predict_explain.py compares the shortcut against.
 """
 
 from __future__ import annotations
 
 import threading
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -20,14 +26,22 @@ from torch import nn
 _HOOKS = threading.Lock()  # captum's hooks sit on the model, which the page's sessions share
 
 
+def margin(model: torch.nn.Module, target: int = 1):
+    """x -> the logit of class `target` minus the other class's (two classes)."""
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        logits = model(x)
+        return logits[:, target] - logits[:, 1 - target]
+    return forward
+
+
 def grad_cam(model: torch.nn.Module, x: torch.Tensor, target: int = 1) -> np.ndarray:
-    """B x H x W maps in [0, 1] of the regions that raise class `target`, at the input's size
-    (captum's LayerGradCam on `model.features`; its hooks are removed when the call ends)."""
+    """B x H x W maps in [0, 1] of the regions that raise the margin of class `target`, at the
+    input's size (captum's LayerGradCam on `model.features`; its hooks are removed when the call ends)."""
     from captum.attr import LayerGradCam
 
     model.eval()
     with _HOOKS:
-        cam = LayerGradCam(model, model.features).attribute(x, target=target, relu_attributions=True)
+        cam = LayerGradCam(margin(model, target), model.features).attribute(x, relu_attributions=True)
     return _to_input_size(cam.detach(), x)
 
 
@@ -41,23 +55,31 @@ def linear_head(model: torch.nn.Module) -> nn.Linear | None:
     return None
 
 
-def logits_and_cam(model: torch.nn.Module, x: torch.Tensor, target: int = 1) -> tuple[torch.Tensor, np.ndarray]:
-    """Logits and the Grad-CAM maps of class `target` for a batch, in one forward pass when the
-    head allows it (see the module docstring)."""
-    if hasattr(model, "logits_and_cam_maps"):  # an onnx_model.OnnxModel: the map is one of its outputs
-        logits, maps = model.logits_and_cam_maps(x, target)
-        return logits, _to_input_size(maps, x)
+class Inference(NamedTuple):
+    logits: torch.Tensor  # B x classes
+    cam: np.ndarray | None  # B x H x W Grad-CAM maps in [0, 1] (with cam=True)
+    ood: np.ndarray | None  # B out-of-distribution scores (when the model carries the fit, see ood.py)
+
+
+def infer(model: torch.nn.Module, x: torch.Tensor, target: int = 1, cam: bool = True) -> Inference:
+    """The one pass every entry point scores a normalised batch through: logits, the Grad-CAM maps
+    of class `target`'s margin (in the same forward pass when the head allows it, see the module docstring)
+    and the OOD score. `model` is the torch Classifier or an onnx_model.OnnxModel."""
+    if hasattr(model, "session"):  # an onnx_model.OnnxModel: the map and the score are outputs of its graph
+        logits, maps, ood = model.outputs(x, target, cam)
+        return Inference(logits, _to_input_size(maps, x) if cam else None, ood)
     model.eval()
     fc = linear_head(model)
     with torch.no_grad():
-        if fc is None:
-            logits = model(x)
-        else:
-            maps = model.features(x)
-            logits = model.head(maps)
-            cam = torch.einsum("c,bchw->bhw", fc.weight[target], maps)[:, None].clamp(min=0)
-            return logits, _to_input_size(cam, x)
-    return logits, grad_cam(model, x, target)
+        maps = model.features(x)
+        logits = model.head(maps)
+        ood = model.ood(maps).numpy() if model.ood is not None else None
+        if cam and fc is not None:
+            weights = fc.weight[target] - fc.weight[1 - target]  # the margin's weights
+            cams = _to_input_size(torch.einsum("c,bchw->bhw", weights, maps)[:, None].clamp(min=0), x)
+    if cam and fc is None:
+        cams = grad_cam(model, x, target)
+    return Inference(logits, cams if cam else None, ood)
 
 
 def _to_input_size(cam: torch.Tensor, x: torch.Tensor) -> np.ndarray:

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .ood import FeatureDistance
 from .preprocess import Preprocess
 
 FORMAT_VERSION = 1
@@ -28,12 +29,14 @@ BUNDLED_MODEL = Path(__file__).resolve().parent / "bundled" / "melanoma_efficien
 
 
 class Classifier(nn.Module):
-    """`features` (the last convolutional stage: the Grad-CAM target) followed by `head`."""
+    """`features` (the last convolutional stage: the Grad-CAM target) followed by `head`; `ood`, when
+    the model file carries one, scores how unlike the training images an input is (ood.py)."""
 
     def __init__(self, features: nn.Module, head: nn.Module):
         super().__init__()
         self.features = features
         self.head = head
+        self.ood: FeatureDistance | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -119,6 +122,7 @@ class ModelInfo:
     validation: dict = field(default_factory=dict)
     history: list = field(default_factory=list)  # per-epoch losses/accuracies, for the curves
     versions: dict = field(default_factory=dict)
+    ood_cutoff: float | None = None  # OOD scores above this are flagged (with the `ood.*` tensors; see ood.py)
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -225,6 +229,10 @@ def load(path: str | os.PathLike | None = None) -> tuple[Classifier, ModelInfo]:
         if not (info.temperature > 0 and 0 <= info.threshold <= 1 and len(info.class_names) == 2):
             raise ValueError("metadata out of range (temperature, threshold or class names)")
         model, _ = build(info.arch, pretrained=False, image_size=info.preprocess.image_size)
+        if ("ood.means" in state) != (info.ood_cutoff is not None):
+            raise ValueError("the out-of-distribution tensors and cut-off come together")
+        if "ood.means" in state:
+            model.ood = FeatureDistance(state["ood.means"], state["ood.whiten"])
         model.load_state_dict(state, strict=True)
     except (SafetensorError, ValueError, KeyError, TypeError, RuntimeError, OSError) as exc:
         raise ModelFileError(f"{path}: not a usable melanoma model file ({error_summary(exc)})") from None

@@ -1,8 +1,9 @@
 """The model as ONNX: `melanoma export --onnx FILE`, and prediction through ONNX Runtime.
 
-The exported graph takes the normalised image batch and returns the logits and, for a head of
-pooling + one linear layer, the class activation map of the positive class (= Grad-CAM, see
-explain.py), so `predict --engine onnx --cam` needs no torch model. The model's ModelInfo (threshold,
+The exported graph takes the normalised image batch and returns the logits, for a head of
+pooling + one linear layer the class activation map of the positive class's margin (= Grad-CAM, see
+explain.py), so `predict --engine onnx --cam` needs no torch model, and the out-of-distribution
+score when the model carries one (ood.py). The model's ModelInfo (threshold,
 temperature, preprocessing, ...) travels in the ONNX file's metadata, so the file stands alone.
 """
 
@@ -24,15 +25,20 @@ class _Graph(nn.Module):
         super().__init__()
         self.model, self.fc, self.target = model, linear_head(model), target
 
+    def outputs(self) -> list[str]:
+        return ["logits"] + ["cam"] * (self.fc is not None) + ["ood"] * (self.model.ood is not None)
+
     def forward(self, image_nhwc: torch.Tensor):
         # The input is the normalised batch in NHWC order, the memory order of our channels_last
         # tensors, so handing it over needs no copy.
         maps = self.model.features(image_nhwc.permute(0, 3, 1, 2))
-        logits = self.model.head(maps)
-        if self.fc is None:
-            return logits
-        cam = torch.relu(torch.einsum("c,bchw->bhw", self.fc.weight[self.target], maps))
-        return logits, cam
+        out = [self.model.head(maps)]
+        if self.fc is not None:
+            weights = self.fc.weight[self.target] - self.fc.weight[1 - self.target]  # the margin's (explain.py)
+            out.append(torch.relu(torch.einsum("c,bchw->bhw", weights, maps)))
+        if self.model.ood is not None:
+            out.append(self.model.ood(maps))
+        return tuple(out)
 
 
 def export(model: Classifier, info: ModelInfo, path: str | os.PathLike) -> None:
@@ -43,7 +49,7 @@ def export(model: Classifier, info: ModelInfo, path: str | os.PathLike) -> None:
     graph = _Graph(model, target=len(info.class_names) - 1).eval()
     size = info.preprocess.image_size
     example = torch.zeros(2, size, size, 3)
-    names = ["logits", "cam"] if graph.fc is not None else ["logits"]
+    names = graph.outputs()
     program = torch.onnx.export(graph, (example,), None, input_names=["image_nhwc"], output_names=names,
                                 dynamic_shapes={"image_nhwc": {0: torch.export.Dim("batch")}}, dynamo=True, verbose=False)
     proto = program.model_proto
@@ -74,21 +80,23 @@ class OnnxModel:
             self.info = ModelInfo.from_json(meta[METADATA_KEY])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own error types
             raise ModelFileError(f"{path}: not a usable melanoma ONNX file (made by `melanoma export --onnx`): {error_summary(exc)}") from None
-        self.has_cam = len(self.session.get_outputs()) == 2
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.has_cam = "cam" in self.output_names
 
     def eval(self) -> "OnnxModel":
         return self
 
-    def _run(self, x: torch.Tensor) -> list[np.ndarray]:
+    def _run(self, x: torch.Tensor) -> dict[str, np.ndarray]:
         nhwc = x.permute(0, 2, 3, 1)  # a view: x is channels_last (see preprocess.normalize)
-        return self.session.run(None, {"image_nhwc": np.ascontiguousarray(nhwc.numpy(), dtype=np.float32)})
+        return dict(zip(self.output_names, self.session.run(None, {"image_nhwc": np.ascontiguousarray(nhwc.numpy(), dtype=np.float32)})))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self._run(x)[0])
+        return torch.from_numpy(self._run(x)["logits"])
 
-    def logits_and_cam_maps(self, x: torch.Tensor, target: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and B x 1 x h x w class activation maps (feature resolution, not normalised)."""
-        if not self.has_cam or target != len(self.info.class_names) - 1:
+    def outputs(self, x: torch.Tensor, target: int, cam: bool) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray | None]:
+        """Logits, B x 1 x h x w class activation maps (feature resolution, not normalised; with
+        `cam`) and the OOD scores (None when the model carries none); see explain.infer."""
+        if cam and (not self.has_cam or target != len(self.info.class_names) - 1):
             raise ModelFileError("this ONNX model carries no class activation map; use --engine torch for Grad-CAM")
-        logits, cam = self._run(x)
-        return torch.from_numpy(logits), torch.from_numpy(cam)[:, None]
+        out = self._run(x)
+        return torch.from_numpy(out["logits"]), torch.from_numpy(out["cam"])[:, None] if cam else None, out.get("ood")

@@ -77,7 +77,7 @@ def plot_reliability(y: np.ndarray, p: np.ndarray, path: Path, bins: int = 10) -
 
 def plot_cam_grid(model, info, views: list[np.ndarray], y: np.ndarray, p: np.ndarray, path: Path, per_kind: int = 3) -> None:
     """The most confident true/false positives/negatives with their Grad-CAM overlays."""
-    from .explain import logits_and_cam, overlay
+    from .explain import infer, overlay
     from .preprocess import normalize
 
     pred = p >= info.threshold
@@ -90,7 +90,7 @@ def plot_cam_grid(model, info, views: list[np.ndarray], y: np.ndarray, p: np.nda
     fig, axes = plt.subplots(len(kinds), per_kind, figsize=(3 * per_kind, 3.2 * len(kinds)), squeeze=False)
     for row, (kind, idx) in enumerate(kinds.items()):
         idx = idx[:per_kind]
-        cams = logits_and_cam(model, normalize(np.stack([views[i] for i in idx]), info.preprocess))[1] if len(idx) else []
+        cams = infer(model, normalize(np.stack([views[i] for i in idx]), info.preprocess)).cam if len(idx) else []
         for col in range(per_kind):
             ax = axes[row, col]
             ax.axis("off")
@@ -119,6 +119,23 @@ def plot_shifts(suite: dict, path: Path) -> None:
     axes[0].set_yticks(ypos, names)
     axes[-1].legend(fontsize=8, loc="lower left")
     fig.suptitle(f"Shift suite: {suite['images']} images at threshold {suite['threshold']:.2f}")
+    _save(fig, path)
+
+
+def plot_coverage(report: dict, path: Path) -> None:
+    """The OOD coverage curve (evaluate.ood_report): balanced accuracy, sensitivity and specificity on
+    the images kept when the highest-scoring share is set aside; the model's own cut-off marked."""
+    c = report["coverage"]
+    x = [r["set_aside"] for r in c]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, style in (("balanced_accuracy", "-o"), ("sensitivity", "--s"), ("specificity", ":^")):
+        ax.plot(x, [np.nan if r[key] is None else r[key] for r in c], style, label=key.replace("_", " "))
+    if report["flagged"] is not None:
+        ax.axvline(report["flagged"], color="black", lw=1, ls="-.", label=f"flagged at the cut-off ({report['flagged']:.1%})")
+    ax.set(xlabel="share set aside (highest OOD score first)", ylabel="on the images kept",
+           title=f"Coverage: {report['images']} images")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     _save(fig, path)
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from .calibration import calibrated_probability
-from .explain import logits_and_cam, overlay
+from .explain import Inference, infer, overlay
 from .images import ImageError, find_images, load_image
 from .model import Classifier, ModelInfo
 from .preprocess import Preprocess, model_view, normalize, view_box
@@ -27,23 +27,23 @@ from .preprocess import Preprocess, model_view, normalize, view_box
 class Prediction:
     p_malignant: float  # calibrated probability of the positive (last) class
     label: str  # class name at the model's threshold
-
-
-def probabilities(model: Classifier, info: ModelInfo, x: torch.Tensor) -> np.ndarray:
-    """Calibrated P(malignant) for a normalised batch."""
-    with torch.no_grad():
-        logits = model(x)
-    return calibrated_probability(logits.numpy(), info.temperature)
+    ood_score: float | None = None  # how unlike the training images (ood.py); None: the model carries no fit
+    ood: bool | None = None  # the score is above the model's cut-off: the estimate is unreliable
 
 
 def label_of(p: float, info: ModelInfo) -> str:
     return info.class_names[-1] if p >= info.threshold else info.class_names[0]
 
 
+def predictions(out: Inference, info: ModelInfo) -> list[Prediction]:
+    ps = calibrated_probability(out.logits.numpy(), info.temperature)
+    scores = [None] * len(ps) if out.ood is None else [float(s) for s in out.ood]
+    return [Prediction(float(p), label_of(float(p), info), s, None if s is None else s > info.ood_cutoff) for p, s in zip(ps, scores)]
+
+
 def predict_views(model: Classifier, info: ModelInfo, views: np.ndarray) -> list[Prediction]:
     """Predictions for a stack of model views (N x H x W x 3 uint8, see preprocess.model_view)."""
-    ps = probabilities(model, info, normalize(views, info.preprocess))
-    return [Prediction(float(p), label_of(float(p), info)) for p in ps]
+    return predictions(infer(model, normalize(views, info.preprocess), cam=False), info)
 
 
 def classify(model: Classifier, info: ModelInfo, images: list[Image.Image]) -> list[Prediction]:
@@ -53,9 +53,8 @@ def classify(model: Classifier, info: ModelInfo, images: list[Image.Image]) -> l
 def analyse(model: Classifier, info: ModelInfo, image: Image.Image) -> tuple[Prediction, np.ndarray, np.ndarray]:
     """Prediction, Grad-CAM map (model-view resolution) and the model view, from one preprocessing."""
     view = model_view(image, info.preprocess)
-    logits, cam = logits_and_cam(model, normalize(view[None], info.preprocess), target=len(info.class_names) - 1)
-    p = float(calibrated_probability(logits.numpy(), info.temperature)[0])
-    return Prediction(p, label_of(p, info)), cam[0], view
+    out = infer(model, normalize(view[None], info.preprocess), target=len(info.class_names) - 1)
+    return predictions(out, info)[0], out.cam[0], view
 
 
 def explain(model: Classifier, info: ModelInfo, image: Image.Image, alpha: float = 0.45) -> tuple[Prediction, np.ndarray]:
@@ -72,19 +71,31 @@ def cam_file_name(path: Path) -> str:
 
 
 class _Views(Dataset):
-    """Files -> the model's views (decoded in DataLoader workers when there are any); a bad file gives its error."""
+    """Files -> the model's views (decoded in DataLoader workers when there are any), with the
+    decoded image itself when `keep_image` (for the overlay); a bad file gives its error."""
 
-    def __init__(self, files: list[Path], pre: Preprocess):
-        self.files, self.pre = files, pre
+    def __init__(self, files: list[Path], pre: Preprocess, keep_image: bool = False):
+        self.files, self.pre, self.keep_image = files, pre, keep_image
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str | None]:
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, Image.Image | None, str | None]:
         try:
-            return i, model_view(load_image(self.files[i]), self.pre), None
+            image = load_image(self.files[i])
+            return i, model_view(image, self.pre), image if self.keep_image else None, None
         except ImageError as exc:
-            return i, None, str(exc)
+            return i, None, None, str(exc)
+
+
+def predict_with_cam(model: Classifier, info: ModelInfo, views: np.ndarray) -> tuple[list[Prediction], np.ndarray]:
+    """Predictions and Grad-CAM maps for a stack of model views, from one pass."""
+    out = infer(model, normalize(views, info.preprocess), target=len(info.class_names) - 1)
+    return predictions(out, info), out.cam
+
+
+def ood_word(pred: Prediction) -> str:
+    return "-" if pred.ood is None else ("unlike-training" if pred.ood else "ok")
 
 
 def default_workers() -> int:
@@ -121,8 +132,9 @@ def torch_threads(n: int):
 
 def run(paths: list[str], model: Classifier, info: ModelInfo, csv_path: str | None, cam_dir: str | None,
         batch_size: int = 32, workers: int | None = None) -> int:
-    """Print a line per image, in the order found; optional CSV and overlays. Bad files: a line on
-    stderr, exit 1 at the end. `model` is the torch Classifier or an onnx_model.OnnxModel (made with
+    """Print a line per image, in the order found (path, P(malignant), label, and `ok` or
+    `unlike-training` by the OOD score, `-` when the model carries none); optional CSV and overlays
+    (from the same pass and the same decoded image). Bad files: a line on stderr, exit 1 at the end. `model` is the torch Classifier or an onnx_model.OnnxModel (made with
     `inference_streams(cam)[1]` threads). Batches are decoded by the DataLoader and predicted
     `inference_streams(cam)[0]` at a time in threads (torch and ONNX Runtime release the GIL)."""
     files, empty = find_images(paths)
@@ -136,40 +148,42 @@ def run(paths: list[str], model: Classifier, info: ModelInfo, csv_path: str | No
     if csv_path:
         Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
     workers = default_workers() if workers is None else workers
-    loader = DataLoader(_Views(files, info.preprocess), batch_size=batch_size, num_workers=workers if len(files) > batch_size else 0,
+    loader = DataLoader(_Views(files, info.preprocess, keep_image=bool(cam_dir)), batch_size=batch_size, num_workers=workers if len(files) > batch_size else 0,
                         collate_fn=list)
     streams, threads = inference_streams(cam=bool(cam_dir))
     with (open(csv_path, "w", newline="") if csv_path else contextlib.nullcontext()) as f_csv, torch_threads(threads), \
             ThreadPoolExecutor(streams, initializer=torch.set_num_threads, initargs=(threads,)) as pool:
         writer = csv.writer(f_csv) if f_csv else None
         if writer:
-            writer.writerow(["path", "p_malignant", "label"])
+            writer.writerow(["path", "p_malignant", "label", "ood_score", "ood"])
 
-        def write(paths: list[Path], preds: list[Prediction]) -> None:
-            for path, pred in zip(paths, preds):
-                print(f"{path}\t{pred.p_malignant:.3f}\t{pred.label}", flush=True)
+        def write(good: list[tuple], result) -> None:
+            preds, cams = result if cam_dir else (result, None)
+            for k, ((path, _, image), pred) in enumerate(zip(good, preds)):
+                print(f"{path}\t{pred.p_malignant:.3f}\t{pred.label}\t{ood_word(pred)}", flush=True)
                 if writer:
-                    writer.writerow([str(path), f"{pred.p_malignant:.6f}", pred.label])
+                    writer.writerow([str(path), f"{pred.p_malignant:.6f}", pred.label,
+                                     "" if pred.ood is None else f"{pred.ood_score:.4f}", "" if pred.ood is None else int(pred.ood)])
                 if cam_dir:
-                    _, ov = explain(model, info, load_image(path))  # reread: full resolution for the overlay
+                    ov = overlay(np.asarray(image), cams[k], view_box(image, info.preprocess))
                     Image.fromarray(ov).save(Path(cam_dir) / cam_file_name(path))
 
-        pending: deque = deque()  # (paths, future predictions), oldest first
+        pending: deque = deque()  # (files, views and images; future predictions), oldest first
         for batch in loader:
-            for _, _, error in batch:
+            for _, _, _, error in batch:
                 if error:
                     print(f"error: {error}", file=sys.stderr)
                     failed += 1
-            good = [(files[i], view) for i, view, error in batch if error is None]
+            good = [(files[i], view, image) for i, view, image, error in batch if error is None]
             if good:
-                views = np.stack([v for _, v in good])
-                pending.append(([f for f, _ in good], pool.submit(predict_views, model, info, views)))
+                views = np.stack([v for _, v, _ in good])
+                pending.append((good, pool.submit(predict_with_cam if cam_dir else predict_views, model, info, views)))
             if len(pending) >= streams:
-                paths_done, future = pending.popleft()
-                write(paths_done, future.result())
+                done, future = pending.popleft()
+                write(done, future.result())
         while pending:
-            paths_done, future = pending.popleft()
-            write(paths_done, future.result())
+            done, future = pending.popleft()
+            write(done, future.result())
     if failed:
         print(f"{failed} of {len(files) + len(empty)} path(s) could not be classified", file=sys.stderr)
         return 1

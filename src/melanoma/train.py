@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from . import checkpoint
+from . import checkpoint, ood
 from . import model as models
 from .audit import near_duplicate_groups, thumbnail
 from .checkpoint import Progress, derive_seed
@@ -402,6 +402,7 @@ def _run(config: TrainConfig, data_dir: Path, out_dir: Path, saved: checkpoint.C
     path = out_dir / "model.safetensors"
     if not par.main:
         return path
+    ood_cutoff = ood.attach(model, pre, train_views, labels[tr], val_views, par.device)
     temperature = fit_temperature(logits, val_labels)
     p_val = calibrated_probability(logits, temperature)
     threshold = threshold_for_sensitivity(p_val, val_labels, config.target_sensitivity)
@@ -420,7 +421,7 @@ def _run(config: TrainConfig, data_dir: Path, out_dir: Path, saved: checkpoint.C
     info = models.ModelInfo(
         arch=config.arch, preprocess=pre, class_names=CLASS_NAMES, threshold=float(threshold), temperature=float(temperature),
         target_sensitivity=config.target_sensitivity, train_config=asdict(config),
-        data_fingerprint=data_fingerprint, validation=validation, history=history, versions=models.versions(),
+        data_fingerprint=data_fingerprint, validation=validation, history=history, versions=models.versions(), ood_cutoff=ood_cutoff,
     )
     models.save(path, model.cpu(), info)
     from .plots import plot_history
@@ -437,6 +438,23 @@ def validation_scores(model, views: list[np.ndarray], labels: np.ndarray, pre: P
     logits = predict_logits(model, views, pre, device)
     loss = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)))
     return loss, float((logits.argmax(1) == labels).mean()), float(roc_auc_score(labels, logits[:, 1] - logits[:, 0]))
+
+
+def fit_ood(model_path: str | None, data_dir: Path, out: Path) -> float:
+    """Add the out-of-distribution score (ood.py) to a model trained before it existed: its training
+    images and validation split are drawn again as its run drew them (and checked against the digests
+    it carries), the score fitted on the first and its cut-off set on the second. Returns the cut-off."""
+    model, info = models.load(model_path)
+    tc = info.train_config
+    samples = subsample(scan(data_dir, "train"), tc.get("limit"), tc.get("seed", 0))
+    samples, views, thumbs, labels, _ = load_split(samples, info.preprocess)
+    tr, va = split_train_val(labels, near_duplicate_groups(thumbs), tc.get("val_fraction", 0.1), tc.get("seed", 0))
+    digest = info.validation.get("split_sha256")  # models from before the digest: the split is drawn by the same settings
+    if fingerprint(samples) != info.data_fingerprint or digest not in (None, split_digest([samples[i].rel for i in va])):
+        raise SystemExit(f"error: {data_dir}: not the training images and validation split the model was trained with")
+    cutoff = ood.attach(model, info.preprocess, [views[i] for i in tr], labels[tr], [views[i] for i in va])
+    models.save(out, model, replace(info, ood_cutoff=cutoff))
+    return cutoff
 
 
 def split_digest(validation_files: list[str]) -> str:
@@ -467,7 +485,7 @@ def start_from(model: nn.Module, config: TrainConfig, pre: Preprocess, data_fing
     """Load the --init model's weights into `model` (see `same_run_setup`); returns a copy of them (the best so far)."""
     init, info = models.load(config.init)
     same_run_setup(config.init, info, config, pre, data_fingerprint, split, weights_only=True)
-    state = init.state_dict()
+    state = {k: v for k, v in init.state_dict().items() if not k.startswith("ood.")}  # refitted at the end
     model.load_state_dict(state)
     return {k: v.detach().clone().to(par.device) for k, v in state.items()}
 
