@@ -71,6 +71,27 @@ def test_bundled_page_shows_measured_test_figures(monkeypatch):
     assert "Kaggle test images with no copy in the training data" in text_of(at)
 
 
+def test_test_figures_are_shown_only_beside_the_file_they_were_measured_on(monkeypatch, tmp_path, tiny_model_file):
+    """The figures are bound to the model file by its SHA-256: a copy of the bundled model with its
+    metrics.json shows them; another model with that same metrics.json beside it does not."""
+    import shutil
+
+    from streamlit.testing.v1 import AppTest
+
+    from melanoma.model import BUNDLED_MODEL
+
+    for name, source, shown in (("same", BUNDLED_MODEL, True), ("swapped", tiny_model_file, False)):
+        folder = tmp_path / name
+        folder.mkdir()
+        shutil.copy(source, folder / "model.safetensors")
+        shutil.copy(BUNDLED_MODEL.with_name("metrics.json"), folder / "metrics.json")
+        monkeypatch.setenv("MELANOMA_MODEL", str(folder / "model.safetensors"))
+        at = AppTest.from_file(APP, default_timeout=120)
+        at.run()
+        assert not at.exception
+        assert ("Kaggle test images with no copy in the training data" in text_of(at)) == shown, name
+
+
 def test_probability_is_never_shown_with_false_precision():
     from melanoma.app import probability_text
 

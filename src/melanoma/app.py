@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 
 import numpy as np
 import streamlit as st
@@ -108,16 +109,22 @@ def show_result(name: str, r: dict, alpha: float, info) -> None:
                 "darkened = outside the square the model looks at", width="stretch")
 
 
+@st.cache_data(show_spinner=False)
 def measured_test_figures(model_path: str | None) -> str:
-    """The bundled model's measured test figures (bundled/metrics.json, written by `melanoma evaluate`)."""
+    """The model's measured test figures: the metrics.json beside the model file (written by
+    `melanoma evaluate`), shown only when it names this exact file by its SHA-256."""
     import json
 
-    from melanoma.model import BUNDLED_MODEL
+    from melanoma.model import BUNDLED_MODEL, file_sha256
 
-    metrics = BUNDLED_MODEL.with_name("metrics.json")
-    if model_path or not metrics.is_file():
+    model_file = Path(model_path) if model_path else BUNDLED_MODEL
+    metrics = model_file.with_name("metrics.json")
+    if not metrics.is_file():
         return ""
-    c = json.loads(metrics.read_text())["clean_test"]
+    m = json.loads(metrics.read_text())
+    if m.get("model_sha256") != file_sha256(model_file) or not m.get("clean_test"):
+        return ""
+    c = m["clean_test"]
     return (
         f"- **Test** ({c['images']:,} Kaggle test images with no copy in the training data): sensitivity "
         f"{c['sensitivity']:.0%}, specificity {c['specificity']:.0%}, ROC AUC {c['roc_auc']:.3f}.\n"

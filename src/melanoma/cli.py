@@ -57,7 +57,7 @@ def _evaluate(args) -> int:
             print(f"error: --ood-against {folder}: not a folder", file=sys.stderr)
             return 2
     run(args.model, args.data and Path(args.data), Path(args.out), bootstrap=args.bootstrap, labels=args.labels, shifts=args.shifts,
-        ood_against=args.ood_against)
+        ood_against=args.ood_against, faithfulness_images=args.faithfulness)
     return 0
 
 
@@ -191,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--ood-against", action="append", metavar="DIR",
                    help="a folder of other images (no labels needed): how many the out-of-distribution score flags, and how well "
                    "it tells them from the evaluated ones (repeatable)")
+    e.add_argument("--faithfulness", type=int, default=0, metavar="N",
+                   help="also run the deletion test of the Grad-CAM maps on N clean test images (or N of the set)")
     e.add_argument("--out", required=True, help="folder for metrics.json, predictions.csv and the plots")
     e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the ROC AUC interval (0: none)")
     e.set_defaults(func=_evaluate)

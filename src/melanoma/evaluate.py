@@ -20,7 +20,7 @@ from .audit import read_thumbnails, test_duplicates_in_train, thumbnail
 from .calibration import calibrated_probability
 from .data import labelled_set, read_samples, scan
 from .explain import infer
-from .model import ModelInfo, load
+from .model import ModelInfo, file_sha256, load
 from .preprocess import model_view, normalize
 from .quality import MIN_LESION, lesion_mask, lit_pixels
 
@@ -205,6 +205,59 @@ def folder_ood_scores(model, info: ModelInfo, folder: str) -> np.ndarray:
     return score_views(model, info, views)[2]
 
 
+FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
+
+
+def faithfulness(model, info: ModelInfo, views: list[np.ndarray], n: int, seed: int = 0) -> dict | None:
+    """Deletion test of the maps (Petsiuk et al. 2018): the most-highlighted pixels first, FRACTIONS of
+    the view are replaced by a heavily blurred copy (sigma 8 px: colour kept, structure gone) and
+    P(malignant) is scored again. A map that shows what raised the estimate makes it fall fast: the
+    mean P(malignant) over the fractions (the deletion score) is lower. Compared: the map of the
+    margin (malignant minus benign logit, what the page shows), the map of the malignant logit alone
+    (the map before) and a random order. Needs a head of pooling + one linear layer (both maps from
+    one pass); None otherwise. `n` images drawn with `seed`."""
+    import torch
+
+    from .explain import _to_input_size, linear_head
+
+    fc = linear_head(model)
+    if fc is None or not len(views) or n <= 0:
+        return None
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(len(views), min(n, len(views)), replace=False).tolist())
+    maps = {"margin": fc.weight[1] - fc.weight[0], "malignant_logit": fc.weight[1]}
+    curves: dict[str, list] = {name: [] for name in (*maps, "random")}
+    for start in range(0, len(chosen), 16):
+        batch = np.stack([views[i] for i in chosen[start : start + 16]])
+        x = normalize(batch, info.preprocess)
+        with torch.no_grad():
+            features = model.features(x)
+            # ranked by the signed value: the shown map (its positive part) first, then the rest in order
+            orders = {name: _to_input_size(torch.einsum("c,bchw->bhw", w, features)[:, None], x) for name, w in maps.items()}
+        orders["random"] = rng.random((len(batch), *batch.shape[1:3])).astype(np.float32)
+        for name, order in orders.items():
+            deleted = []
+            for view, m in zip(batch, order):
+                blurred = cv2.GaussianBlur(view, (0, 0), 8)
+                rank = np.argsort(-(m.ravel() + rng.random(m.size) * 1e-6), kind="stable")  # ties in a random order
+                for f in FRACTIONS:
+                    out = view.reshape(-1, 3).copy()
+                    out[rank[: int(f * m.size)]] = blurred.reshape(-1, 3)[rank[: int(f * m.size)]]
+                    deleted.append(out.reshape(view.shape))
+            p, _, _ = score_views(model, info, deleted)
+            curves[name] += p.reshape(len(batch), len(FRACTIONS)).tolist()
+    p0 = np.array(curves["margin"])[:, 0]
+    above = p0 >= info.threshold
+    result = {"images": len(chosen), "seed": seed, "fractions": list(FRACTIONS), "above_threshold": int(above.sum())}
+    for name, c in curves.items():
+        c = np.array(c)
+        result[name] = {"mean_curve": c.mean(0).tolist(), "deletion_score": float(c.mean()),
+                        "deletion_score_above_threshold": float(c[above].mean()) if above.any() else None}
+    m, old = np.array(curves["margin"]).mean(1), np.array(curves["malignant_logit"]).mean(1)
+    result["margin_lower_share"] = float((m < old).mean())  # images where the margin map's deletion score is lower
+    return result
+
+
 def shift_suite(model, info: ModelInfo, views: list[np.ndarray], y: np.ndarray, p: np.ndarray, seed: int = 0) -> dict:
     """The images under every change of the shift suite (shifts.SHIFTS): ROC AUC, sensitivity and
     specificity at the model's threshold, and the share of verdicts that flip against the unchanged image."""
@@ -234,11 +287,12 @@ def shift_suite(model, info: ModelInfo, views: list[np.ndarray], y: np.ndarray, 
 
 
 def run(model_path: str | None, data_dir: Path | None, out: Path, bootstrap: int = 1000, labels: str | None = None,
-        shifts: bool = False, ood_against: list[str] | None = None) -> dict:
+        shifts: bool = False, ood_against: list[str] | None = None, faithfulness_images: int = 0) -> dict:
     """Metrics and plots for a labelled set (`data.labelled_set`): the Kaggle test split with its
     clean subset, a Benign/Malignant folder or a CSV; with `shifts`, the shift suite on the clean
     subset (the whole set where there is no clean subset). The OOD report (`ood_report`) is on the
-    clean subset too, compared with each folder of `ood_against`."""
+    clean subset too, compared with each folder of `ood_against`; the deletion test of the maps
+    (`faithfulness`) on `faithfulness_images` of the clean subset."""
     from . import plots
 
     evalset = labelled_set(data_dir, labels)
@@ -264,6 +318,7 @@ def run(model_path: str | None, data_dir: Path | None, out: Path, bootstrap: int
 
     metrics = {
         "model": str(model_path or "bundled"),
+        "model_sha256": file_sha256(model_path),  # the page shows these figures only beside this exact file
         "arch": info.arch,
         "image_size": info.preprocess.image_size,
         "temperature": info.temperature,
@@ -278,6 +333,8 @@ def run(model_path: str | None, data_dir: Path | None, out: Path, bootstrap: int
         "ood": ood_report(y[clean], p[clean], ood[clean], info,
                           {Path(f).name: folder_ood_scores(model, info, f) for f in ood_against or []}),
     }
+    if faithfulness_images:
+        metrics["faithfulness"] = faithfulness(model, info, [v for v, c in zip(views, clean) if c], faithfulness_images)
     if shifts:
         metrics["shifts"] = shift_suite(model, info, [v for v, c in zip(views, clean) if c], y[clean], p[clean])
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
@@ -364,6 +421,11 @@ def format_table(m: dict) -> str:
                      f"of the map on {a['vignette_area']:.1%} of the image")
     if "shifts" in m:
         lines += ["", "Shift suite (" + ("clean test" if m["clean_test"] else "all images") + "):", shift_table(m["shifts"])]
+    if m.get("faithfulness"):
+        f = m["faithfulness"]
+        lines.append(f"Deletion test of the maps ({f['images']} images; mean P(malignant) as the top 0-50% of the map is blurred away, "
+                     "lower = more faithful): " + ", ".join(f"{k} {f[k]['deletion_score']:.3f}" for k in ("margin", "malignant_logit", "random"))
+                     + f"; margin lower on {f['margin_lower_share']:.0%} of images")
     if m.get("ood"):
         lines += ["", "Out-of-distribution score (" + ("clean test" if m["clean_test"] else "all images") + "):", ood_table(m)]
     return "\n".join(lines)

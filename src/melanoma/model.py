@@ -207,6 +207,16 @@ def verify_checksum(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) 
         raise ValueError("the tensors do not match their checksum: the file was altered or damaged")
 
 
+def file_sha256(path: str | os.PathLike | None = None) -> str:
+    """SHA-256 of a model file's bytes (the bundled one by default): what ties a metrics file to the
+    exact weights and settings it was measured on."""
+    h = hashlib.sha256()
+    with open(Path(path) if path is not None else BUNDLED_MODEL, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def error_summary(exc: BaseException) -> str:
     """The first line of an exception's message (its type when it has none), for one-line errors."""
     text = str(exc).strip()
