@@ -67,6 +67,8 @@ def test_one_epoch_training_on_real_images(data_dir, tmp_path):
     assert len(split["train"]) + len(split["validation"]) == 48
     r = melanoma_cli("train", "--data", data_dir, "--out", out, "--epochs", "31")
     assert r.returncode == 2 and "between 1 and 30" in r.stderr
+    r = melanoma_cli("train", "--data", data_dir, "--out", out, "--val-fraction", "0.4")  # would have been 0.5
+    assert r.returncode == 2 and "--val-fraction 0.4 cannot be honoured" in r.stderr and "Traceback" not in r.stderr
 
     # fine-tuning from a model file: same data and split, or a clear refusal
     common = ["train", "--data", data_dir, "--arch", "efficientnet_lite0", "--limit", "24", "--epochs", "1",
@@ -76,7 +78,11 @@ def test_one_epoch_training_on_real_images(data_dir, tmp_path):
     start = [line for line in r.stderr.splitlines() if line.startswith("starting from")]
     assert start and f"val_auc={info.history[0]['val_auc']:.4f}" in start[0]
     _, again = load(tmp_path / "again" / "model.safetensors")
-    assert again.train_config["init"] == str(out / "model.safetensors") and again.validation["best_epoch"] in (0, 1)
+    assert again.train_config["init"] == str(out / "model.safetensors")
+    # the one epoch replaces the --init weights only if it beats them on validation (ties: the lower loss)
+    before, after = info.history[0], again.history[0]
+    beats = after["val_auc"] > before["val_auc"] or (after["val_auc"] == before["val_auc"] and after["val_loss"] < before["val_loss"])
+    assert again.validation["best_epoch"] == (1 if beats else 0)
     r = melanoma_cli(*common, "--img-size", "96", "--out", tmp_path / "other_seed", "--seed", "1")
     assert r.returncode == 1 and "leak into this run's validation" in r.stderr and "Traceback" not in r.stderr
     r = melanoma_cli(*common, "--img-size", "64", "--out", tmp_path / "other_size")

@@ -114,3 +114,21 @@ def test_find_images_recurses_and_keeps_named_files(tmp_path):
     found, empty = find_images([tmp_path / "a", tmp_path / "named.jpg", tmp_path / "a" / "b", tmp_path / "nothing.jpg"])
     assert found == [tmp_path / "a" / "b" / "x.jpg", tmp_path / "named.jpg"]
     assert empty == [tmp_path / "nothing.jpg"]
+
+
+def test_importing_the_library_changes_no_process_wide_setting():
+    """Pillow's pixel limit and the C allocator's settings belong to the program (the CLI, the
+    server), not to whoever imports the library: import everything and compare."""
+    import subprocess
+    import sys
+
+    probe = """
+import ctypes, PIL.Image
+limit, loaded = PIL.Image.MAX_IMAGE_PIXELS, []
+real = ctypes.CDLL
+ctypes.CDLL = lambda name, *a, **k: (loaded.append(str(name)), real(name, *a, **k))[1]
+import melanoma, melanoma.images, melanoma.predict, melanoma.evaluate, melanoma.explain
+print(PIL.Image.MAX_IMAGE_PIXELS == limit, any("libc" in n for n in loaded))
+"""
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["True", "False"], r.stderr[-2000:]

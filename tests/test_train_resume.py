@@ -75,6 +75,19 @@ def test_resume_reports_changed_data_and_bad_checkpoints(data_dir, tmp_path):
     r = train("--resume", out, "--data", data, "--epochs", "5")
     assert r.returncode == 2 and "own settings" in r.stderr
 
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    ckpt = out / "checkpoint.safetensors"
+    with safe_open(str(ckpt), "pt") as f:
+        meta = f.metadata()
+    saved = json.loads(meta["melanoma_checkpoint"])
+    newer = dict(meta, melanoma_checkpoint=json.dumps(dict(saved, config=dict(saved["config"], future_option=1))))
+    (out / "newer").mkdir()
+    save_file(load_file(ckpt), str(out / "newer" / "checkpoint.safetensors"), metadata=newer)
+    r = train("--resume", out / "newer", "--data", data)
+    assert r.returncode == 1 and "another version" in r.stderr and "future_option" in r.stderr and "Traceback" not in r.stderr
+
     ckpt = out / "checkpoint.safetensors"
     blob = bytearray(ckpt.read_bytes())
     blob[-100] ^= 0xFF  # flip a byte in the tensors

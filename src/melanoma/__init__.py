@@ -3,7 +3,7 @@
 __version__ = "0.1.0"
 
 
-def _keep_freed_memory_in_the_heap() -> None:
+def keep_freed_memory_in_the_heap() -> None:
     """glibc returns large freed blocks (a network's activations) to the OS and page-faults them in
     again at the next allocation; on the 2-core machines here that was most of the run time:
     EfficientNet-Lite0 inference at batch 32 went from 25 to 62 images/s and a training step from
@@ -12,7 +12,7 @@ def _keep_freed_memory_in_the_heap() -> None:
     with them, 65 with one heap for all (M_ARENA_MAX 1). Same as MALLOC_MMAP_MAX_=0
     MALLOC_TRIM_THRESHOLD_=1GiB MALLOC_ARENA_MAX=1 (MALLOC_ENVIRONMENT below, for processes such as the
     page's server that start threads before this runs); freed memory is kept for reuse instead.
-    Does nothing off glibc."""
+    Does nothing off glibc. Process-wide, so the CLI calls it (`cli.main`), never `import melanoma`."""
     import ctypes
     import ctypes.util
 
@@ -24,7 +24,5 @@ def _keep_freed_memory_in_the_heap() -> None:
     except (OSError, AttributeError):
         pass
 
-
-_keep_freed_memory_in_the_heap()
 
 MALLOC_ENVIRONMENT = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**30), "MALLOC_ARENA_MAX": "1"}

@@ -239,6 +239,10 @@ def train_config_problem(c) -> str | None:
         return "--epochs must be between 1 and 30"
     if not 0 < c.val_fraction <= 0.5:
         return "--val-fraction must be in (0, 0.5]"
+    parts = round(1 / c.val_fraction)  # the split is one of `parts` group-stratified folds (data.split_train_val)
+    if abs(1 / parts - c.val_fraction) > 0.005:
+        return (f"--val-fraction {c.val_fraction:g} cannot be honoured: validation is one of k equal parts, and the nearest, "
+                f"1/{parts}, is {1 / parts:.3f}; use 1/k (0.5, 0.333, 0.25, 0.2, ..., 0.1, ...)")
     if not 0 < c.target_sensitivity <= 1:
         return "--target-sensitivity is a fraction in (0, 1], e.g. 0.95"
     if c.batch_size < 1 or c.patience < 1 or (c.img_size is not None and c.img_size < 32):
@@ -255,6 +259,9 @@ def train_config_problem(c) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import keep_freed_memory_in_the_heap
+
+    keep_freed_memory_in_the_heap()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

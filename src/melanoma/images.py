@@ -27,9 +27,9 @@ MAX_FILE_BYTES = 50 * 1024 * 1024  # a phone photo is 2-12 MB; anything past thi
 MAX_PIXELS = 64_000_000  # about 8000x8000; more is refused before decoding (decompression bombs)
 MIN_SIDE = 32  # smaller images carry no usable detail of a lesion
 
-# Pillow warns between MAX_IMAGE_PIXELS and twice that, and raises beyond; we check ourselves
-# before decoding, so its own limit is set to ours and its warning is made an error.
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# Pillow warns past its own MAX_IMAGE_PIXELS (89 M by default) and raises past twice that; load_image
+# checks MAX_PIXELS itself before decoding and makes Pillow's warning an error while it reads, and
+# leaves Pillow's process-wide limit to the program that imports it.
 
 
 class ImageError(ValueError):

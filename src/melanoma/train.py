@@ -17,7 +17,7 @@ import random
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -305,6 +305,10 @@ def main(config: TrainConfig, data_dir: Path, out_dir: Path, resume: bool = Fals
             saved = checkpoint.load(out_dir)
         except checkpoint.CheckpointError as exc:
             raise SystemExit(f"error: {exc}") from None
+        unknown = sorted(set(saved.config) - {f.name for f in fields(TrainConfig)})
+        if unknown:
+            raise SystemExit(f"error: {out_dir / checkpoint.CHECKPOINT_NAME}: written by another version of this program "
+                             f"(settings it does not know: {', '.join(unknown)}); start a new run with --out")
         config = TrainConfig(**saved.config)
     par = Parallel()
     try:
