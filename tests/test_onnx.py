@@ -38,6 +38,9 @@ def test_onnx_runtime_matches_torch_on_the_test_split(bundled_onnx, data_dir, tm
     assert list(torch_rows) == list(onnx_rows) == [str(f) for f in find_images([test])[0]]
     diff = max(abs(torch_rows[k][0] - onnx_rows[k][0]) for k in torch_rows)
     assert diff <= 1e-4
+    with open(tmp_path / "torch.csv") as a, open(tmp_path / "onnx.csv") as b:
+        ood = [(float(x["ood_score"]), float(y["ood_score"])) for x, y in zip(csv.DictReader(a), csv.DictReader(b))]
+    assert max(abs(x - y) / x for x, y in ood) < 1e-3  # the OOD score is an output of the graph too
     # labels agree except where the probability sits within rounding of the threshold
     _, info = load()
     for k, (p, label) in torch_rows.items():
@@ -65,6 +68,26 @@ def test_bad_onnx_files_get_a_clear_error(tmp_path, data_dir):
         assert r.returncode == 1 and f"error: {path}" in r.stderr and "Traceback" not in r.stderr
     r = melanoma_cli("predict", image, "--engine", "onnx")
     assert r.returncode == 2 and "melanoma export --onnx" in r.stderr
+
+
+def test_a_damaged_onnx_file_is_refused(bundled_onnx, tmp_path, data_dir):
+    """A flipped byte in the weights still runs in ONNX Runtime; the digest written at export catches it."""
+    image = sorted((data_dir / "test" / "Benign").glob("*.jpg"))[0]
+    blob = bytearray(bundled_onnx.read_bytes())
+    blob[len(blob) // 2] ^= 0x01
+    damaged = tmp_path / "damaged.onnx"
+    damaged.write_bytes(bytes(blob))
+    r = melanoma_cli("predict", image, "--engine", "onnx", "--model", damaged)
+    assert r.returncode == 1 and f"error: {damaged}" in r.stderr and "digest" in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr.count("\n") == 1
+
+
+def test_onnx_without_maps_refuses_cam_before_it_starts(tiny_model_file, tmp_path, data_dir):
+    images = sorted((data_dir / "test" / "Benign").glob("*.jpg"))[:3]
+    r = melanoma_cli("export", "--onnx", tmp_path / "tiny.onnx", "--model", tiny_model_file)  # seed_cnn: no one-pass map
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = melanoma_cli("predict", *images, "--engine", "onnx", "--model", tmp_path / "tiny.onnx", "--cam", tmp_path / "cams")
+    assert r.returncode == 2 and "no Grad-CAM map" in r.stderr and r.stdout == "" and "Traceback" not in r.stderr
 
 
 def test_inference_streams_split_the_cores():

@@ -19,6 +19,16 @@ from torch import nn
 from .explain import linear_head
 from .model import METADATA_KEY, Classifier, ModelFileError, ModelInfo, error_summary, replace_atomically
 
+DIGEST_KEY = "melanoma_sha256"
+
+
+def digest(graph_proto, info_json: str) -> str:
+    """SHA-256 over the graph (weights included) and the ModelInfo it carries: what `OnnxModel`
+    checks before trusting a file, as `model.load` checks a safetensors file's checksum."""
+    import hashlib
+
+    return hashlib.sha256(graph_proto.SerializeToString(deterministic=True) + info_json.encode()).hexdigest()
+
 
 class _Graph(nn.Module):
     def __init__(self, model: Classifier, target: int):
@@ -53,8 +63,9 @@ def export(model: Classifier, info: ModelInfo, path: str | os.PathLike) -> None:
     program = torch.onnx.export(graph, (example,), None, input_names=["image_nhwc"], output_names=names,
                                 dynamic_shapes={"image_nhwc": {0: torch.export.Dim("batch")}}, dynamo=True, verbose=False)
     proto = program.model_proto
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, info.to_json()
+    for key, value in ((METADATA_KEY, info.to_json()), (DIGEST_KEY, digest(proto.graph, info.to_json()))):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -75,9 +86,14 @@ class OnnxModel:
         if threads:
             options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            meta = self.session.get_modelmeta().custom_metadata_map
+            import onnx
+
+            proto = onnx.load(str(path))
+            meta = {p.key: p.value for p in proto.metadata_props}
+            if METADATA_KEY not in meta or meta.get(DIGEST_KEY) != digest(proto.graph, meta[METADATA_KEY]):
+                raise ValueError("the graph or its metadata do not match their digest: the file was altered, damaged, or not made by this program")
             self.info = ModelInfo.from_json(meta[METADATA_KEY])
+            self.session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own error types
             raise ModelFileError(f"{path}: not a usable melanoma ONNX file (made by `melanoma export --onnx`): {error_summary(exc)}") from None
         self.output_names = [o.name for o in self.session.get_outputs()]
