@@ -50,7 +50,7 @@ def test_real_benign_and_malignant_uploads_bad_file_and_summary(tiny_model_file,
     for (name, data, _), path in zip(uploads, (benign, malignant)):
         pred = classify(model, info, [Image.open(io.BytesIO(data)).convert("RGB")])[0]
         verdicts = [e.value for e in (at.success if pred.label == "Benign" else at.error) if name in e.value or pred.label in e.value]
-        assert any(f"**{pred.label}**" in v and probability_text(pred.p_malignant) in v for v in verdicts), text
+        assert any(f"**{pred.label}**" in v and probability_text(pred.p_malignant, info.threshold) in v for v in verdicts), text
     assert "broken.jpg** could not be used" in text
     images = at.get("image")
     assert len(images) == 4  # original + overlay for each good upload
@@ -97,6 +97,25 @@ def test_probability_is_never_shown_with_false_precision():
 
     assert probability_text(0.001) == "under 5%" and probability_text(0.999) == "over 95%"
     assert probability_text(0.4371) == "about 45%"
+    # near the threshold the rounding never contradicts the verdict's "above" or "below"
+    assert probability_text(0.279, 0.2804) == "just below 28%" and probability_text(0.27, 0.26) == "just above 26%"
+    assert probability_text(0.26, 0.2804) == "about 25%" and probability_text(0.33, 0.2804) == "about 35%"
+
+
+def test_a_session_keeps_a_bounded_number_of_analyses(monkeypatch):
+    import streamlit as st
+
+    from melanoma import app
+
+    calls = []
+    monkeypatch.setattr(app, "analyse", lambda data, name, model, info: calls.append(name) or {"name": name})
+    st.session_state.clear() if hasattr(st.session_state, "clear") else None
+    for i in range(app.SESSION_CACHE + 5):
+        app.cached_analysis(bytes([i]), f"{i}.jpg", None, None)
+    app.cached_analysis(bytes([app.SESSION_CACHE + 4]), f"{app.SESSION_CACHE + 4}.jpg", None, None)  # the latest: from the cache
+    assert len(st.session_state["analyses"]) == app.SESSION_CACHE and len(calls) == app.SESSION_CACHE + 5
+    app.cached_analysis(bytes([0]), "0.jpg", None, None)  # the oldest was let go: computed again
+    assert len(calls) == app.SESSION_CACHE + 6
 
 
 def test_page_inference_runs_on_one_torch_thread(tiny_model_file, data_dir, monkeypatch):

@@ -1,5 +1,7 @@
 """The bundled model on the whole real test split: the figures the README states must hold."""
 
+import csv
+import json
 import re
 
 import numpy as np
@@ -7,9 +9,11 @@ import pytest
 
 from melanoma.data import fingerprint, scan
 from melanoma.evaluate import binary_metrics, score_images
-from melanoma.model import BUNDLED_MODEL, load
+from melanoma.model import BUNDLED_MODEL, file_sha256, load
 
 from .conftest import ROOT
+
+RESULTS = ROOT / "docs" / "results"
 
 
 def readme_figure(column: str) -> float:
@@ -39,15 +43,41 @@ def test_bundled_model_file(bundled):
 
 def test_bundled_model_was_trained_on_this_train_split(bundled, data_dir):
     _, info = bundled
-    if info.train_config.get("limit") is None:
-        assert info.data_fingerprint == fingerprint(scan(data_dir, "train"))
+    assert info.train_config.get("limit") is None  # all of it
+    assert info.data_fingerprint == fingerprint(scan(data_dir, "train"))
 
 
-def test_accuracy_on_the_real_test_split_matches_the_readme(bundled, data_dir):
+def test_figures_on_the_real_test_split_match_their_file_the_readme_and_the_model_card(bundled, data_dir):
+    """Score the test split again and compare with docs/results/metrics.json (written by `melanoma
+    evaluate --out docs/results` for this exact file: its SHA-256), full split and clean subset
+    (the images predictions.csv marks as having no near-duplicate in train); then the README's
+    results row and the model card's table against that file."""
     model, info = bundled
-    samples, p, _, _ = score_images(model, info, scan(data_dir, "test"))
-    assert len(samples) == 2000
+    m = json.loads((RESULTS / "metrics.json").read_text())
+    assert m["model_sha256"] == file_sha256() == json.loads(BUNDLED_MODEL.with_name("metrics.json").read_text())["model_sha256"]
+    with open(RESULTS / "predictions.csv") as f:
+        leaked = {row["path"] for row in csv.DictReader(f) if row["near_duplicate_in_train"] == "1"}
+    samples, p, *_ = score_images(model, info, scan(data_dir, "test"))
+    assert len(samples) == m["test"]["images"] == 2000
     y = np.array([s.label for s in samples])
-    m = binary_metrics(y, p, info.threshold, bootstrap=0)
-    assert m["accuracy"] * 100 == pytest.approx(readme_figure("test accuracy"), abs=0.5)
-    assert m["roc_auc"] == pytest.approx(readme_figure("test ROC AUC"), abs=0.005)
+    clean = np.array([s.rel not in leaked for s in samples])
+    assert clean.sum() == m["clean_test"]["images"] == 2000 - m["near_duplicates_excluded"]
+    keys = ("accuracy", "sensitivity", "specificity", "balanced_accuracy", "roc_auc", "ece", "brier")
+    for name, mask in (("test", np.ones(len(y), bool)), ("clean_test", clean)):
+        now = binary_metrics(y[mask], p[mask], info.threshold, bootstrap=0)
+        for key in keys:
+            assert now[key] == pytest.approx(m[name][key], abs=2e-4), (name, key)
+
+    c, t = m["clean_test"], m["test"]
+    for column, value, places in (("test accuracy", 100 * t["accuracy"], 2), ("test ROC AUC", t["roc_auc"], 4),
+                                  ("clean accuracy", 100 * c["accuracy"], 2), ("clean sensitivity", 100 * c["sensitivity"], 2),
+                                  ("clean specificity", 100 * c["specificity"], 2), ("clean balanced accuracy", 100 * c["balanced_accuracy"], 2),
+                                  ("clean ROC AUC", c["roc_auc"], 4), ("clean ECE", c["ece"], 3), ("clean Brier", c["brier"], 3),
+                                  ("threshold", info.threshold, 3)):
+        assert readme_figure(column) == pytest.approx(round(value, places), abs=10 ** -places / 2 + 1e-9), column
+    card = (ROOT / "MODEL_CARD.md").read_text()
+    for label, full, cleaned in (("sensitivity", f"{100 * t['sensitivity']:.2f}%", f"{100 * c['sensitivity']:.2f}%"),
+                                 ("specificity", f"{100 * t['specificity']:.2f}%", f"{100 * c['specificity']:.2f}%"),
+                                 ("expected calibration error", f"{t['ece']:.3f}", f"{c['ece']:.3f}"),
+                                 ("Brier score", f"{t['brier']:.3f}", f"{c['brier']:.3f}")):
+        assert f"| {label} | {full} | {cleaned} |" in card, label

@@ -48,12 +48,21 @@ def analyse(data: bytes, name: str, model, info) -> dict:
             "quality": assess(image, view)}
 
 
+SESSION_CACHE = 8  # analyses a session keeps (each holds the photo at full resolution)
+
+
 def cached_analysis(data: bytes, name: str, model, info) -> dict:
-    """Per-session memory cache, so that moving the slider does not recompute Grad-CAM."""
+    """Per-session memory cache, so that moving the slider does not recompute Grad-CAM; it keeps the
+    SESSION_CACHE most recently used analyses, so a long session does not hold every upload's arrays."""
+    from collections import OrderedDict
+
     key = hashlib.sha256(data).hexdigest() + name
-    cache = st.session_state.setdefault("analyses", {})
+    cache = st.session_state.setdefault("analyses", OrderedDict())
     if key not in cache:
         cache[key] = analyse(data, name, model, info)
+        while len(cache) > SESSION_CACHE:
+            cache.popitem(last=False)
+    cache.move_to_end(key)
     return cache[key]
 
 
@@ -68,13 +77,17 @@ def warnings_for(r: dict) -> list[str]:
     return model_check + [f"Photo check: {w}" for w in r["quality"].warnings]
 
 
-def probability_text(p: float) -> str:
-    """Rounded to 5 points, never 0% or 100%: the model cannot be that sure."""
+def probability_text(p: float, threshold: float | None = None) -> str:
+    """Rounded to 5 points, never 0% or 100%: the model cannot be that sure. Where the rounding would
+    cross the threshold (0.279 shown as "about 30%" beside a threshold of 28%), it says which side."""
     if p < 0.05:
         return "under 5%"
     if p > 0.95:
         return "over 95%"
-    return f"about {int(round(p * 20) * 5)}%"
+    rounded = round(p * 20) / 20
+    if threshold is not None and (p >= threshold) != (rounded >= threshold):
+        return f"just {'above' if p >= threshold else 'below'} {threshold:.0%}"
+    return f"about {int(rounded * 100 + 0.5)}%"
 
 
 def probability_bar(p: float, threshold: float) -> str:
@@ -95,7 +108,7 @@ def show_result(name: str, r: dict, alpha: float, info) -> None:
         st.warning(w, icon="⚠️")
     malignant = pred.label == info.class_names[-1]
     verdict = (
-        f"**{pred.label}** — the model's estimate of melanoma is {probability_text(pred.p_malignant)}, "
+        f"**{pred.label}** — the model's estimate of melanoma is {probability_text(pred.p_malignant, info.threshold)}, "
         + ("at or above" if malignant else "below")
         + f" its threshold of {info.threshold:.0%}."
     )

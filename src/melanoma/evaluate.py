@@ -394,7 +394,7 @@ def ood_table(m: dict) -> str:
         rows += [(f"{r['shift']} ({r['severity']}: {r['detail']})", m["shifts"]["images"], r["ood_flagged"], r["ood_roc_auc"])
                  for r in m["shifts"]["shifts"]]
     lines += [f"| {name} | {n} | {pct(f)} | {a:.3f} |" if a is not None else f"| {name} | {n} | {pct(f)} | n/a |" for name, n, f, a in rows]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines if rows else lines[:1]) + "\n"
 
 
 def format_table(m: dict) -> str:
