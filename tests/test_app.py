@@ -55,6 +55,10 @@ def test_real_benign_and_malignant_uploads_bad_file_and_summary(tiny_model_file,
     images = at.get("image")
     assert len(images) == 4  # original + overlay for each good upload
     assert sum("Grad-CAM" in c for im in images for c in im.captions) == 2
+    at.toggle[0].set_value(True).run()  # the first photo: what lowered the estimate, on request
+    assert not at.exception
+    captions = [c for im in at.get("image") for c in im.captions]
+    assert sum("lowered the melanoma estimate" in c for c in captions) == 1 and sum("raised the melanoma estimate" in c for c in captions) == 1
     table = at.dataframe[0].value
     assert list(table["file"]) == [u[0] for u in uploads]
     assert list(table["verdict"])[2] == "not read"

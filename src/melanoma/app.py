@@ -45,7 +45,18 @@ def analyse(data: bytes, name: str, model, info) -> dict:
     with predict.torch_threads(1):
         pred, cam, view = predict.analyse(model, info, image)
     return {"image": np.asarray(image), "box": view_box(image, info.preprocess), "cam": cam, "pred": pred,
-            "quality": assess(image, view)}
+            "quality": assess(image, view), "view": view}
+
+
+def lowering_map(r: dict, model, info) -> np.ndarray:
+    """The map of what lowered the estimate (the benign margin, explain.py), computed once on request."""
+    if "cam_lowered" not in r:
+        from melanoma.explain import infer
+        from melanoma.preprocess import normalize
+
+        with predict.torch_threads(1):
+            r["cam_lowered"] = infer(model, normalize(r["view"][None], info.preprocess), target=0).cam[0]
+    return r["cam_lowered"]
 
 
 SESSION_CACHE = 8  # analyses a session keeps (each holds the photo at full resolution)
@@ -101,7 +112,7 @@ def probability_bar(p: float, threshold: float) -> str:
   <span>0%</span><span>dashed line: threshold {threshold:.0%}</span><span>100%</span></div>"""
 
 
-def show_result(name: str, r: dict, alpha: float, info) -> None:
+def show_result(name: str, r: dict, alpha: float, info, model) -> None:
     pred = r["pred"]
     st.subheader(name)
     for w in warnings_for(r):
@@ -118,7 +129,9 @@ def show_result(name: str, r: dict, alpha: float, info) -> None:
         st.caption("The threshold is set low on purpose, to miss few melanomas; many spots above it are benign. Show it to a doctor.")
     left, right = st.columns(2)
     left.image(r["image"], caption="Your photo (upright, as the model reads it)", width="stretch")
-    right.image(overlay(r["image"], r["cam"], r["box"], alpha), caption="Grad-CAM: red = regions that raised the melanoma estimate; "
+    lowered = right.toggle("Show what lowered the estimate instead", key=f"lowered-{name}")
+    cam, what = (lowering_map(r, model, info), "lowered") if lowered else (r["cam"], "raised")
+    right.image(overlay(r["image"], cam, r["box"], alpha), caption=f"Grad-CAM: red = regions that {what} the melanoma estimate; "
                 "darkened = outside the square the model looks at", width="stretch")
 
 
@@ -209,7 +222,7 @@ def main() -> None:
             st.error(f"**{f.name}** could not be processed ({type(exc).__name__}).")
             rows.append({"file": f.name, "verdict": "failed", "melanoma estimate": None, "notes": type(exc).__name__})
             continue
-        show_result(f.name, r, alpha, info)
+        show_result(f.name, r, alpha, info, model)
         rows.append({"file": f.name, "verdict": r["pred"].label, "melanoma estimate": round(r["pred"].p_malignant, 2),
                      "notes": " ".join((["Unlike the training images."] if r["pred"].ood else [])
                                        + [w.split(";")[0].split(".")[0] + "." for w in r["quality"].warnings])})
