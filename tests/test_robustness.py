@@ -242,6 +242,7 @@ def test_evaluate_refuses_a_folder_without_labels_and_notes_a_single_class(folde
 def test_init_may_change_colour_matching_and_framing_but_a_teacher_may_not():
     """--init takes only the weights (a --framing lesion run may start from the bundled model);
     a teacher's probabilities are computed on this run's views, so its preprocessing must match."""
+    from melanoma.errors import UsageError
     from melanoma.train import TrainConfig, same_run_setup
 
     _, old = build("efficientnet_lite0", image_size=64)
@@ -250,8 +251,22 @@ def test_init_may_change_colour_matching_and_framing_but_a_teacher_may_not():
                      validation={"split_sha256": "s"})
     config = TrainConfig(arch="efficientnet_lite0", img_size=64)
     same_run_setup("init.safetensors", info, config, new, "f", "s", weights_only=True)
-    with pytest.raises(SystemExit, match="give the same --arch and --img-size"):
+    with pytest.raises(UsageError, match="give the same --arch and --img-size"):
         same_run_setup("teacher.safetensors", info, config, new, "f", "s")
     _, other_size = build("efficientnet_lite0", image_size=96, framing="lesion")
-    with pytest.raises(SystemExit):
+    with pytest.raises(UsageError):
         same_run_setup("init.safetensors", info, config, other_size, "f", "s", weights_only=True)
+
+
+def test_library_errors_are_exceptions_and_the_cli_makes_them_one_line(tmp_path):
+    """Library code raises the package's own error (a caller can catch it; the process goes on);
+    `cli.main` alone prints it in one line and exits 1."""
+    from melanoma.cli import main
+    from melanoma.data import labelled_set, resolve_data_dir
+    from melanoma.errors import UsageError
+
+    with pytest.raises(UsageError, match="no train/ or test/ folder here"):
+        resolve_data_dir(tmp_path)
+    with pytest.raises(UsageError, match="no labelled images found"):
+        labelled_set(tmp_path)
+    assert main(["evaluate", "--data", str(tmp_path), "--out", str(tmp_path / "out")]) == 1

@@ -26,13 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import UsageError
+
 PHASES = ("latency", "predict_torch", "predict_onnx", "train")
 
 
 def _test_images(data: Path, n: int) -> list[Path]:
     files = [f for cls in ("Benign", "Malignant") for f in sorted((data / "test" / cls).glob("*.jpg"))[: n // 2]]
     if not files:
-        raise SystemExit(f"error: {data / 'test'}: no test images to time")
+        raise UsageError(f"{data / 'test'}: no test images to time")
     return files
 
 
@@ -140,7 +142,7 @@ def run(data: Path, out_dir: Path, sizes: dict[str, int]) -> dict:
             r = subprocess.run([sys.executable, "-m", "melanoma.bench", phase, str(model_file), str(data), str(n)],
                                capture_output=True, text=True)
             if r.returncode != 0:
-                raise SystemExit(f"error: bench phase {phase} on {name} failed:\n{r.stderr[-2000:]}")
+                raise UsageError(f"bench phase {phase} on {name} failed:\n{r.stderr[-2000:]}")
             row.update(json.loads(r.stdout.strip().splitlines()[-1]))
         report["models"][name] = row
     out_dir.mkdir(parents=True, exist_ok=True)

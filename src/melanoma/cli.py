@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .errors import Interrupted, UsageError
 from .model import ARCHITECTURES, ModelFileError
 
 
@@ -265,9 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ModelFileError as exc:
+    except (ModelFileError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except Interrupted:
+        return 130
     except OSError as exc:  # an output folder that cannot be written, a disk that is full...
         print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 1

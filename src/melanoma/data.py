@@ -20,6 +20,7 @@ import numpy as np
 
 from PIL import Image
 
+from .errors import UsageError
 from .images import IMAGE_SUFFIXES, ImageError, load_image
 
 CLASS_NAMES = ("Benign", "Malignant")
@@ -39,7 +40,7 @@ def check_outside(data: Path, *outputs: str | os.PathLike | None) -> None:
     """Refuse any output path inside the data folder: the project never writes there."""
     for out in outputs:
         if out is not None and Path(out).resolve().is_relative_to(data.resolve()):
-            raise SystemExit(f"error: {out}: inside the data folder {data}; write outputs elsewhere")
+            raise UsageError(f"{out}: inside the data folder {data}; write outputs elsewhere")
 
 
 def data_dir(data: str | os.PathLike | None) -> Path:
@@ -51,8 +52,8 @@ def resolve_data_dir(data: str | os.PathLike | None) -> Path:
     """`data_dir`, which must hold train/ or test/."""
     root = data_dir(data)
     if not any((root / s).is_dir() for s in SPLITS):
-        raise SystemExit(
-            f"error: {root}: no train/ or test/ folder here; point --data or ${DATA_ENV} at the "
+        raise UsageError(
+            f"{root}: no train/ or test/ folder here; point --data or ${DATA_ENV} at the "
             "unzipped Kaggle 'Melanoma Cancer Dataset' (train/ and test/, each with Benign/ and Malignant/)"
         )
     return root
@@ -99,14 +100,14 @@ def split_train_val(labels: np.ndarray, groups: np.ndarray, val_fraction: float,
 
     n_splits = max(2, round(1 / val_fraction))
     if len(set(groups)) < n_splits or min(np.bincount(labels, minlength=2)) < 2:
-        raise SystemExit(
-            f"error: too few training images for a {val_fraction:.0%} validation split "
+        raise UsageError(
+            f"too few training images for a {val_fraction:.0%} validation split "
             f"({len(labels)} images in {len(set(groups))} near-duplicate groups; both classes needed)"
         )
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     train_idx, val_idx = next(folds.split(np.zeros(len(labels)), labels, groups))
     if len(set(labels[val_idx])) < 2 or len(set(labels[train_idx])) < 2:
-        raise SystemExit("error: the validation split did not get both classes; use more images (--limit) or a larger --val-fraction")
+        raise UsageError("the validation split did not get both classes; use more images (--limit) or a larger --val-fraction")
     return train_idx, val_idx
 
 
@@ -130,14 +131,14 @@ def labelled_set(data: str | os.PathLike | None, labels: str | os.PathLike | Non
     if (root / "test").is_dir():
         samples = scan(root, "test")
         if not samples:
-            raise SystemExit(f"error: {root / 'test'}: no images in test/Benign or test/Malignant")
+            raise UsageError(f"{root / 'test'}: no images in test/Benign or test/Malignant")
         return LabelledSet(samples, "kaggle", root, root / "train" if (root / "train").is_dir() else None)
     if any((root / c).is_dir() for c in CLASS_NAMES):
         samples = scan(root, "")  # root/""/Benign is root/Benign
         if not samples:
-            raise SystemExit(f"error: {root}: no images in Benign/ or Malignant/")
+            raise UsageError(f"{root}: no images in Benign/ or Malignant/")
         return LabelledSet(samples, "folders", root)
-    raise SystemExit(f"error: {root}: no labelled images found: give a folder with test/Benign and test/Malignant (the Kaggle "
+    raise UsageError(f"{root}: no labelled images found: give a folder with test/Benign and test/Malignant (the Kaggle "
                      "layout) or with Benign/ and Malignant/, or --labels FILE.csv with path,label rows")
 
 
@@ -148,21 +149,21 @@ def _csv_set(path: Path) -> LabelledSet:
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise SystemExit(f"error: {path}: cannot read the labels CSV ({getattr(exc, 'strerror', None) or exc})") from None
+        raise UsageError(f"{path}: cannot read the labels CSV ({getattr(exc, 'strerror', None) or exc})") from None
     columns = {c.strip().lower(): c for c in (rows[0].keys() if rows else []) if c}
     column = columns.get("path") or columns.get("file")
     if not rows or column is None or "label" not in columns:
-        raise SystemExit(f"error: {path}: a labels CSV needs a header with path (or file) and label, and at least one row")
+        raise UsageError(f"{path}: a labels CSV needs a header with path (or file) and label, and at least one row")
     samples, missing = [], []
     for n, row in enumerate(rows, start=2):  # row 1 is the header
         rel, label = (row.get(column) or "").strip(), (row.get(columns["label"]) or "").strip()
         if label.lower() not in names:
-            raise SystemExit(f"error: {path}, row {n}: unknown label {label!r} (Benign or Malignant, or 0 or 1)")
+            raise UsageError(f"{path}, row {n}: unknown label {label!r} (Benign or Malignant, or 0 or 1)")
         file = Path(rel) if Path(rel).is_absolute() else path.parent / rel
         if not rel or not file.is_file():
             missing.append(f"row {n} {rel!r}")
             continue
         samples.append(Sample(file, rel, "", names[label.lower()]))
     if missing:
-        raise SystemExit(f"error: {path}: {len(missing)} listed image(s) not found (first: {missing[0]}); paths are relative to the CSV's folder")
+        raise UsageError(f"{path}: {len(missing)} listed image(s) not found (first: {missing[0]}); paths are relative to the CSV's folder")
     return LabelledSet(samples, "csv", path)

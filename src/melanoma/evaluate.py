@@ -16,6 +16,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from .errors import UsageError
 from .audit import read_thumbnails, test_duplicates_in_train, thumbnail
 from .calibration import calibrated_probability
 from .data import labelled_set, read_samples, scan
@@ -301,7 +302,7 @@ def run(model_path: str | None, data_dir: Path | None, out: Path, bootstrap: int
     thumbs: list[np.ndarray] = []
     samples, p, views, placements, ood = score_images(model, info, evalset.samples, thumbs=thumbs if evalset.train_dir else None)
     if not samples:
-        raise SystemExit(f"error: {evalset.source}: none of the images could be read")
+        raise UsageError(f"{evalset.source}: none of the images could be read")
     y = np.array([s.label for s in samples])
     notes = []
     if len(set(y)) < 2:

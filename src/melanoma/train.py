@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from .errors import Interrupted, UsageError
 from . import checkpoint, ood
 from . import model as models
 from .audit import near_duplicate_groups, thumbnail
@@ -304,10 +305,10 @@ def main(config: TrainConfig, data_dir: Path, out_dir: Path, resume: bool = Fals
         try:
             saved = checkpoint.load(out_dir)
         except checkpoint.CheckpointError as exc:
-            raise SystemExit(f"error: {exc}") from None
+            raise UsageError(str(exc)) from None
         unknown = sorted(set(saved.config) - {f.name for f in fields(TrainConfig)})
         if unknown:
-            raise SystemExit(f"error: {out_dir / checkpoint.CHECKPOINT_NAME}: written by another version of this program "
+            raise UsageError(f"{out_dir / checkpoint.CHECKPOINT_NAME}: written by another version of this program "
                              f"(settings it does not know: {', '.join(unknown)}); start a new run with --out")
         config = TrainConfig(**saved.config)
     par = Parallel()
@@ -327,13 +328,13 @@ def _run(config: TrainConfig, data_dir: Path, out_dir: Path, saved: checkpoint.C
 
     samples = subsample(scan(data_dir, "train"), config.limit, config.seed)
     if not samples:
-        raise SystemExit(f"error: {data_dir / 'train'}: no training images found")
+        raise UsageError(f"{data_dir / 'train'}: no training images found")
     samples, views, thumbs, labels, unreadable = load_split(samples, pre, quiet=not par.main)
     if not samples:
-        raise SystemExit(f"error: {data_dir / 'train'}: none of the training images could be read")
+        raise UsageError(f"{data_dir / 'train'}: none of the training images could be read")
     data_fingerprint = fingerprint(samples)
     if saved is not None and saved.fingerprint != data_fingerprint:
-        raise SystemExit(data_changed_message(out_dir, data_dir, samples))
+        raise UsageError(data_changed_message(out_dir, data_dir, samples))
     groups = near_duplicate_groups(thumbs)
     tr, va = split_train_val(labels, groups, config.val_fraction, config.seed)
     log(f"{len(samples)} training images ({len(unreadable)} unreadable skipped), {len(samples) - len(set(groups))} "
@@ -343,7 +344,7 @@ def _run(config: TrainConfig, data_dir: Path, out_dir: Path, saved: checkpoint.C
         (out_dir / "unreadable.json").write_text(json.dumps(unreadable, indent=1))
         (out_dir / "split.json").write_text(json.dumps({"train": [samples[i].rel for i in tr], "validation": [samples[i].rel for i in va]}))
     if config.batch_size < par.world:
-        raise SystemExit(f"error: --batch-size {config.batch_size} is smaller than the {par.world} processes sharing each batch")
+        raise UsageError(f"--batch-size {config.batch_size} is smaller than the {par.world} processes sharing each batch")
 
     val_views, val_labels = [views[i] for i in va], labels[va]
     split = split_digest([samples[i].rel for i in va])
@@ -455,7 +456,7 @@ def fit_ood(model_path: str | None, data_dir: Path, out: Path) -> float:
     tr, va = split_train_val(labels, near_duplicate_groups(thumbs), tc.get("val_fraction", 0.1), tc.get("seed", 0))
     digest = info.validation.get("split_sha256")  # models from before the digest: the split is drawn by the same settings
     if fingerprint(samples) != info.data_fingerprint or digest not in (None, split_digest([samples[i].rel for i in va])):
-        raise SystemExit(f"error: {data_dir}: not the training images and validation split the model was trained with")
+        raise UsageError(f"{data_dir}: not the training images and validation split the model was trained with")
     cutoff = ood.attach(model, info.preprocess, [views[i] for i in tr], labels[tr], [views[i] for i in va])
     models.save(out, model, replace(info, ood_cutoff=cutoff))
     return cutoff
@@ -478,10 +479,10 @@ def same_run_setup(path: str, info: models.ModelInfo, config: TrainConfig, pre: 
         else all(tc.get(k) == getattr(config, k) for k in ("seed", "val_fraction", "limit")))
     theirs = replace(info.preprocess, colour_reference=pre.colour_reference, framing=pre.framing) if weights_only else info.preprocess
     if info.arch != config.arch or theirs != pre:
-        raise SystemExit(f"error: {path}: a {info.arch} model at {info.preprocess.image_size} px; "
+        raise UsageError(f"{path}: a {info.arch} model at {info.preprocess.image_size} px; "
                          f"this run is {config.arch} at {pre.image_size} px (give the same --arch and --img-size)")
     if not same_split:
-        raise SystemExit(f"error: {path}: trained on other data or with another validation split (other images, "
+        raise UsageError(f"{path}: trained on other data or with another validation split (other images, "
                          "--seed, --val-fraction or --limit); its training images would leak into this run's validation")
 
 
@@ -522,7 +523,7 @@ def exit_interrupted(out_dir: Path, progress: Progress, par: Parallel) -> None:
     where = f"epoch {progress.epochs_done + 1}, batch {progress.batches_done}" if progress.batches_done else f"after epoch {progress.epochs_done}"
     if par.main:
         print(f"interrupted: checkpoint saved ({where}); continue with: melanoma train --resume {out_dir}", file=sys.stderr)
-    raise SystemExit(130)
+    raise Interrupted()
 
 
 def data_changed_message(out_dir: Path, data_dir: Path, samples) -> str:
@@ -539,7 +540,7 @@ def data_changed_message(out_dir: Path, data_dir: Path, samples) -> str:
         detail = "the same files, but some contents changed"
     else:
         detail = f"{len(now - before)} images added, {len(before - now)} removed"
-    return (f"error: {data_dir}: the training data changed since {out_dir} was started ({detail}; "
+    return (f"{data_dir}: the training data changed since {out_dir} was started ({detail}; "
             "the data fingerprint differs); resuming would mix two data sets: start a new run with a new --out")
 
 

@@ -1,0 +1,11 @@
+"""The package's errors: the library raises them, `cli.main` alone turns them into a one-line
+`error: ...` on stderr and an exit code (library code never exits the process)."""
+
+
+class UsageError(Exception):
+    """Something the user gave cannot be used (a folder, a file, a setting, a run to resume): the
+    message names it and says why. Exit code 1."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C (or SIGTERM) stopped a training run after its checkpoint was saved. Exit code 130."""
