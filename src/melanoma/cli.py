@@ -10,14 +10,18 @@ from .errors import Interrupted, UsageError
 from .model import ARCHITECTURES, ModelFileError
 
 
+RUNTIME = ("workers",)  # how this machine runs a training run, not its recipe: free to change on --resume
+
+
 def _train(args) -> int:
     from .data import check_outside, resolve_data_dir
     from .train import TrainConfig, main
 
     given = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
+    runtime = {k: v for k, v in given.items() if k in RUNTIME}
     if args.resume:
-        if given or args.out:
-            print("error: --resume continues with the run's own settings; give only --data besides it", file=sys.stderr)
+        if set(given) - set(RUNTIME) or args.out:
+            print("error: --resume continues with the run's own recipe; give only --data and --workers besides it", file=sys.stderr)
             return 2
         out = Path(args.resume)
     elif args.out:
@@ -32,7 +36,7 @@ def _train(args) -> int:
         return 2
     data = resolve_data_dir(args.data)
     check_outside(data, out)
-    main(config, data, out, resume=bool(args.resume))
+    main(config, data, out, resume=bool(args.resume), runtime=runtime)
     return 0
 
 

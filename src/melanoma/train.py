@@ -297,9 +297,10 @@ def initial_model(config: TrainConfig, pretrained: bool = True) -> tuple[nn.Modu
     return model.to(memory_format=torch.channels_last), pre
 
 
-def main(config: TrainConfig, data_dir: Path, out_dir: Path, resume: bool = False) -> Path:
-    """Train into `out_dir`; with `resume`, continue the run saved there (its own config). Under
-    torchrun every process runs this; process 0 alone prints the log and writes files."""
+def main(config: TrainConfig, data_dir: Path, out_dir: Path, resume: bool = False, runtime: dict | None = None) -> Path:
+    """Train into `out_dir`; with `resume`, continue the run saved there (its own config, but the
+    `runtime` settings given now, e.g. workers: they do not change the result). Under torchrun every
+    process runs this; process 0 alone prints the log and writes files."""
     saved = None
     if resume:
         try:
@@ -310,7 +311,7 @@ def main(config: TrainConfig, data_dir: Path, out_dir: Path, resume: bool = Fals
         if unknown:
             raise UsageError(f"{out_dir / checkpoint.CHECKPOINT_NAME}: written by another version of this program "
                              f"(settings it does not know: {', '.join(unknown)}); start a new run with --out")
-        config = TrainConfig(**saved.config)
+        config = replace(TrainConfig(**saved.config), **(runtime or {}))
     par = Parallel()
     try:
         return _run(config, data_dir, out_dir, saved, par)
