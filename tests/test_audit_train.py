@@ -1,3 +1,4 @@
+import pytest
 import json
 import os
 import subprocess
@@ -38,6 +39,7 @@ def test_split_keeps_groups_together_and_is_stratified():
     assert abs(labels[va].mean() - labels.mean()) < 0.1
 
 
+@pytest.mark.slow
 def test_audit_on_the_real_data(data_dir, tmp_path):
     report = run_audit(data_dir, tmp_path)
     assert report["counts"]["train"] == {"Benign": 6289, "Malignant": 5590, "unreadable": 0}
@@ -52,6 +54,7 @@ def test_audit_on_the_real_data(data_dir, tmp_path):
     assert json.loads((tmp_path / "audit.json").read_text())["test_leaks"][0]["correlation"] >= 0.985
 
 
+@pytest.mark.slow
 def test_one_epoch_training_on_real_images(data_dir, tmp_path):
     out = tmp_path / "run"
     r = melanoma_cli("train", "--data", data_dir, "--out", out, "--arch", "efficientnet_lite0", "--img-size", "96",

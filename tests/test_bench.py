@@ -1,11 +1,13 @@
 """`melanoma bench` runs every measurement for both models and writes its JSON and Markdown table.
 (No timing is asserted here: speed goals live in the benchmark's output, not in tests.)"""
 
+import pytest
 import json
 
 from .test_predict_explain import melanoma_cli
 
 
+@pytest.mark.slow
 def test_bench_writes_both_models_side_by_side(data_dir, tmp_path):
     r = melanoma_cli("bench", "--data", data_dir, "--out", tmp_path, "--latency-runs", "3", "--predict-images", "40",
                      "--train-images", "70")

@@ -116,6 +116,7 @@ def children(pid: int) -> list[int]:
 SESSIONS = 20
 
 
+@pytest.mark.slow
 def test_twenty_concurrent_sessions(server, data_dir, tmp_path):
     """Load test on loopback: 20 browser sessions upload at once; every one gets its verdict and
     overlay, the server's memory stays bounded and its log stays free of errors."""

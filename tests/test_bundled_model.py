@@ -47,6 +47,7 @@ def test_bundled_model_was_trained_on_this_train_split(bundled, data_dir):
     assert info.data_fingerprint == fingerprint(scan(data_dir, "train"))
 
 
+@pytest.mark.slow
 def test_figures_on_the_real_test_split_match_their_file_the_readme_and_the_model_card(bundled, data_dir):
     """Score the test split again and compare with docs/results/metrics.json (written by `melanoma
     evaluate --out docs/results` for this exact file: its SHA-256), full split and clean subset

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -59,6 +60,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_compute_the_one_process_update(tmp_path):
     from safetensors import safe_open
 
@@ -76,6 +78,7 @@ def test_two_processes_compute_the_one_process_update(tmp_path):
     assert abs(float(meta["loss_sum"]) - progress.loss_sum) < 1e-3
 
 
+@pytest.mark.slow
 def test_torchrun_two_cpu_processes_on_real_images(data_dir, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     out = tmp_path / "run"

@@ -26,6 +26,7 @@ def read_csv(path):
         return {row["path"]: (float(row["p_malignant"]), row["label"]) for row in csv.DictReader(f)}
 
 
+@pytest.mark.slow
 def test_onnx_runtime_matches_torch_on_the_test_split(bundled_onnx, data_dir, tmp_path):
     test = data_dir / "test"
     r = melanoma_cli("predict", test, "--csv", tmp_path / "torch.csv")

@@ -90,6 +90,7 @@ def matched_model_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_every_entry_point_applies_the_colour_matching_the_model_file_carries(matched_model_file, tmp_path):
     """train (validation scores), evaluate, predict (CLI and page), ONNX: one preprocessing (colours and framing)."""
     from melanoma.evaluate import score_views
@@ -173,6 +174,7 @@ def folder_set(small_data, tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_evaluate_a_folder_of_benign_and_malignant_with_the_shift_suite(folder_set, tiny_model_file, tmp_path):
     out = tmp_path / "eval"
     r = melanoma_cli("evaluate", "--model", tiny_model_file, "--data", folder_set, "--out", out, "--bootstrap", "50", "--shifts")
@@ -196,6 +198,7 @@ def test_evaluate_a_folder_of_benign_and_malignant_with_the_shift_suite(folder_s
     assert rows[0] == "path,label,p_malignant,ood_score" and len(rows) == 25 and rows[1].startswith("Benign/")
 
 
+@pytest.mark.slow
 def test_evaluate_a_labels_csv_and_its_errors(folder_set, tiny_model_file, tmp_path):
     files = sorted(p.relative_to(folder_set).as_posix() for p in folder_set.rglob("*.jpg") if p.name != "broken.jpg")
     csv = folder_set.parent / "labels.csv"
@@ -222,6 +225,7 @@ def test_evaluate_a_labels_csv_and_its_errors(folder_set, tiny_model_file, tmp_p
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_a_folder_without_labels_and_notes_a_single_class(folder_set, tiny_model_file, tmp_path):
     empty = tmp_path / "photos"
     empty.mkdir()

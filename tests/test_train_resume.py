@@ -31,6 +31,7 @@ def same_weights(a, b):
     return wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_gives_the_same_weights(data_dir, tmp_path, uninterrupted):
     out = tmp_path / "killed"
     r = train("--data", data_dir, "--out", out, *TINY, signal_at="12:KILL")
@@ -43,6 +44,7 @@ def test_sigkill_mid_epoch_then_resume_gives_the_same_weights(data_dir, tmp_path
     assert history == [{k: v for k, v in row.items() if k != "seconds"} for row in json.loads((uninterrupted / "history.json").read_text())]
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_mid_epoch_and_resumes_exactly(data_dir, tmp_path, uninterrupted):
     out = tmp_path / "interrupted"
     r = train("--data", data_dir, "--out", out, *TINY, signal_at="5:INT")
@@ -55,6 +57,7 @@ def test_ctrl_c_saves_a_checkpoint_mid_epoch_and_resumes_exactly(data_dir, tmp_p
     assert same_weights(out, uninterrupted)
 
 
+@pytest.mark.slow
 def test_resume_reports_changed_data_and_bad_checkpoints(data_dir, tmp_path):
     data = tmp_path / "data"
     for cls in ("Benign", "Malignant"):
