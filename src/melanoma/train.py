@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import Interrupted, UsageError
+from .explain import infer
 from . import checkpoint, ood
 from . import model as models
 from .audit import near_duplicate_groups, thumbnail
@@ -226,10 +227,9 @@ def train_one_epoch(net, dataset, optimizer, scheduler, weights, pre, frozen, co
     return True
 
 
-@torch.no_grad()
 def predict_logits(model, arrays: list[np.ndarray], pre: Preprocess, device=torch.device("cpu"), batch_size: int = 64) -> np.ndarray:
-    model.eval()
-    out = [model(normalize(torch.from_numpy(np.stack(arrays[i : i + batch_size])).to(device), pre)).float().cpu()
+    """Logits of model views (validation, teachers), a batch at a time through `explain.infer`."""
+    out = [infer(model, normalize(torch.from_numpy(np.stack(arrays[i : i + batch_size])).to(device), pre), cam=False).logits.float().cpu()
            for i in range(0, len(arrays), batch_size)]
     return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
 
