@@ -68,6 +68,13 @@ def test_one_epoch_training_on_real_images(data_dir, tmp_path):
     assert (out / "training_curves.png").stat().st_size > 0
     split = json.loads((out / "split.json").read_text())
     assert len(split["train"]) + len(split["validation"]) == 48
+    assert info.ood_cutoff is not None and model.ood is not None  # fitted at the end of training
+    r = melanoma_cli("fit-ood", "--model", out / "model.safetensors", "--data", data_dir, "--out", tmp_path / "refit.safetensors")
+    assert r.returncode == 0, r.stderr[-2000:]
+    _, refit = load(tmp_path / "refit.safetensors")  # the same split drawn again: the same fit
+    assert refit.ood_cutoff == pytest.approx(info.ood_cutoff, rel=1e-5) and refit.threshold == info.threshold
+    r = melanoma_cli("fit-ood", "--model", out / "model.safetensors", "--data", tmp_path / "nowhere", "--out", tmp_path / "x.safetensors")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
     r = melanoma_cli("train", "--data", data_dir, "--out", out, "--epochs", "31")
     assert r.returncode == 2 and "between 1 and 30" in r.stderr
     r = melanoma_cli("train", "--data", data_dir, "--out", out, "--val-fraction", "0.4")  # would have been 0.5

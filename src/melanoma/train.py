@@ -319,121 +319,184 @@ def main(config: TrainConfig, data_dir: Path, out_dir: Path, resume: bool = Fals
         par.close()
 
 
-def _run(config: TrainConfig, data_dir: Path, out_dir: Path, saved: checkpoint.Checkpoint | None, par: Parallel) -> Path:
-    from sklearn.metrics import roc_auc_score
+@dataclass
+class Split:
+    """The run's training images, decoded once, and its validation split (near-duplicate groups kept
+    on one side)."""
 
-    log = (lambda *a: print(*a, file=sys.stderr)) if par.main else (lambda *a: None)
+    samples: list
+    views: list[np.ndarray]
+    labels: np.ndarray
+    groups: np.ndarray
+    tr: np.ndarray
+    va: np.ndarray
+    unreadable: list[dict]
+    fingerprint: str  # of the readable images (data.fingerprint: paths and contents)
+
+    @property
+    def digest(self) -> str:
+        return split_digest([self.samples[i].rel for i in self.va])
+
+    def views_of(self, idx: np.ndarray) -> list[np.ndarray]:
+        return [self.views[i] for i in idx]
+
+
+def prepare_data(data_dir: Path, pre: Preprocess, limit: int | None, val_fraction: float, seed: int, quiet: bool = False) -> Split:
+    """Scan, decode and split the training images as a run with these settings does."""
+    samples = subsample(scan(data_dir, "train"), limit, seed)
+    if not samples:
+        raise UsageError(f"{data_dir / 'train'}: no training images found")
+    samples, views, thumbs, labels, unreadable = load_split(samples, pre, quiet=quiet)
+    if not samples:
+        raise UsageError(f"{data_dir / 'train'}: none of the training images could be read")
+    groups = near_duplicate_groups(thumbs)
+    tr, va = split_train_val(labels, groups, val_fraction, seed)
+    return Split(samples, views, labels, groups, tr, va, unreadable, fingerprint(samples))
+
+
+@dataclass
+class Run:
+    """What every step of one training run reads: its recipe, folder, processes, preprocessing and data."""
+
+    config: TrainConfig
+    out_dir: Path
+    par: Parallel
+    pre: Preprocess
+    data: Split
+
+    def log(self, *parts) -> None:
+        if self.par.main:
+            print(*parts, file=sys.stderr)
+
+
+def _run(config: TrainConfig, data_dir: Path, out_dir: Path, saved: checkpoint.Checkpoint | None, par: Parallel) -> Path:
+    """The run as named steps: build the network, prepare the data, start (ImageNet, --init or the
+    checkpoint), fit epoch by epoch, then calibrate, fit the OOD score and save."""
     model, pre = initial_model(config, pretrained=saved is None)
     frozen = freeze_early_layers(model, config.arch, config.freeze_blocks)
     model = model.to(par.device)
+    run = Run(config, out_dir, par, pre, prepare_data(data_dir, pre, config.limit, config.val_fraction, config.seed, quiet=not par.main))
+    record_data(run, data_dir, saved)
+    optimizer, scheduler, progress, best_state = start(run, model, saved)
+    best_state = fit(run, model, frozen, optimizer, scheduler, progress, best_state)
+    model.load_state_dict(best_state)
+    return calibrate_and_save(run, model, progress)
 
-    samples = subsample(scan(data_dir, "train"), config.limit, config.seed)
-    if not samples:
-        raise UsageError(f"{data_dir / 'train'}: no training images found")
-    samples, views, thumbs, labels, unreadable = load_split(samples, pre, quiet=not par.main)
-    if not samples:
-        raise UsageError(f"{data_dir / 'train'}: none of the training images could be read")
-    data_fingerprint = fingerprint(samples)
-    if saved is not None and saved.fingerprint != data_fingerprint:
-        raise UsageError(data_changed_message(out_dir, data_dir, samples))
-    groups = near_duplicate_groups(thumbs)
-    tr, va = split_train_val(labels, groups, config.val_fraction, config.seed)
-    log(f"{len(samples)} training images ({len(unreadable)} unreadable skipped), {len(samples) - len(set(groups))} "
-        f"near-duplicates grouped; train {len(tr)}, validation {len(va)}" + (f"; {par.world} processes" if par.world > 1 else ""))
+
+def record_data(run: Run, data_dir: Path, saved: checkpoint.Checkpoint | None) -> None:
+    """Refuse data that changed under a resumed run or a batch too small for the processes; log the
+    split and write unreadable.json and split.json."""
+    d, par = run.data, run.par
+    if saved is not None and saved.fingerprint != d.fingerprint:
+        raise UsageError(data_changed_message(run.out_dir, data_dir, d.samples))
+    run.log(f"{len(d.samples)} training images ({len(d.unreadable)} unreadable skipped), {len(d.samples) - len(set(d.groups))} "
+            f"near-duplicates grouped; train {len(d.tr)}, validation {len(d.va)}" + (f"; {par.world} processes" if par.world > 1 else ""))
     if par.main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "unreadable.json").write_text(json.dumps(unreadable, indent=1))
-        (out_dir / "split.json").write_text(json.dumps({"train": [samples[i].rel for i in tr], "validation": [samples[i].rel for i in va]}))
-    if config.batch_size < par.world:
-        raise UsageError(f"--batch-size {config.batch_size} is smaller than the {par.world} processes sharing each batch")
+        run.out_dir.mkdir(parents=True, exist_ok=True)
+        (run.out_dir / "unreadable.json").write_text(json.dumps(d.unreadable, indent=1))
+        (run.out_dir / "split.json").write_text(json.dumps({"train": [d.samples[i].rel for i in d.tr],
+                                                            "validation": [d.samples[i].rel for i in d.va]}))
+    if run.config.batch_size < par.world:
+        raise UsageError(f"--batch-size {run.config.batch_size} is smaller than the {par.world} processes sharing each batch")
 
-    val_views, val_labels = [views[i] for i in va], labels[va]
-    split = split_digest([samples[i].rel for i in va])
-    train_views = [views[i] for i in tr]
-    targets = distillation_targets(config, pre, data_fingerprint, split, train_views, labels[tr], par) if config.teacher else None
-    train_ds = ArrayDataset(train_views, labels[tr], train_augment(pre.image_size, config.seed, robust=config.augment == "robust"), config.seed, targets)
-    weights = sample_weights(labels[tr], groups[tr], once=config.duplicates == "once")
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = len(epoch_batches(len(tr), config.batch_size, config.seed, 1))
+
+def start(run: Run, model: nn.Module, saved: checkpoint.Checkpoint | None):
+    """Optimizer, schedule, progress and best weights so far: fresh, from the --init model (whose
+    validation scores an epoch must beat), or from the checkpoint being resumed."""
+    config, d = run.config, run.data
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = len(epoch_batches(len(d.tr), config.batch_size, config.seed, 1))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15)
-
     progress, best_state = Progress(), None
     if saved is None and config.init:
-        best_state = start_from(model, config, pre, data_fingerprint, split, par)
-        progress.best_loss, _, progress.best_auc = validation_scores(model, val_views, val_labels, pre, par.device)
-        log(f"starting from {config.init}: val_loss={progress.best_loss:.4f} val_auc={progress.best_auc:.4f} "
-            "(an epoch must beat this to replace it)")
+        best_state = start_from(model, config, run.pre, d.fingerprint, d.digest, run.par)
+        progress.best_loss, _, progress.best_auc = validation_scores(model, d.views_of(d.va), d.labels[d.va], run.pre, run.par.device)
+        run.log(f"starting from {config.init}: val_loss={progress.best_loss:.4f} val_auc={progress.best_auc:.4f} "
+                "(an epoch must beat this to replace it)")
     if saved is not None:
         model.load_state_dict(saved.model_state)
         optimizer.load_state_dict(saved.optimizer_state)
         scheduler.load_state_dict(saved.scheduler_state)
         progress, best_state = saved.progress, saved.best_state
-        log(f"resuming {out_dir}: {progress.epochs_done} epochs done"
-            + (f", {progress.batches_done} batches into epoch {progress.epochs_done + 1}" if progress.batches_done else ""))
+        run.log(f"resuming {run.out_dir}: {progress.epochs_done} epochs done"
+                + (f", {progress.batches_done} batches into epoch {progress.epochs_done + 1}" if progress.batches_done else ""))
+    return optimizer, scheduler, progress, best_state
+
+
+def fit(run: Run, model: nn.Module, frozen: list[nn.Module], optimizer, scheduler, progress: Progress, best_state: dict | None) -> dict:
+    """Epochs until early stopping or the last one, a checkpoint after each (and on Ctrl-C); returns
+    the best weights by validation ROC AUC (ties: the lower validation loss)."""
+    config, d, par = run.config, run.data, run.par
+    train_views, val_views, val_labels = d.views_of(d.tr), d.views_of(d.va), d.labels[d.va]
+    targets = distillation_targets(config, run.pre, d.fingerprint, d.digest, train_views, d.labels[d.tr], par) if config.teacher else None
+    train_ds = ArrayDataset(train_views, d.labels[d.tr], train_augment(run.pre.image_size, config.seed, robust=config.augment == "robust"),
+                            config.seed, targets)
+    weights = sample_weights(d.labels[d.tr], d.groups[d.tr], once=config.duplicates == "once")
     net = par.wrap(model)
 
     def save_checkpoint():
         if par.main:
-            checkpoint.save(out_dir, model, best_state, optimizer, scheduler, asdict(config), data_fingerprint, progress)
+            checkpoint.save(run.out_dir, model, best_state, optimizer, scheduler, asdict(config), d.fingerprint, progress)
 
     with StopRequest() as stop:
         while not progress.finished:
-            if not train_one_epoch(net, train_ds, optimizer, scheduler, weights, pre, frozen, config, progress, stop, par):
+            if not train_one_epoch(net, train_ds, optimizer, scheduler, weights, run.pre, frozen, config, progress, stop, par):
                 save_checkpoint()
-                exit_interrupted(out_dir, progress, par)
+                exit_interrupted(run.out_dir, progress, par)
             epoch = progress.epochs_done + 1
-            val_loss, val_acc, val_auc = validation_scores(model, val_views, val_labels, pre, par.device)  # every process: they all decide alike
+            val_loss, val_acc, val_auc = validation_scores(model, val_views, val_labels, run.pre, par.device)  # every process: they all decide alike
             row = dict(epoch=epoch, train_loss=progress.loss_sum / progress.seen, train_acc=progress.correct / progress.seen,
                        val_loss=val_loss, val_acc=val_acc, val_auc=val_auc, seconds=progress.seconds)
             progress.history.append(row)
-            log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+            run.log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
             if par.main:
-                write_history(progress.history, out_dir)
+                write_history(progress.history, run.out_dir)
             if val_auc > progress.best_auc or (val_auc == progress.best_auc and progress.best_loss is not None and val_loss < progress.best_loss):
                 progress.best_auc, progress.best_loss, progress.best_epoch, progress.stale = val_auc, val_loss, epoch, 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 progress.stale += 1
             if progress.stale >= config.patience:
-                log(f"early stop: no better validation AUC for {config.patience} epochs")
+                run.log(f"early stop: no better validation AUC for {config.patience} epochs")
             progress.epoch_over(epoch)
             progress.finished = progress.stale >= config.patience or epoch >= config.epochs
             save_checkpoint()
             if stop.requested and not progress.finished:
-                exit_interrupted(out_dir, progress, par)
+                exit_interrupted(run.out_dir, progress, par)
+    return best_state
 
-    model.load_state_dict(best_state)
-    logits = predict_logits(model, val_views, pre, par.device)
-    path = out_dir / "model.safetensors"
+
+def calibrate_and_save(run: Run, model: nn.Module, progress: Progress) -> Path:
+    """Temperature and threshold on validation, the OOD score on train (cut-off on validation), the
+    model file and the training curves (process 0 only)."""
+    from .evaluate import binary_metrics
+    from .plots import plot_history
+
+    config, d, par = run.config, run.data, run.par
+    val_views, val_labels = d.views_of(d.va), d.labels[d.va]
+    logits = predict_logits(model, val_views, run.pre, par.device)
+    path = run.out_dir / "model.safetensors"
     if not par.main:
         return path
-    ood_cutoff = ood.attach(model, pre, train_views, labels[tr], val_views, par.device)
+    ood_cutoff = ood.attach(model, run.pre, d.views_of(d.tr), d.labels[d.tr], val_views, par.device)
     temperature = fit_temperature(logits, val_labels)
     p_val = calibrated_probability(logits, temperature)
     threshold = threshold_for_sensitivity(p_val, val_labels, config.target_sensitivity)
-    pred = p_val >= threshold
-    pos, neg = val_labels == 1, val_labels == 0
-    history = progress.history
+    m = binary_metrics(val_labels, p_val, threshold, bootstrap=0)
     validation = {
-        "images": int(len(va)),
-        "auc": float(roc_auc_score(val_labels, p_val)),
-        "sensitivity": float(pred[pos].mean()) if pos.any() else None,
-        "specificity": float((~pred[neg]).mean()) if neg.any() else None,
+        "images": int(len(d.va)), "auc": m["roc_auc"], "sensitivity": m["sensitivity"], "specificity": m["specificity"],
         "best_epoch": progress.best_epoch,  # 0: no epoch beat the --init model
-        "split_sha256": split,  # which images were held out (see start_from)
-        "epochs_run": len(history),
+        "split_sha256": d.digest,  # which images were held out (see start_from)
+        "epochs_run": len(progress.history),
     }
     info = models.ModelInfo(
-        arch=config.arch, preprocess=pre, class_names=CLASS_NAMES, threshold=float(threshold), temperature=float(temperature),
-        target_sensitivity=config.target_sensitivity, train_config=asdict(config),
-        data_fingerprint=data_fingerprint, validation=validation, history=history, versions=models.versions(), ood_cutoff=ood_cutoff,
+        arch=config.arch, preprocess=run.pre, class_names=CLASS_NAMES, threshold=float(threshold), temperature=float(temperature),
+        target_sensitivity=config.target_sensitivity, train_config=asdict(config), data_fingerprint=d.fingerprint,
+        validation=validation, history=progress.history, versions=models.versions(), ood_cutoff=ood_cutoff,
     )
     models.save(path, model.cpu(), info)
-    from .plots import plot_history
-
-    plot_history(history, out_dir / "training_curves.png")
-    log(f"saved {path}: temperature {temperature:.3f}, threshold {threshold:.3f}, validation {json.dumps(validation)}")
+    plot_history(progress.history, run.out_dir / "training_curves.png")
+    run.log(f"saved {path}: temperature {temperature:.3f}, threshold {threshold:.3f}, validation {json.dumps(validation)}")
     return path
 
 
@@ -452,13 +515,11 @@ def fit_ood(model_path: str | None, data_dir: Path, out: Path) -> float:
     it carries), the score fitted on the first and its cut-off set on the second. Returns the cut-off."""
     model, info = models.load(model_path)
     tc = info.train_config
-    samples = subsample(scan(data_dir, "train"), tc.get("limit"), tc.get("seed", 0))
-    samples, views, thumbs, labels, _ = load_split(samples, info.preprocess)
-    tr, va = split_train_val(labels, near_duplicate_groups(thumbs), tc.get("val_fraction", 0.1), tc.get("seed", 0))
+    d = prepare_data(data_dir, info.preprocess, tc.get("limit"), tc.get("val_fraction", 0.1), tc.get("seed", 0))
     digest = info.validation.get("split_sha256")  # models from before the digest: the split is drawn by the same settings
-    if fingerprint(samples) != info.data_fingerprint or digest not in (None, split_digest([samples[i].rel for i in va])):
+    if d.fingerprint != info.data_fingerprint or digest not in (None, d.digest):
         raise UsageError(f"{data_dir}: not the training images and validation split the model was trained with")
-    cutoff = ood.attach(model, info.preprocess, [views[i] for i in tr], labels[tr], [views[i] for i in va])
+    cutoff = ood.attach(model, info.preprocess, d.views_of(d.tr), d.labels[d.tr], d.views_of(d.va))
     models.save(out, model, replace(info, ood_cutoff=cutoff))
     return cutoff
 
