@@ -15,7 +15,8 @@ from torch import nn
 from melanoma.checkpoint import Progress
 from melanoma.model import Classifier, load
 from melanoma.preprocess import Preprocess, train_augment
-from melanoma.train import ArrayDataset, Parallel, StopRequest, TrainConfig, sample_weights, train_one_epoch
+from melanoma.parallel import Parallel
+from melanoma.train import ArrayDataset, StopRequest, TrainConfig, sample_weights, train_one_epoch
 
 
 def tiny_net() -> Classifier:

@@ -84,7 +84,8 @@ def train_throughput(model_file: str, data: Path, n: int) -> dict:
     from .checkpoint import Progress
     from .data import scan
     from .model import load
-    from .train import ArrayDataset, Parallel, StopRequest, TrainConfig, freeze_early_layers, initial_model, load_split, train_one_epoch
+    from .parallel import Parallel
+    from .train import ArrayDataset, StopRequest, TrainConfig, freeze_early_layers, initial_model, load_split, train_one_epoch
     from .preprocess import train_augment
 
     _, info = load(model_file)
