@@ -3,13 +3,13 @@
 The score is the squared Mahalanobis distance of the model's pooled last-stage features, scaled to
 unit length, to the nearer of the two training classes (Lee et al. 2018), with one covariance shared
 by the classes, shrunk by Ledoit-Wolf (scikit-learn) because 1,280 dimensions are many for ~10,000
-images. It is
-fitted on the training images of the model's own split; the cut-off is the score that
+images. It is fitted on the training images of the model's own split; the cut-off is the score that
 `QUANTILE` of the validation images stay under. Both travel in the model file: the class means and
 whitening matrix as tensors (`ood.*`), the cut-off in its metadata (`ModelInfo.ood_cutoff`). Chosen
-against the same distance without the unit length, the energy of the logits, the maximum softmax
-probability, k-nearest neighbours and fewer dimensions; the README ("Knowing when not to trust it")
-gives the figures.
+against the same distance without the unit length (it let every photograph through), the energy of
+the logits, the maximum softmax probability, k-nearest neighbours and fewer dimensions (README,
+"Knowing when not to trust it"). Hand-written because it is a few lines around scikit-learn's
+covariance estimate, and it has to run inside the model (torch and the ONNX graph).
 """
 
 from __future__ import annotations

@@ -134,8 +134,8 @@ def run(paths: list[str], model: Classifier, info: ModelInfo, csv_path: str | No
         batch_size: int = 32, workers: int | None = None) -> int:
     """Print a line per image, in the order found (path, P(malignant), label, and `ok` or
     `unlike-training` by the OOD score, `-` when the model carries none); optional CSV and overlays
-    (from the same pass and the same decoded image). Bad files: a line on stderr, exit 1 at the end. `model` is the torch Classifier or an onnx_model.OnnxModel (made with
-    `inference_streams(cam)[1]` threads). Batches are decoded by the DataLoader and predicted
+    (from the same pass and the same decoded image). Bad files: a line on stderr, exit 1 at the end.
+    `model` is the torch Classifier or an onnx_model.OnnxModel (made with `inference_streams(cam)[1]` threads). Batches are decoded by the DataLoader and predicted
     `inference_streams(cam)[0]` at a time in threads (torch and ONNX Runtime release the GIL)."""
     files, empty = find_images(paths)
     for folder in empty:
@@ -148,8 +148,8 @@ def run(paths: list[str], model: Classifier, info: ModelInfo, csv_path: str | No
     if csv_path:
         Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
     workers = default_workers() if workers is None else workers
-    loader = DataLoader(_Views(files, info.preprocess, keep_image=bool(cam_dir)), batch_size=batch_size, num_workers=workers if len(files) > batch_size else 0,
-                        collate_fn=list)
+    loader = DataLoader(_Views(files, info.preprocess, keep_image=bool(cam_dir)), batch_size=batch_size,
+                        num_workers=workers if len(files) > batch_size else 0, collate_fn=list)
     streams, threads = inference_streams(cam=bool(cam_dir))
     with (open(csv_path, "w", newline="") if csv_path else contextlib.nullcontext()) as f_csv, torch_threads(threads), \
             ThreadPoolExecutor(streams, initializer=torch.set_num_threads, initargs=(threads,)) as pool:
