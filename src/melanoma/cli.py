@@ -263,10 +263,26 @@ def train_config_problem(c) -> str | None:
     return None
 
 
+def log_to_stderr() -> None:
+    """The package's log messages (training progress, skipped files) as plain lines on stderr, from
+    process 0 alone under torchrun (RANK)."""
+    import logging
+    import os
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(lambda record: os.environ.get("RANK", "0") == "0")
+    logger = logging.getLogger("melanoma")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     from . import keep_freed_memory_in_the_heap
 
     keep_freed_memory_in_the_heap()
+    log_to_stderr()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

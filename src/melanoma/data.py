@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,8 @@ from PIL import Image
 
 from .errors import UsageError
 from .images import IMAGE_SUFFIXES, ImageError, load_image
+
+LOG = logging.getLogger(__name__)
 
 CLASS_NAMES = ("Benign", "Malignant")
 SPLITS = ("train", "test")
@@ -79,7 +81,7 @@ def read_samples(samples: list[Sample], unreadable: list[ImageError]) -> Iterato
         try:
             image = load_image(s.path, name=s.rel)
         except ImageError as exc:
-            print(f"skipped {exc}", file=sys.stderr)
+            LOG.warning(f"skipped {exc}")
             unreadable.append(exc)
             continue
         yield s, image

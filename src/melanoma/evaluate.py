@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -24,6 +25,8 @@ from .explain import infer
 from .model import ModelInfo, file_sha256, load
 from .preprocess import model_view, normalize
 from .quality import MIN_LESION, lesion_mask, lit_pixels
+
+LOG = logging.getLogger(__name__)
 
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
@@ -202,7 +205,7 @@ def folder_ood_scores(model, info: ModelInfo, folder: str) -> np.ndarray:
         try:
             views.append(model_view(load_image(f), info.preprocess))
         except ImageError as exc:
-            print(f"warning: {exc}: left out of the OOD comparison", file=sys.stderr)
+            LOG.warning(f"warning: {exc}: left out of the OOD comparison")
     return score_views(model, info, views)[2]
 
 

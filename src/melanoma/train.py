@@ -1,10 +1,11 @@
 """Training: group-aware validation split, fine-tuning with early stopping, then calibration.
 
-Reads top to bottom: `main(config)` loads the data, splits it, trains epoch by epoch
-(`train_one_epoch`, `predict_logits`) keeping the best weights, then fits a temperature and
-picks the decision threshold on validation, and saves one model file with everything in it.
-A checkpoint after every epoch (and on Ctrl-C) lets `--resume` continue exactly (checkpoint.py);
-under torchrun the same code runs data-parallel (`Parallel`).
+`main(config)` runs the steps of `_run`: `prepare_data` (decode, group near-duplicates, split),
+`record_data`, `start` (ImageNet, --init or a checkpoint), `fit` (epoch by epoch through
+`train_one_epoch`, keeping the best weights by validation ROC AUC), `calibrate_and_save` (temperature
+and threshold on validation, the OOD score, one model file with everything in it). A checkpoint
+after every epoch (and on Ctrl-C) lets `--resume` continue exactly (checkpoint.py); under torchrun
+the same code runs data-parallel (parallel.py). Messages go to the `melanoma.train` logger.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import os
 import random
 import signal
@@ -28,6 +30,8 @@ from torch.utils.data import DataLoader, Dataset
 from .errors import Interrupted, UsageError
 from .explain import infer
 from .parallel import Parallel
+
+LOG = logging.getLogger(__name__)
 from . import checkpoint, ood
 from . import model as models
 from .audit import near_duplicate_groups, thumbnail
@@ -106,7 +110,7 @@ class StopRequest:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nCtrl-C: stopping after this batch and saving a checkpoint (Ctrl-C again to stop at once)", file=sys.stderr)
+        LOG.info("\nCtrl-C: stopping after this batch and saving a checkpoint (Ctrl-C again to stop at once)")
 
     def __enter__(self):
         self._previous = signal.signal(signal.SIGINT, self._handle)
@@ -310,9 +314,9 @@ class Run:
     pre: Preprocess
     data: Split
 
-    def log(self, *parts) -> None:
-        if self.par.main:
-            print(*parts, file=sys.stderr)
+    @staticmethod
+    def log(message: str) -> None:
+        LOG.info(message)  # process 0 alone shows it (cli.log_to_stderr)
 
 
 def _run(config: TrainConfig, data_dir: Path, out_dir: Path, saved: checkpoint.Checkpoint | None, par: Parallel) -> Path:
@@ -509,7 +513,6 @@ def distillation_targets(config: TrainConfig, pre: Preprocess, data_fingerprint:
     teachers' mean calibrated probability (on the unaugmented view), `config.distill` of the latter.
     The teachers must share this run's validation split (`same_run_setup`), or they would carry
     validation labels into training. Computed once, before the first epoch."""
-    log = (lambda *a: print(*a, file=sys.stderr)) if par.main else (lambda *a: None)
     probs = []
     for path in config.teacher:
         teacher, info = models.load(path)
@@ -517,7 +520,7 @@ def distillation_targets(config: TrainConfig, pre: Preprocess, data_fingerprint:
         t0 = time.time()
         logits = predict_logits(teacher.to(par.device), views, pre, par.device)
         probs.append(calibrated_probability(logits, info.temperature))
-        log(f"teacher {path}: training-image accuracy {((probs[-1] >= 0.5) == labels).mean():.4f} ({time.time() - t0:.0f} s)")
+        LOG.info(f"teacher {path}: training-image accuracy {((probs[-1] >= 0.5) == labels).mean():.4f} ({time.time() - t0:.0f} s)")
     return mix_targets(labels, np.mean(probs, axis=0), config.distill)
 
 
@@ -529,8 +532,7 @@ def mix_targets(labels: np.ndarray, p_malignant: np.ndarray, weight: float) -> t
 
 def exit_interrupted(out_dir: Path, progress: Progress, par: Parallel) -> None:
     where = f"epoch {progress.epochs_done + 1}, batch {progress.batches_done}" if progress.batches_done else f"after epoch {progress.epochs_done}"
-    if par.main:
-        print(f"interrupted: checkpoint saved ({where}); continue with: melanoma train --resume {out_dir}", file=sys.stderr)
+    LOG.info(f"interrupted: checkpoint saved ({where}); continue with: melanoma train --resume {out_dir}")
     raise Interrupted()
 
 
