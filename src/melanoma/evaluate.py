@@ -17,10 +17,10 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from .errors import UsageError
 from .audit import read_thumbnails, test_duplicates_in_train, thumbnail
 from .calibration import calibrated_probability
 from .data import labelled_set, read_samples, scan
+from .errors import UsageError
 from .explain import infer
 from .model import ModelInfo, file_sha256, load
 from .preprocess import model_view, normalize
@@ -119,18 +119,19 @@ def attention_summary(placements: np.ndarray, min_spot: float = MIN_LESION, min_
     }
 
 
-def score_views(model, info: ModelInfo, views: list[np.ndarray] | np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """P(malignant), the Grad-CAM maps and the OOD scores (NaN where the model carries no fit) of
-    model views (H x W x 3 uint8), a batch at a time."""
+def score_views(model, info: ModelInfo, views: list[np.ndarray] | np.ndarray, batch_size: int = 64,
+                cam: bool = True) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """P(malignant), the Grad-CAM maps (with `cam`; None without) and the OOD scores (NaN where the
+    model carries no fit) of model views (H x W x 3 uint8), a batch at a time."""
     probs, cams, oods = [], [], []
     for start in range(0, len(views), batch_size):
-        out = infer(model, normalize(np.stack(views[start : start + batch_size]), info.preprocess))
+        out = infer(model, normalize(np.stack(views[start : start + batch_size]), info.preprocess), cam=cam)
         probs.append(calibrated_probability(out.logits.detach().numpy(), info.temperature))
         cams.append(out.cam)
         oods.append(out.ood if out.ood is not None else np.full(len(out.logits), np.nan))
     if not probs:
         return np.zeros(0), np.zeros((0, info.preprocess.image_size, info.preprocess.image_size), np.float32), np.zeros(0)
-    return np.concatenate(probs), np.concatenate(cams), np.concatenate(oods)
+    return np.concatenate(probs), np.concatenate(cams) if cam else None, np.concatenate(oods)
 
 
 class Scored(NamedTuple):
@@ -206,7 +207,7 @@ def folder_ood_scores(model, info: ModelInfo, folder: str) -> np.ndarray:
             views.append(model_view(load_image(f), info.preprocess))
         except ImageError as exc:
             LOG.warning(f"warning: {exc}: left out of the OOD comparison")
-    return score_views(model, info, views)[2]
+    return score_views(model, info, views, cam=False)[2]
 
 
 FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
@@ -248,7 +249,7 @@ def faithfulness(model, info: ModelInfo, views: list[np.ndarray], n: int, seed: 
                     out = view.reshape(-1, 3).copy()
                     out[rank[: int(f * m.size)]] = blurred.reshape(-1, 3)[rank[: int(f * m.size)]]
                     deleted.append(out.reshape(view.shape))
-            p, _, _ = score_views(model, info, deleted)
+            p, _, _ = score_views(model, info, deleted, cam=False)
             curves[name] += p.reshape(len(batch), len(FRACTIONS)).tolist()
     p0 = np.array(curves["margin"])[:, 0]
     above = p0 >= info.threshold
@@ -262,14 +263,12 @@ def faithfulness(model, info: ModelInfo, views: list[np.ndarray], n: int, seed: 
     return result
 
 
-def shift_suite(model, info: ModelInfo, views: list[np.ndarray], y: np.ndarray, p: np.ndarray, seed: int = 0) -> dict:
+def shift_suite(model, info: ModelInfo, views: list[np.ndarray], y: np.ndarray, p: np.ndarray, ood: np.ndarray, seed: int = 0) -> dict:
     """The images under every change of the shift suite (shifts.SHIFTS): ROC AUC, sensitivity and
     specificity at the model's threshold, and the share of verdicts that flip against the unchanged image."""
     from tqdm import tqdm
 
     from .shifts import SHIFTS, apply
-
-    _, _, ood = score_views(model, info, views)
 
     def row(q: np.ndarray, shifted_ood: np.ndarray) -> dict:
         from sklearn.metrics import roc_auc_score
@@ -284,7 +283,7 @@ def shift_suite(model, info: ModelInfo, views: list[np.ndarray], y: np.ndarray, 
 
     rows = []
     for shift in tqdm(SHIFTS, desc="shift suite", unit="shift", file=sys.stderr, mininterval=2):
-        q, _, shifted_ood = score_views(model, info, apply(shift, views, seed))
+        q, _, shifted_ood = score_views(model, info, apply(shift, views, seed), cam=False)
         rows.append({"shift": shift.name, "severity": shift.severity, "detail": shift.detail} | row(q, shifted_ood))
     return {"images": int(len(y)), "benign": int((y == 0).sum()), "malignant": int((y == 1).sum()), "seed": seed,
             "threshold": info.threshold, "unchanged": row(p, ood), "shifts": rows}
@@ -340,7 +339,7 @@ def run(model_path: str | None, data_dir: Path | None, out: Path, bootstrap: int
     if faithfulness_images:
         metrics["faithfulness"] = faithfulness(model, info, [v for v, c in zip(views, clean) if c], faithfulness_images)
     if shifts:
-        metrics["shifts"] = shift_suite(model, info, [v for v, c in zip(views, clean) if c], y[clean], p[clean])
+        metrics["shifts"] = shift_suite(model, info, [v for v, c in zip(views, clean) if c], y[clean], p[clean], ood[clean])
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     with open(out / "predictions.csv", "w", newline="") as f:
         w = csv.writer(f)

@@ -27,18 +27,18 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .errors import Interrupted, UsageError
-from .explain import infer
-from .parallel import Parallel
-
-LOG = logging.getLogger(__name__)
 from . import checkpoint, ood
 from . import model as models
 from .audit import near_duplicate_groups, thumbnail
 from .checkpoint import Progress, derive_seed
 from .calibration import calibrated_probability, fit_temperature, threshold_for_sensitivity
 from .data import CLASS_NAMES, fingerprint, read_samples, scan, split_train_val
+from .errors import Interrupted, UsageError
+from .explain import infer
+from .parallel import Parallel
 from .preprocess import TRAINING_LOOK, Preprocess, model_view, normalize, train_augment
+
+LOG = logging.getLogger(__name__)  # shown on stderr by process 0 alone (cli.log_to_stderr)
 
 
 @dataclass
@@ -314,10 +314,6 @@ class Run:
     pre: Preprocess
     data: Split
 
-    @staticmethod
-    def log(message: str) -> None:
-        LOG.info(message)  # process 0 alone shows it (cli.log_to_stderr)
-
 
 def _run(config: TrainConfig, data_dir: Path, out_dir: Path, saved: checkpoint.Checkpoint | None, par: Parallel) -> Path:
     """The run as named steps: build the network, prepare the data, start (ImageNet, --init or the
@@ -339,8 +335,8 @@ def record_data(run: Run, data_dir: Path, saved: checkpoint.Checkpoint | None) -
     d, par = run.data, run.par
     if saved is not None and saved.fingerprint != d.fingerprint:
         raise UsageError(data_changed_message(run.out_dir, data_dir, d.samples))
-    run.log(f"{len(d.samples)} training images ({len(d.unreadable)} unreadable skipped), {len(d.samples) - len(set(d.groups))} "
-            f"near-duplicates grouped; train {len(d.tr)}, validation {len(d.va)}" + (f"; {par.world} processes" if par.world > 1 else ""))
+    LOG.info(f"{len(d.samples)} training images ({len(d.unreadable)} unreadable skipped), {len(d.samples) - len(set(d.groups))} "
+             f"near-duplicates grouped; train {len(d.tr)}, validation {len(d.va)}" + (f"; {par.world} processes" if par.world > 1 else ""))
     if par.main:
         run.out_dir.mkdir(parents=True, exist_ok=True)
         (run.out_dir / "unreadable.json").write_text(json.dumps(d.unreadable, indent=1))
@@ -361,15 +357,15 @@ def start(run: Run, model: nn.Module, saved: checkpoint.Checkpoint | None):
     if saved is None and config.init:
         best_state = start_from(model, config, run.pre, d.fingerprint, d.digest, run.par)
         progress.best_loss, _, progress.best_auc = validation_scores(model, d.views_of(d.va), d.labels[d.va], run.pre, run.par.device)
-        run.log(f"starting from {config.init}: val_loss={progress.best_loss:.4f} val_auc={progress.best_auc:.4f} "
-                "(an epoch must beat this to replace it)")
+        LOG.info(f"starting from {config.init}: val_loss={progress.best_loss:.4f} val_auc={progress.best_auc:.4f} "
+                 "(an epoch must beat this to replace it)")
     if saved is not None:
         model.load_state_dict(saved.model_state)
         optimizer.load_state_dict(saved.optimizer_state)
         scheduler.load_state_dict(saved.scheduler_state)
         progress, best_state = saved.progress, saved.best_state
-        run.log(f"resuming {run.out_dir}: {progress.epochs_done} epochs done"
-                + (f", {progress.batches_done} batches into epoch {progress.epochs_done + 1}" if progress.batches_done else ""))
+        LOG.info(f"resuming {run.out_dir}: {progress.epochs_done} epochs done"
+                 + (f", {progress.batches_done} batches into epoch {progress.epochs_done + 1}" if progress.batches_done else ""))
     return optimizer, scheduler, progress, best_state
 
 
@@ -392,13 +388,13 @@ def fit(run: Run, model: nn.Module, frozen: list[nn.Module], optimizer, schedule
         while not progress.finished:
             if not train_one_epoch(net, train_ds, optimizer, scheduler, weights, run.pre, frozen, config, progress, stop, par):
                 save_checkpoint()
-                exit_interrupted(run.out_dir, progress, par)
+                exit_interrupted(run.out_dir, progress)
             epoch = progress.epochs_done + 1
             val_loss, val_acc, val_auc = validation_scores(model, val_views, val_labels, run.pre, par.device)  # every process: they all decide alike
             row = dict(epoch=epoch, train_loss=progress.loss_sum / progress.seen, train_acc=progress.correct / progress.seen,
                        val_loss=val_loss, val_acc=val_acc, val_auc=val_auc, seconds=progress.seconds)
             progress.history.append(row)
-            run.log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+            LOG.info(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
             if par.main:
                 write_history(progress.history, run.out_dir)
             if val_auc > progress.best_auc or (val_auc == progress.best_auc and progress.best_loss is not None and val_loss < progress.best_loss):
@@ -407,12 +403,12 @@ def fit(run: Run, model: nn.Module, frozen: list[nn.Module], optimizer, schedule
             else:
                 progress.stale += 1
             if progress.stale >= config.patience:
-                run.log(f"early stop: no better validation AUC for {config.patience} epochs")
+                LOG.info(f"early stop: no better validation AUC for {config.patience} epochs")
             progress.epoch_over(epoch)
             progress.finished = progress.stale >= config.patience or epoch >= config.epochs
             save_checkpoint()
             if stop.requested and not progress.finished:
-                exit_interrupted(run.out_dir, progress, par)
+                exit_interrupted(run.out_dir, progress)
     return best_state
 
 
@@ -446,7 +442,7 @@ def calibrate_and_save(run: Run, model: nn.Module, progress: Progress) -> Path:
     )
     models.save(path, model.cpu(), info)
     plot_history(progress.history, run.out_dir / "training_curves.png")
-    run.log(f"saved {path}: temperature {temperature:.3f}, threshold {threshold:.3f}, validation {json.dumps(validation)}")
+    LOG.info(f"saved {path}: temperature {temperature:.3f}, threshold {threshold:.3f}, validation {json.dumps(validation)}")
     return path
 
 
@@ -530,7 +526,7 @@ def mix_targets(labels: np.ndarray, p_malignant: np.ndarray, weight: float) -> t
     return torch.from_numpy(np.stack([1 - p, p], axis=1)).float()
 
 
-def exit_interrupted(out_dir: Path, progress: Progress, par: Parallel) -> None:
+def exit_interrupted(out_dir: Path, progress: Progress) -> None:
     where = f"epoch {progress.epochs_done + 1}, batch {progress.batches_done}" if progress.batches_done else f"after epoch {progress.epochs_done}"
     LOG.info(f"interrupted: checkpoint saved ({where}); continue with: melanoma train --resume {out_dir}")
     raise Interrupted()
