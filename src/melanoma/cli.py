@@ -174,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("--framing", str, "centre (the centred square), or lesion: a square around the spot (carried by the model file)"),
         ("--label-smoothing", float, "cross-entropy label smoothing, 0-0.5"),
         ("--duplicates", str, "each (every image weighs alike), or once: a group of near-duplicate images weighs as one image"),
+        ("--mixup", float, "mixup: blend each batch with itself shuffled, shares drawn from Beta(a, a); 0 is off, 0.2 is usual"),
     ]:
         dest = flag[2:].replace("-", "_")
         default = getattr(d, dest)
@@ -258,6 +259,8 @@ def train_config_problem(c) -> str | None:
         return "--distill needs at least one --teacher"
     if not 0 <= c.label_smoothing <= 0.5:
         return "--label-smoothing is in [0, 0.5], e.g. 0.1"
+    if not 0 <= c.mixup <= 10:
+        return "--mixup is a Beta parameter in [0, 10] (0 turns it off), e.g. 0.2"
     if c.limit is not None and c.limit < 2:
         return "--limit must be at least 2 images per class"
     return None

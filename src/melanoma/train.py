@@ -64,6 +64,7 @@ class TrainConfig:
     framing: str = "centre"  # or "lesion": the model sees a square around the spot (preprocess.lesion_box)
     label_smoothing: float = 0.0  # cross-entropy label smoothing (tempers over-confidence)
     duplicates: str = "each"  # or "once": a near-duplicate group weighs as much as one image (sample_weights)
+    mixup: float = 0.0  # Beta(a, a) mixing of each batch with itself shuffled (tempers over-confidence); 0: off
 
 
 class ArrayDataset(Dataset):
@@ -205,10 +206,13 @@ def train_one_epoch(net, dataset, optimizer, scheduler, weights, pre, frozen, co
         torch.manual_seed(derive_seed(config.seed, epoch, progress.batches_done, 1))  # dropout of this batch
         x, y = normalize(images.to(par.device, non_blocking=True), pre), labels.to(par.device, non_blocking=True)
         target = y if dataset.targets is None else dataset.targets[shard].to(par.device)
+        w = weights[shard].to(par.device)
+        if config.mixup:
+            x, target, w = mixup_batch(x, target, w, config.mixup, derive_seed(config.seed, epoch, progress.batches_done, 2))
         with par.autocast():
             logits = net(x)
         each = nn.functional.cross_entropy(logits.float(), target, reduction="none", label_smoothing=config.label_smoothing)
-        loss = (each * weights[shard].to(par.device)).sum() * (par.world / denominator)
+        loss = (each * w).sum() * (par.world / denominator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -230,6 +234,18 @@ def train_one_epoch(net, dataset, optimizer, scheduler, weights, pre, frozen, co
             bar.close()
             return False
     return True
+
+
+def mixup_batch(x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, alpha: float, seed: int):
+    """mixup (Zhang et al. 2018): the batch blended with a seeded shuffle of itself, one Beta(alpha,
+    alpha) share for the batch; targets (labels or probabilities) and sample weights blended alike."""
+    rng = np.random.default_rng(seed)
+    share = float(rng.beta(alpha, alpha))
+    order = torch.from_numpy(rng.permutation(len(x))).to(x.device)
+    if target.dim() == 1:
+        target = nn.functional.one_hot(target, 2).float()
+    blend = lambda t: share * t + (1 - share) * t[order]  # noqa: E731
+    return blend(x), blend(target), blend(weight)
 
 
 def predict_logits(model, arrays: list[np.ndarray], pre: Preprocess, device=torch.device("cpu"), batch_size: int = 64) -> np.ndarray:
