@@ -23,11 +23,7 @@ from melanoma.preprocess import view_box
 from melanoma.quality import assess
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "heic", "heif", "gif"]
-NOT_A_DIAGNOSIS = (
-    "**This is not a diagnosis.** It is a research tool that can be wrong in both directions. "
-    "If a spot is new, changing, itching or bleeding, or looks unlike your other moles, see a doctor or "
-    "dermatologist, whatever this page says."
-)
+NOT_A_DIAGNOSIS = predict.NOT_A_DIAGNOSIS.replace("This is not a diagnosis.", "**This is not a diagnosis.**", 1)
 
 
 @st.cache_resource(show_spinner="Loading the model…")
@@ -137,20 +133,12 @@ def show_result(name: str, r: dict, alpha: float, info, model) -> None:
 
 @st.cache_data(show_spinner=False)
 def measured_test_figures(model_path: str | None) -> str:
-    """The model's measured test figures: the metrics.json beside the model file (written by
-    `melanoma evaluate`), shown only when it names this exact file by its SHA-256."""
-    import json
+    """The model's measured test figures, from the metrics.json that names this exact file (model.measured_figures)."""
+    from melanoma.model import measured_figures
 
-    from melanoma.model import BUNDLED_MODEL, file_sha256
-
-    model_file = Path(model_path) if model_path else BUNDLED_MODEL
-    metrics = model_file.with_name("metrics.json")
-    if not metrics.is_file():
+    c = (measured_figures(model_path) or {}).get("clean_test")
+    if not c:
         return ""
-    m = json.loads(metrics.read_text())
-    if m.get("model_sha256") != file_sha256(model_file) or not m.get("clean_test"):
-        return ""
-    c = m["clean_test"]
     return (
         f"- **Test** ({c['images']:,} Kaggle test images with no copy in the training data): sensitivity "
         f"{c['sensitivity']:.0%}, specificity {c['specificity']:.0%}, ROC AUC {c['roc_auc']:.3f}.\n"

@@ -140,6 +140,31 @@ def _serve(args) -> int:
     os.execve(sys.executable, cmd, env)
 
 
+def _api(args) -> int:
+    import os
+
+    import uvicorn
+
+    from .api import create_app, limits_text
+    from .model import load
+
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    key = args.api_key or os.environ.get("MELANOMA_API_KEY") or None
+    threads = max(1, (os.cpu_count() or 1) // args.workers)  # the model's thread pool in each worker process
+    # a bad model file fails here, in one line, before anything listens
+    app = create_app(args.model, key, args.cors_origin, threads=threads) if args.workers == 1 else load(args.model)
+    print(f"API on http://{args.host}:{args.port} (docs at /docs; {'an API key is required' if key else 'no API key'}; "
+          f"{limits_text()}; Ctrl-C stops)", file=sys.stderr)
+    if args.workers == 1:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+        return 0
+    os.environ.update(MELANOMA_MODEL=str(Path(args.model).resolve()) if args.model else "", MELANOMA_API_KEY=key or "",
+                      MELANOMA_CORS_ORIGINS=",".join(args.cors_origin or []), MELANOMA_API_THREADS=str(threads))
+    uvicorn.run("melanoma.api:app_from_environment", factory=True, host=args.host, port=args.port, workers=args.workers, log_level="info")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .train import TrainConfig
 
@@ -237,6 +262,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8501)
     s.add_argument("--model", help="model file (default: the bundled model)")
     s.set_defaults(func=_serve)
+
+    h = sub.add_parser("api", help="start the HTTP API (POST /v1/predict, GET /v1/model, /healthz; docs at /docs)")
+    h.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
+    h.add_argument("--port", type=int, default=8000)
+    h.add_argument("--model", help="model file (default: the bundled model)")
+    h.add_argument("--workers", type=int, default=1, help="server processes, each with its own copy of the model (default %(default)s)")
+    h.add_argument("--api-key", dest="api_key", help="require 'Authorization: Bearer KEY' on every endpoint but /healthz "
+                   "(or set MELANOMA_API_KEY, which keeps the key out of the process list)")
+    h.add_argument("--cors-origin", dest="cors_origin", action="append", metavar="ORIGIN",
+                   help="let web pages from this origin call the API (repeatable; default: none)")
+    h.set_defaults(func=_api)
     return p
 
 

@@ -217,6 +217,19 @@ def file_sha256(path: str | os.PathLike | None = None) -> str:
     return h.hexdigest()
 
 
+def measured_figures(path: str | os.PathLike | None = None) -> dict | None:
+    """The metrics.json beside a model file (the bundled one by default), written by `melanoma
+    evaluate`, when it names this exact file by its SHA-256; otherwise None. What the page and the
+    API show as the model's measured test figures."""
+    model_file = Path(path) if path is not None else BUNDLED_MODEL
+    metrics = model_file.with_name("metrics.json")
+    try:
+        m = json.loads(metrics.read_text())
+    except (OSError, ValueError):
+        return None
+    return m if isinstance(m, dict) and m.get("model_sha256") == file_sha256(model_file) else None
+
+
 def error_summary(exc: BaseException) -> str:
     """The first line of an exception's message (its type when it has none), for one-line errors."""
     text = str(exc).strip()

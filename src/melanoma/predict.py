@@ -22,6 +22,12 @@ from .images import ImageError, find_images, load_image
 from .model import Classifier, ModelInfo
 from .preprocess import Preprocess, model_view, normalize, view_box
 
+NOT_A_DIAGNOSIS = (
+    "This is not a diagnosis. It is a research tool that can be wrong in both directions. "
+    "If a spot is new, changing, itching or bleeding, or looks unlike your other moles, see a doctor or "
+    "dermatologist, whatever this tool says."
+)
+
 
 @dataclass
 class Prediction:

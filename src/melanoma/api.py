@@ -1,0 +1,268 @@
+"""The HTTP API for programs: `melanoma api` serves it with uvicorn (FastAPI application).
+
+- `POST /v1/predict` (multipart, one or more files in the field `file`; `?cam=true` adds the
+  Grad-CAM overlay as a base64 PNG): one entry per file, in order, from the same path as `melanoma
+  predict` (images.load_image on the uploaded bytes, the model's view, predict.predict_views or
+  predict.predict_with_cam), with the photo checks of the page (quality.assess). A file that cannot
+  be read gets an entry with `error`; 200 when at least one file was read, 422 when none was.
+- `GET /v1/model`: what the model is and its measured figures. `GET /healthz`: liveness.
+
+Limits (`Limits`) hold before any image is decoded: a declared or counted body over the size limit
+gets 413 without the rest being read, a body not in after `read_seconds` 408, more files than
+allowed 413; the loader's own byte and pixel limits then hold per file. Every error is JSON
+`{"error": "..."}` with a 4xx status (500, logged in one line, for a fault of ours). Uploads stay in
+memory (the multipart parser's spill-to-disk size is raised past the request limit) and are never
+logged. With an API key every endpoint but `/healthz` (and the schema pages `/docs`,
+`/openapi.json`, which hold no data) needs `Authorization: Bearer KEY`, compared in constant time.
+
+The model is loaded once per process and shared; it runs in a thread pool sized to the cores (one
+torch thread each), off the event loop, so `/healthz` answers while predictions run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import io
+import logging
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from PIL import Image
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from . import predict
+from .explain import overlay
+from .images import MAX_FILE_BYTES, MAX_PIXELS, ImageError, load_image
+from .model import BUNDLED_MODEL, CHECKSUM_KEY, file_sha256, load, measured_figures, read_safetensors
+from .preprocess import model_view, view_box
+from .quality import assess
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Limits:
+    request_bytes: int = MAX_FILE_BYTES + 2**20  # the whole body: one file at the loader's limit, or several smaller
+    files: int = 16  # files per request
+    read_seconds: float = 60.0  # the whole body must have arrived by then
+
+
+def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class BodyLimits:
+    """ASGI middleware: refuses a body declared over the limit before reading it, stops reading one
+    that grows past it (413) or that has not arrived in time (408), and turns any fault of ours into
+    a JSON 500 with a one-line log entry instead of a traceback."""
+
+    def __init__(self, app: ASGIApp, limits: Limits):
+        self.app, self.limits = app, limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self.limits.request_bytes
+        declared = dict(scope["headers"]).get(b"content-length", b"").decode("latin-1")
+        if declared.isdigit() and int(declared) > limit:
+            return await error(413, f"request body is {int(declared) / 2**20:.1f} MB, over the {limit / 2**20:.0f} MB limit")(scope, receive, send)
+        loop = asyncio.get_running_loop()
+        deadline, received, complete, started = loop.time() + self.limits.read_seconds, 0, False, False
+
+        async def limited_receive():
+            nonlocal received, complete
+            if complete:  # the body is in: what follows is the wait for a disconnect
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                raise HTTPException(408, f"the request body did not arrive within {self.limits.read_seconds:g} s") from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
+                if received > limit:
+                    raise HTTPException(413, f"request body is over the {limit / 2**20:.0f} MB limit")
+            return message
+
+        async def watched_send(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, watched_send)
+        except Exception as exc:  # noqa: BLE001 - a fault must reach neither the client nor the log as a traceback
+            LOG.error("%s %s failed: %s: %s", scope.get("method"), scope.get("path"), type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            if not started:
+                await error(500, "internal error; the server's log has a line about it")(scope, receive, send)
+
+
+class InMemoryParser(MultiPartParser):
+    spool_max_size = sys.maxsize  # uploads stay in memory, never spilled to a temporary file (BodyLimits bounds them)
+
+
+@dataclass
+class Service:
+    """One model per process, loaded once; the thread pool its work runs in."""
+
+    model: object
+    info: object
+    path: Path
+    pool: ThreadPoolExecutor
+    about: dict = field(default_factory=dict)  # GET /v1/model
+
+    @classmethod
+    def start(cls, model_path: str | None, threads: int | None = None) -> "Service":
+        model, info = load(model_path)
+        threads = threads or os.cpu_count() or 1
+        pool = ThreadPoolExecutor(threads, thread_name_prefix="melanoma-model", initializer=torch.set_num_threads, initargs=(1,))
+        path = Path(model_path) if model_path else BUNDLED_MODEL
+        return cls(model, info, path, pool, describe(info, path))
+
+    def analyse(self, uploads: list[tuple[str, bytes]], cam: bool) -> list[dict]:
+        """One entry per upload, in order: the prediction (one batch for all readable files) or the
+        loader's reason it could not be read."""
+        info = self.info
+        entries: list[dict] = []
+        readable = []  # (entry index, image, view)
+        for name, data in uploads:
+            try:
+                image = load_image(data, name=name)
+                readable.append((len(entries), image, model_view(image, info.preprocess)))
+                entries.append({"file": name})
+            except ImageError as exc:
+                entries.append({"file": name, "error": str(exc)})
+        if not readable:
+            return entries
+        views = np.stack([view for _, _, view in readable])
+        preds, cams = predict.predict_with_cam(self.model, info, views) if cam else (predict.predict_views(self.model, info, views), None)
+        for k, ((i, image, view), pred) in enumerate(zip(readable, preds)):
+            entries[i].update(p_malignant=pred.p_malignant, label=pred.label, threshold=info.threshold,
+                              ood=pred.ood, ood_score=pred.ood_score, warnings=assess(image, view).warnings)
+            if cam:
+                png = io.BytesIO()
+                Image.fromarray(overlay(np.asarray(image), cams[k], view_box(image, info.preprocess))).save(png, format="PNG")
+                entries[i]["cam_png"] = base64.b64encode(png.getvalue()).decode("ascii")
+        return entries
+
+
+def describe(info, path: Path) -> dict:
+    """What GET /v1/model answers: the model, its checksums (the tensors' as the file records them,
+    and the file's, which metrics files name) and its measured figures."""
+    _, meta = read_safetensors(path)
+    pre = info.preprocess
+    return {
+        "architecture": info.arch, "input_size": pre.image_size, "framing": pre.framing, "classes": list(info.class_names),
+        "threshold": info.threshold, "temperature": info.temperature, "target_sensitivity": info.target_sensitivity,
+        "ood_cutoff": info.ood_cutoff, "weights_sha256": meta.get(CHECKSUM_KEY), "file_sha256": file_sha256(path),
+        "validation": info.validation or None,
+        "clean_test": (measured_figures(path) or {}).get("clean_test"),  # the metrics.json beside the file that names it; else null
+        "not_a_diagnosis": predict.NOT_A_DIAGNOSIS,
+    }
+
+
+UPLOAD_SCHEMA = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"],
+    "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"},
+                            "description": "one or more images (JPEG, PNG, WebP, BMP, TIFF, GIF, HEIC)"}}}}}}}
+
+
+def create_app(model_path: str | None = None, api_key: str | None = None, cors_origins: list[str] | None = None,
+               limits: Limits = Limits(), threads: int | None = None) -> FastAPI:
+    """The application, with its model loaded (a bad model file raises model.ModelFileError here)."""
+    service = Service.start(model_path, threads)
+    app = FastAPI(title="Melanoma classifier API", version="1",
+                  description="Estimates of melanoma for skin-spot images, with Grad-CAM maps. " + predict.NOT_A_DIAGNOSIS)
+    app.state.service = service
+    bearer = HTTPBearer(auto_error=False, description="the server's API key, when it was started with one")
+
+    def authorised(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if api_key is None:
+            return
+        if credentials is None:
+            raise HTTPException(401, "this server needs an API key: send the header 'Authorization: Bearer KEY'", {"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(credentials.credentials.encode(), api_key.encode()):
+            raise HTTPException(401, "wrong API key", {"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's own and the router's (404, 405)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return error(422, f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.get("/healthz", summary="Liveness: answers while predictions run")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/v1/model", summary="What the model is: network, threshold, checksums, measured figures", dependencies=[Depends(authorised)])
+    async def model_description() -> dict:
+        return service.about
+
+    @app.post("/v1/predict", summary="Estimate melanoma for each uploaded image", openapi_extra=UPLOAD_SCHEMA,
+              dependencies=[Depends(authorised)],
+              responses={413: {"description": "too large or too many files"}, 408: {"description": "upload too slow"},
+                         422: {"description": "no file could be read"}})
+    async def predict_files(request: Request, cam: bool = Query(False, description="add the Grad-CAM overlay as a base64 PNG")) -> JSONResponse:
+        uploads = await read_uploads(request, limits)
+        entries = await asyncio.get_running_loop().run_in_executor(service.pool, service.analyse, uploads, cam)
+        status = 200 if any("error" not in e for e in entries) else 422
+        return JSONResponse({"results": entries, "not_a_diagnosis": predict.NOT_A_DIAGNOSIS}, status_code=status)
+
+    if cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(BodyLimits, limits=limits)
+    return app
+
+
+async def read_uploads(request: Request, limits: Limits) -> list[tuple[str, bytes]]:
+    """The files of the field `file`, as (name, bytes), in the order sent."""
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        raise HTTPException(415, "send the images as multipart/form-data, in the field 'file'")
+    try:
+        form = await InMemoryParser(request.headers, request.stream(), max_files=limits.files, max_fields=limits.files).parse()
+    except MultiPartException as exc:
+        too_many = exc.message.startswith(("Too many files", "Too many fields"))
+        raise HTTPException(413 if too_many else 400, f"at most {limits.files} files per request" if too_many
+                            else f"the multipart body could not be read ({exc.message})") from None
+    try:
+        files = [f for f in form.getlist("file") if hasattr(f, "read")]
+        if not files:
+            raise HTTPException(422, "no file: send one or more images in the multipart field 'file'")
+        return [(f.filename or f"upload {i + 1}", await f.read()) for i, f in enumerate(files)]
+    finally:
+        await form.close()
+
+
+def limits_text(limits: Limits = Limits()) -> str:
+    return (f"request body up to {limits.request_bytes / 2**20:.0f} MB, arriving within {limits.read_seconds:g} s; up to {limits.files} files; "
+            f"each file up to {MAX_FILE_BYTES // 2**20} MB and {MAX_PIXELS // 10**6} megapixels")
+
+
+def app_from_environment() -> FastAPI:
+    """The application as `melanoma api --workers N` starts it in each worker process (uvicorn's
+    factory): the settings come through MELANOMA_MODEL, MELANOMA_API_KEY, MELANOMA_CORS_ORIGINS
+    (comma-separated) and MELANOMA_API_THREADS."""
+    env = os.environ
+    return create_app(env.get("MELANOMA_MODEL") or None, env.get("MELANOMA_API_KEY") or None,
+                      [o for o in env.get("MELANOMA_CORS_ORIGINS", "").split(",") if o],
+                      threads=int(env.get("MELANOMA_API_THREADS", "0")) or None)
+
