@@ -165,6 +165,18 @@ def _api(args) -> int:
     return 0
 
 
+def _loadtest(args) -> int:
+    from .data import resolve_data_dir
+    from .loadtest import run
+
+    image = Path(args.image) if args.image else next(iter(sorted((resolve_data_dir(args.data) / "test" / "Benign").glob("*.jpg"))), None)
+    if image is None:
+        raise UsageError("no test image found: give --image FILE")
+    report = run(Path(args.out), image, args.model, args.clients, args.requests, args.time_limit)
+    print((Path(args.out) / "loadtest.md").read_text(), end="")
+    return 0 if not (report["errors"] or report["mismatched_answers"] or report["timed_out"]) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .train import TrainConfig
 
@@ -273,6 +285,16 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--cors-origin", dest="cors_origin", action="append", metavar="ORIGIN",
                    help="let web pages from this origin call the API (repeatable; default: none)")
     h.set_defaults(func=_api)
+
+    g = sub.add_parser("loadtest", help="the HTTP API under load on loopback: errors, answers against predict, latency, memory")
+    g.add_argument("--out", required=True, help="folder for loadtest.json, loadtest.md and the server's log")
+    g.add_argument("--image", help="the image every request sends (default: the first test/Benign image of --data)")
+    g.add_argument("--data", help=data_help)
+    g.add_argument("--model", help="model file (default: the bundled model)")
+    g.add_argument("--clients", type=int, default=32, help="concurrent clients (default %(default)s)")
+    g.add_argument("--requests", type=int, default=1000, help="requests in all (default %(default)s)")
+    g.add_argument("--time-limit", dest="time_limit", type=float, default=600, help="seconds before the load is stopped (default %(default)s)")
+    g.set_defaults(func=_loadtest)
     return p
 
 
