@@ -10,7 +10,7 @@ from PIL import Image
 from melanoma.audit import near_duplicate_groups, run_audit, thumbnail
 from melanoma.data import split_train_val
 from melanoma.model import load
-from melanoma.train import mix_targets, sample_weights
+from melanoma.train import mix_targets, mixup_batch, sample_weights
 
 from .conftest import TINY_THRESHOLD, lesion_image
 from .test_predict_explain import melanoma_cli
@@ -111,6 +111,8 @@ def test_one_epoch_training_on_real_images(data_dir, tmp_path):
     assert r.returncode == 2 and "--distill" in r.stderr
     r = melanoma_cli(*common[:-2], "--distill", "0.3", "--out", tmp_path / "bad")
     assert r.returncode == 2 and "needs at least one --teacher" in r.stderr
+    r = melanoma_cli(*common[:-2], "--mixup", "-0.2", "--out", tmp_path / "bad")
+    assert r.returncode == 2 and "--mixup is a Beta parameter" in r.stderr
 
 
 def test_sample_weights_balance_classes_and_count_a_duplicate_group_once():
@@ -122,6 +124,27 @@ def test_sample_weights_balance_classes_and_count_a_duplicate_group_once():
     assert np.isclose(once[labels == 0].sum(), once[labels == 1].sum()) and np.isclose(once.sum(), 8)
     assert np.allclose(once[4:7], once[7] / 3)  # the group of three weighs as one image of its class
     assert np.allclose(once[:4], 1)
+
+
+def test_mixup_blends_images_targets_and_weights_alike_and_is_seeded():
+    import itertools
+
+    import torch
+
+    x = torch.tensor([0.0, 1.0, 5.0, 9.0]).reshape(4, 1, 1, 1).expand(4, 3, 2, 2).clone()
+    y, w = torch.tensor([0, 1, 1, 0]), torch.tensor([1.0, 2.0, 3.0, 4.0])
+    mx, my, mw = mixup_batch(x, y, w, 0.4, seed=7)
+    assert all(torch.equal(a, b) for a, b in zip((mx, my, mw), mixup_batch(x, y, w, 0.4, seed=7)))
+    assert not torch.equal(mixup_batch(x, y, w, 0.4, seed=8)[0], mx)
+    onehot = torch.nn.functional.one_hot(y, 2).float()
+    fits = []  # (share, pairing) under which every image, target and weight is the same blend
+    for order in map(list, itertools.permutations(range(4))):
+        moved = x[:, 0, 0, 0] - x[order, 0, 0, 0]
+        share = float(((mx[:, 0, 0, 0] - x[order, 0, 0, 0]) * moved).sum() / (moved * moved).sum()) if moved.any() else 1.0
+        blend = lambda t: share * t + (1 - share) * t[order]  # noqa: E731
+        if all(torch.allclose(m, blend(t), atol=1e-5) for m, t in ((mx, x), (my, onehot), (mw, w))):
+            fits.append(share)
+    assert len(fits) == 1 and 0 <= fits[0] <= 1
 
 
 def test_distillation_targets_mix_label_and_teacher():
