@@ -5,7 +5,8 @@ Starts `melanoma api` as a child process on a free loopback port, sends `request
 /healthz every 0.1 s. Every answer is checked against `melanoma predict --csv` on the same image
 (label, OOD flag, and the probability to the CSV's 6 decimals). Writes loadtest.json and
 loadtest.md: errors, mismatches, request latency (p50, p90, p99, max), throughput, health-check
-latency and the server's peak memory (VmHWM). Client and server share the machine's cores.
+latency and the server's peak memory (VmHWM). Client and server share the machine's cores. The
+server's log is not kept; an error quotes its last line.
 """
 
 from __future__ import annotations
@@ -73,20 +74,25 @@ class Server:
         self.log = open(log, "w")
         self.process = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
 
+    def log_tail(self) -> str:
+        self.log.flush()
+        lines = Path(self.log.name).read_text(errors="replace").strip().splitlines()
+        return lines[-1] if lines else "(empty log)"
+
     def wait_ready(self, timeout: float = 120.0) -> None:
         import httpx2
 
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.process.poll() is not None:
-                raise UsageError(f"the API server exited with status {self.process.returncode} (log: {self.log.name})")
+                raise UsageError(f"the API server exited with status {self.process.returncode}: {self.log_tail()}")
             try:
                 if httpx2.get(self.url + "/healthz", timeout=1).status_code == 200:
                     return
             except httpx2.HTTPError:
                 pass
             time.sleep(0.2)
-        raise UsageError(f"the API server did not answer within {timeout:.0f} s (log: {self.log.name})")
+        raise UsageError(f"the API server did not answer within {timeout:.0f} s: {self.log_tail()}")
 
     def __enter__(self) -> "Server":
         return self
@@ -165,7 +171,7 @@ def run(out: Path, image: Path, model: str | None = None, clients: int = 32, req
         raise UsageError("--clients and --requests must be at least 1")
     out.mkdir(parents=True, exist_ok=True)
     expected = expected_answer(image, model)
-    with Server(model, out / "server.log") as server:
+    with tempfile.TemporaryDirectory() as tmp, Server(model, Path(tmp) / "server.log") as server:
         server.wait_ready()
         result = asyncio.run(load(server.url, image, expected, clients, requests, time_limit))
         result["server_peak_memory_mb"] = round(peak_memory_mb(server.process.pid) or float("nan"), 1)
