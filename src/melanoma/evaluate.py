@@ -214,16 +214,21 @@ FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
 
 
 def faithfulness(model, info: ModelInfo, views: list[np.ndarray], n: int, seed: int = 0) -> dict | None:
-    """Deletion test of the maps (Petsiuk et al. 2018): the most-highlighted pixels first, FRACTIONS of
-    the view are replaced by a heavily blurred copy (sigma 8 px: colour kept, structure gone) and
-    P(malignant) is scored again. A map that shows what raised the estimate makes it fall fast: the
-    mean P(malignant) over the fractions (the deletion score) is lower. Compared: the map of the
-    margin (malignant minus benign logit, what the page shows), the map of the malignant logit alone
-    (the map before) and a random order. Needs a head of pooling + one linear layer (both maps from
-    one pass); None otherwise. `n` images drawn with `seed`."""
+    """Deletion test of the maps at the map's own resolution (Petsiuk et al. 2018; most- and
+    least-relevant first as in ROAD, Rong et al. 2022). The view is cut into the cells of the last
+    feature map (7x7 of 32 px at 224 px), where Grad-CAM has its values; FRACTIONS of the cells are
+    replaced by a heavily blurred copy (sigma 8 px: colour kept, structure gone) and P(malignant) is
+    scored again. Most relevant first (MoRF), a faithful map of what raised the estimate makes it fall
+    fast: a low mean P(malignant) over the fractions (the deletion score). Least relevant first
+    (LeRF), it should hold: a high mean. The gap LeRF - MoRF is the summary (higher = more faithful);
+    deleting whole cells in both orders and for the random order makes every curve pay the same
+    price for the blur itself. Compared: the map of the margin (malignant minus benign logit, what
+    the page shows), of the malignant logit alone (the map before), and a random cell order. Needs a
+    head of pooling + one linear layer (both maps from one pass); None otherwise. `n` images drawn
+    with `seed`."""
     import torch
 
-    from .explain import _to_input_size, linear_head
+    from .explain import linear_head
 
     fc = linear_head(model)
     if fc is None or not len(views) or n <= 0:
@@ -231,35 +236,49 @@ def faithfulness(model, info: ModelInfo, views: list[np.ndarray], n: int, seed: 
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(len(views), min(n, len(views)), replace=False).tolist())
     maps = {"margin": fc.weight[1] - fc.weight[0], "malignant_logit": fc.weight[1]}
-    curves: dict[str, list] = {name: [] for name in (*maps, "random")}
+    curves: dict[str, list] = {name: [] for name in ("margin", "margin_lerf", "malignant_logit", "malignant_logit_lerf", "random")}
     for start in range(0, len(chosen), 16):
         batch = np.stack([views[i] for i in chosen[start : start + 16]])
-        x = normalize(batch, info.preprocess)
         with torch.no_grad():
-            features = model.features(x)
-            # ranked by the signed value: the shown map (its positive part) first, then the rest in order
-            orders = {name: _to_input_size(torch.einsum("c,bchw->bhw", w, features)[:, None], x) for name, w in maps.items()}
-        orders["random"] = rng.random((len(batch), *batch.shape[1:3])).astype(np.float32)
+            features = model.features(normalize(batch, info.preprocess))
+            cells = {name: torch.einsum("c,bchw->bhw", w, features).numpy() for name, w in maps.items()}
+        grid = features.shape[-2:]
+        orders = {}  # cell indices, first deleted first; ties in a random order
+        for name, m in cells.items():
+            flat = m.reshape(len(batch), -1) + rng.random((len(batch), m[0].size)) * 1e-6
+            orders[name] = np.argsort(-flat, axis=1, kind="stable")
+            orders[name + "_lerf"] = orders[name][:, ::-1]
+        orders["random"] = np.argsort(rng.random((len(batch), grid[0] * grid[1])), axis=1)
         for name, order in orders.items():
             deleted = []
-            for view, m in zip(batch, order):
+            for view, o in zip(batch, order):
                 blurred = cv2.GaussianBlur(view, (0, 0), 8)
-                rank = np.argsort(-(m.ravel() + rng.random(m.size) * 1e-6), kind="stable")  # ties in a random order
                 for f in FRACTIONS:
-                    out = view.reshape(-1, 3).copy()
-                    out[rank[: int(f * m.size)]] = blurred.reshape(-1, 3)[rank[: int(f * m.size)]]
-                    deleted.append(out.reshape(view.shape))
+                    mask = np.zeros(grid[0] * grid[1], np.uint8)
+                    mask[o[: int(round(f * mask.size))]] = 1
+                    full = cv2.resize(mask.reshape(grid), view.shape[1::-1], interpolation=cv2.INTER_NEAREST).astype(bool)
+                    deleted.append(np.where(full[..., None], blurred, view))
             p, _, _ = score_views(model, info, deleted, cam=False)
             curves[name] += p.reshape(len(batch), len(FRACTIONS)).tolist()
-    p0 = np.array(curves["margin"])[:, 0]
-    above = p0 >= info.threshold
-    result = {"images": len(chosen), "seed": seed, "fractions": list(FRACTIONS), "above_threshold": int(above.sum())}
-    for name, c in curves.items():
-        c = np.array(c)
-        result[name] = {"mean_curve": c.mean(0).tolist(), "deletion_score": float(c.mean()),
-                        "deletion_score_above_threshold": float(c[above].mean()) if above.any() else None}
-    m, old = np.array(curves["margin"]).mean(1), np.array(curves["malignant_logit"]).mean(1)
+    c = {name: np.array(v) for name, v in curves.items()}
+    above = c["margin"][:, 0] >= info.threshold
+    result = {"images": len(chosen), "seed": seed, "fractions": list(FRACTIONS), "cells": int(grid[0] * grid[1]),
+              "above_threshold": int(above.sum())}
+
+    def summary(morf: np.ndarray, lerf: np.ndarray | None, rows) -> dict:
+        out = {"deletion_score": float(morf[rows].mean()) if rows.any() else None}
+        if lerf is not None and rows.any():
+            out |= {"lerf_score": float(lerf[rows].mean()), "gap": float(lerf[rows].mean() - morf[rows].mean())}
+        return out
+
+    everyone = np.ones(len(chosen), bool)
+    for name in ("margin", "malignant_logit", "random"):
+        lerf = c.get(name + "_lerf")
+        result[name] = {"mean_curve": c[name].mean(0).tolist(), **({"lerf_mean_curve": lerf.mean(0).tolist()} if lerf is not None else {}),
+                        **summary(c[name], lerf, everyone), "above_threshold": summary(c[name], lerf, above)}
+    m, old = c["margin"].mean(1), c["malignant_logit"].mean(1)
     result["margin_lower_share"] = float((m < old).mean())  # images where the margin map's deletion score is lower
+    result["margin_below_random_share"] = float((m < c["random"].mean(1)).mean())
     return result
 
 
@@ -426,9 +445,12 @@ def format_table(m: dict) -> str:
         lines += ["", "Shift suite (" + ("clean test" if m["clean_test"] else "all images") + "):", shift_table(m["shifts"])]
     if m.get("faithfulness"):
         f = m["faithfulness"]
-        lines.append(f"Deletion test of the maps ({f['images']} images; mean P(malignant) as the top 0-50% of the map is blurred away, "
-                     "lower = more faithful): " + ", ".join(f"{k} {f[k]['deletion_score']:.3f}" for k in ("margin", "malignant_logit", "random"))
-                     + f"; margin lower on {f['margin_lower_share']:.0%} of images")
+        lines.append(f"Deletion test of the maps ({f['images']} images, {f['cells']} cells; mean P(malignant) as 0-50% of the cells are "
+                     "blurred away, most relevant first (lower = more faithful) / least relevant first (higher)): "
+                     + ", ".join(f"{k} {f[k]['deletion_score']:.3f}" + (f" / {f[k]['lerf_score']:.3f}" if "lerf_score" in f[k] else "")
+                                 for k in ("margin", "malignant_logit", "random"))
+                     + f"; margin lower than the malignant logit's on {f['margin_lower_share']:.0%} of images, than random on "
+                     f"{f['margin_below_random_share']:.0%}")
     if m.get("ood"):
         lines += ["", "Out-of-distribution score (" + ("clean test" if m["clean_test"] else "all images") + "):", ood_table(m)]
     return "\n".join(lines)
