@@ -16,7 +16,7 @@ from melanoma.checkpoint import Progress
 from melanoma.model import Classifier, load
 from melanoma.preprocess import Preprocess, train_augment
 from melanoma.parallel import Parallel
-from melanoma.train import ArrayDataset, StopRequest, TrainConfig, sample_weights, train_one_epoch
+from melanoma.train import ArrayDataset, Fitting, StopRequest, TrainConfig, sample_weights, train_one_epoch
 
 
 def tiny_net() -> Classifier:
@@ -36,10 +36,10 @@ def train_tiny(par: Parallel) -> tuple[dict, Progress]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.05)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.05, total_steps=2 * 5)
     weights = sample_weights(labels, np.arange(44) // 2, once=True)  # pairs as near-duplicate groups
-    progress, net = Progress(), par.wrap(model)
+    progress = Progress()
+    fitting = Fitting(par.wrap(model), data, weights, optimizer, scheduler, [], config, Preprocess(32, (0.5,) * 3, (0.5,) * 3), par)
     for epoch in (1, 2):
-        train_one_epoch(net, data, optimizer, scheduler, weights, Preprocess(32, (0.5,) * 3, (0.5,) * 3), [], config,
-                        progress, StopRequest(), par)
+        train_one_epoch(fitting, progress, StopRequest())
         if epoch == 1:
             progress.epoch_over(epoch)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}, progress

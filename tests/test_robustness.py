@@ -247,19 +247,20 @@ def test_init_may_change_colour_matching_and_framing_but_a_teacher_may_not():
     """--init takes only the weights (a --framing lesion run may start from the bundled model);
     a teacher's probabilities are computed on this run's views, so its preprocessing must match."""
     from melanoma.errors import UsageError
-    from melanoma.train import TrainConfig, same_run_setup
+    from melanoma.lineage import check_same_run
+    from melanoma.train import TrainConfig
 
     _, old = build("efficientnet_lite0", image_size=64)
     _, new = build("efficientnet_lite0", image_size=64, colour_reference=TRAINING_LOOK, framing="lesion")
     info = ModelInfo("efficientnet_lite0", old, threshold=0.3, temperature=1.0, data_fingerprint="f",
                      validation={"split_sha256": "s"})
     config = TrainConfig(arch="efficientnet_lite0", img_size=64)
-    same_run_setup("init.safetensors", info, config, new, "f", "s", weights_only=True)
+    check_same_run("init.safetensors", info, config, new, "f", "s", weights_only=True)
     with pytest.raises(UsageError, match="give the same --arch and --img-size"):
-        same_run_setup("teacher.safetensors", info, config, new, "f", "s")
+        check_same_run("teacher.safetensors", info, config, new, "f", "s")
     _, other_size = build("efficientnet_lite0", image_size=96, framing="lesion")
     with pytest.raises(UsageError):
-        same_run_setup("init.safetensors", info, config, other_size, "f", "s", weights_only=True)
+        check_same_run("init.safetensors", info, config, other_size, "f", "s", weights_only=True)
 
 
 def test_library_errors_are_exceptions_and_the_cli_makes_them_one_line(tmp_path):

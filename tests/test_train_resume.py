@@ -1,8 +1,9 @@
 """Training that survives faults: killed or interrupted runs resume to the same weights."""
 
 import json
-import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 from safetensors.torch import load_file
@@ -13,9 +14,34 @@ TINY = ["--arch", "seed_cnn", "--img-size", "64", "--limit", "40", "--epochs", "
 # 60 training images -> 7 batches per epoch; batch 12 is in the middle of epoch 2
 
 
+# `melanoma train` in a process that sends itself a signal right after its N-th optimizer step: the
+# fault comes from outside the training loop, as a kill or a Ctrl-C would.
+SIGNAL_AFTER_STEP = """
+import os, signal, sys
+import torch
+from melanoma import cli
+
+after, name = int(sys.argv[1]), sys.argv[2]
+real_step, steps = torch.optim.AdamW.step, []
+
+def step(self, *args, **kwargs):
+    out = real_step(self, *args, **kwargs)
+    steps.append(1)
+    if len(steps) == after:
+        os.kill(os.getpid(), getattr(signal, "SIG" + name))
+    return out
+
+torch.optim.AdamW.step = step
+sys.exit(cli.main(sys.argv[3:]))
+"""
+
+
 def train(*args, signal_at=None):
-    env = dict(os.environ, MELANOMA_TEST_SIGNAL=signal_at) if signal_at else None
-    return melanoma_cli("train", *args, env=env)
+    if not signal_at:
+        return melanoma_cli("train", *args)
+    after, name = signal_at.split(":")
+    return subprocess.run([sys.executable, "-c", SIGNAL_AFTER_STEP, after, name, "train", *map(str, args)],
+                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -85,7 +85,7 @@ def train_throughput(model_file: str, data: Path, n: int) -> dict:
     from .data import scan
     from .model import load
     from .parallel import Parallel
-    from .train import ArrayDataset, StopRequest, TrainConfig, freeze_early_layers, initial_model, load_split, train_one_epoch
+    from .train import ArrayDataset, Fitting, StopRequest, TrainConfig, freeze_early_layers, initial_model, load_split, train_one_epoch
     from .preprocess import train_augment
 
     _, info = load(model_file)
@@ -98,11 +98,10 @@ def train_throughput(model_file: str, data: Path, n: int) -> dict:
     dataset = ArrayDataset(views, labels, train_augment(pre.image_size, 0), 0)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    weight = torch.ones(len(dataset))
-    progress = Progress(batches_done=len(dataset) // config.batch_size - 2)  # warm-up: the last two batches
-    train_one_epoch(model, dataset, optimizer, scheduler, weight, pre, frozen, config, progress, StopRequest(), Parallel())
+    fitting = Fitting(model, dataset, torch.ones(len(dataset)), optimizer, scheduler, frozen, config, pre, Parallel())
+    train_one_epoch(fitting, Progress(batches_done=len(dataset) // config.batch_size - 2), StopRequest())  # warm-up: the last two batches
     progress = Progress()
-    train_one_epoch(model, dataset, optimizer, scheduler, weight, pre, frozen, config, progress, StopRequest(), Parallel())
+    train_one_epoch(fitting, progress, StopRequest())
     return {"train_images_per_s": progress.seen / progress.seconds, "train_frozen_blocks": config.freeze_blocks if config.arch != "seed_cnn" else 0}
 
 

@@ -6,7 +6,7 @@ rest (config, progress, early-stopping state, history, scheduler and optimizer s
 fingerprint) as JSON in its header, with a checksum over the tensors. Nothing is unpickled.
 
 No random-number state is stored because none is needed: every epoch's shuffle, every sample's
-augmentation and every batch's dropout are seeded from (seed, epoch, index) — see `derive_seed` —
+augmentation and every batch's dropout are seeded from (seed, epoch, index) — see seeding.derive_seed —
 so a resumed run draws exactly what the uninterrupted one would have.
 """
 
@@ -16,7 +16,6 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .model import error_summary, read_safetensors, verify_checksum, write_safetensors
@@ -24,11 +23,6 @@ from .model import error_summary, read_safetensors, verify_checksum, write_safet
 CHECKPOINT_NAME = "checkpoint.safetensors"
 KEY = "melanoma_checkpoint"
 VERSION = 1
-
-
-def derive_seed(*parts: int) -> int:
-    """A well-mixed 32-bit seed from a tuple of integers (run seed, epoch, index, ...)."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
 @dataclass

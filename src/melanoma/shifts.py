@@ -13,7 +13,7 @@ from functools import partial
 
 import numpy as np
 
-from .checkpoint import derive_seed
+from .seeding import derive_seed
 from .preprocess import _albumentations, random_vignette
 
 

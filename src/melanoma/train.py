@@ -11,10 +11,8 @@ the same code runs data-parallel (parallel.py). Messages go to the `melanoma.tra
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
-import os
 import random
 import signal
 import sys
@@ -30,13 +28,15 @@ from torch.utils.data import DataLoader, Dataset
 from . import checkpoint, ood
 from . import model as models
 from .audit import near_duplicate_groups, thumbnail
-from .checkpoint import Progress, derive_seed
+from .checkpoint import Progress
 from .calibration import calibrated_probability, fit_temperature, threshold_for_sensitivity
 from .data import CLASS_NAMES, fingerprint, read_samples, scan, split_train_val
 from .errors import Interrupted, UsageError
 from .explain import infer
+from .lineage import check_same_run, split_digest
 from .parallel import Parallel
 from .preprocess import TRAINING_LOOK, Preprocess, model_view, normalize, train_augment
+from .seeding import derive_seed, seed_everything
 
 LOG = logging.getLogger(__name__)  # shown on stderr by process 0 alone (cli.log_to_stderr)
 
@@ -84,12 +84,6 @@ class ArrayDataset(Dataset):
         return self.augment(image=self.arrays[i])["image"], int(self.labels[i])
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     """The shuffled batches of one epoch (a short last batch is dropped when there is more than one)."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, epoch))).tolist()
@@ -119,16 +113,6 @@ class StopRequest:
 
     def __exit__(self, *exc):
         signal.signal(signal.SIGINT, self._previous)
-
-
-def _fault_injection() -> tuple[int, int] | None:
-    """Tests only: MELANOMA_TEST_SIGNAL="N:KILL" (or ":INT") sends that signal to this process
-    after its N-th training batch, to check that killed and interrupted runs resume exactly."""
-    spec = os.environ.get("MELANOMA_TEST_SIGNAL")
-    if not spec:
-        return None
-    n, name = spec.split(":")
-    return int(n), getattr(signal, f"SIG{name}")
 
 
 def load_split(samples, pre: Preprocess, quiet: bool = False):
@@ -177,27 +161,43 @@ def sample_weights(labels: np.ndarray, groups: np.ndarray, once: bool = False) -
     return torch.tensor(share * (share.sum() / (2 * np.maximum(per_class, 1e-12)))[labels], dtype=torch.float32)
 
 
-def train_one_epoch(net, dataset, optimizer, scheduler, weights, pre, frozen, config: TrainConfig,
-                    progress: Progress, stop: StopRequest, par: Parallel) -> bool:
+@dataclass
+class Fitting:
+    """What the epochs of a run work with: the network (wrapped for a data-parallel run), its training
+    data and loss weights (`sample_weights`), the optimizer and schedule, the layers kept frozen, the
+    recipe, the preprocessing and the processes."""
+
+    net: nn.Module
+    dataset: ArrayDataset
+    weights: torch.Tensor
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    frozen: list[nn.Module]
+    config: TrainConfig
+    pre: Preprocess
+    par: Parallel
+
+
+def train_one_epoch(f: Fitting, progress: Progress, stop: StopRequest) -> bool:
     """Train the epoch after `progress.epochs_done`, from batch `progress.batches_done` on, updating
     `progress` as it goes. Returns False when Ctrl-C asked to stop before the epoch was over.
 
     Each global batch is split across the processes of a distributed run; the loss is the sum over
-    the whole global batch weighted by `weights` (`sample_weights`), divided by its total weight (DistributedDataParallel
+    the whole global batch weighted by `f.weights`, divided by its total weight (DistributedDataParallel
     averages gradients over processes, hence the factor `par.world`), so one process and N give the
     same gradient up to float summation order and per-process BatchNorm statistics. With distillation
     targets (`dataset.targets`) the loss is the same sum against those probabilities."""
     from tqdm import tqdm
 
+    net, dataset, weights, config, pre, par = f.net, f.dataset, f.weights, f.config, f.pre, f.par
     epoch = progress.epochs_done + 1
     dataset.epoch = epoch
     batches = epoch_batches(len(dataset), config.batch_size, config.seed, epoch)
     shards = [b[par.rank :: par.world] for b in batches[progress.batches_done :]]
     denominators = [float(weights[b].sum()) for b in batches[progress.batches_done :]]
     loader = DataLoader(dataset, batch_sampler=shards, num_workers=config.workers, pin_memory=par.device.type == "cuda")
-    fault = _fault_injection()
     net.train()
-    for m in frozen:
+    for m in f.frozen:
         m.eval()
     bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", unit="batch", file=sys.stderr, mininterval=2,
                initial=progress.batches_done, total=len(batches), disable=not par.main)
@@ -213,12 +213,10 @@ def train_one_epoch(net, dataset, optimizer, scheduler, weights, pre, frozen, co
             logits = net(x)
         each = nn.functional.cross_entropy(logits.float(), target, reduction="none", label_smoothing=config.label_smoothing)
         loss = (each * w).sum() * (par.world / denominator)
-        optimizer.zero_grad(set_to_none=True)
+        f.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        scheduler.step()
-        if fault and (epoch - 1) * len(batches) + progress.batches_done + 1 == fault[0]:
-            os.kill(os.getpid(), fault[1])
+        f.optimizer.step()
+        f.scheduler.step()
         with torch.no_grad():
             plain = nn.functional.cross_entropy(logits.float(), y, reduction="sum")  # unweighted, like the validation loss
             n, loss_sum, correct, stopping = par.sum([len(y), plain.item(), (logits.argmax(1) == y).sum().item(), float(stop.requested)])
@@ -394,7 +392,7 @@ def fit(run: Run, model: nn.Module, frozen: list[nn.Module], optimizer, schedule
     train_ds = ArrayDataset(train_views, d.labels[d.tr], train_augment(run.pre.image_size, config.seed, robust=config.augment == "robust"),
                             config.seed, targets)
     weights = sample_weights(d.labels[d.tr], d.groups[d.tr], once=config.duplicates == "once")
-    net = par.wrap(model)
+    fitting = Fitting(par.wrap(model), train_ds, weights, optimizer, scheduler, frozen, config, run.pre, par)
 
     def save_checkpoint():
         if par.main:
@@ -402,7 +400,7 @@ def fit(run: Run, model: nn.Module, frozen: list[nn.Module], optimizer, schedule
 
     with StopRequest() as stop:
         while not progress.finished:
-            if not train_one_epoch(net, train_ds, optimizer, scheduler, weights, run.pre, frozen, config, progress, stop, par):
+            if not train_one_epoch(fitting, progress, stop):
                 save_checkpoint()
                 exit_interrupted(run.out_dir, progress)
             epoch = progress.epochs_done + 1
@@ -486,34 +484,10 @@ def fit_ood(model_path: str | None, data_dir: Path, out: Path) -> float:
     return cutoff
 
 
-def split_digest(validation_files: list[str]) -> str:
-    return hashlib.sha256("\n".join(sorted(validation_files)).encode()).hexdigest()
-
-
-def same_run_setup(path: str, info: models.ModelInfo, config: TrainConfig, pre: Preprocess, data_fingerprint: str, split: str,
-                   weights_only: bool = False) -> None:
-    """Refuse a model file (--init, --teacher) whose training images could be validation images of
-    this run (other data, another validation split) or whose architecture or preprocessing differ
-    (`weights_only`: for --init, where only the weights are taken, the colour matching and framing
-    may differ, so a --colour matched or --framing lesion run can start from a model without them).
-    Models from before the split digest was stored are compared by the settings that draw the split."""
-    tc = info.train_config
-    same_split = info.data_fingerprint == data_fingerprint and (
-        info.validation.get("split_sha256") == split if "split_sha256" in info.validation
-        else all(tc.get(k) == getattr(config, k) for k in ("seed", "val_fraction", "limit")))
-    theirs = replace(info.preprocess, colour_reference=pre.colour_reference, framing=pre.framing) if weights_only else info.preprocess
-    if info.arch != config.arch or theirs != pre:
-        raise UsageError(f"{path}: a {info.arch} model at {info.preprocess.image_size} px; "
-                         f"this run is {config.arch} at {pre.image_size} px (give the same --arch and --img-size)")
-    if not same_split:
-        raise UsageError(f"{path}: trained on other data or with another validation split (other images, "
-                         "--seed, --val-fraction or --limit); its training images would leak into this run's validation")
-
-
 def start_from(model: nn.Module, config: TrainConfig, pre: Preprocess, data_fingerprint: str, split: str, par: Parallel) -> dict:
-    """Load the --init model's weights into `model` (see `same_run_setup`); returns a copy of them (the best so far)."""
+    """Load the --init model's weights into `model` (see lineage.check_same_run); returns a copy of them (the best so far)."""
     init, info = models.load(config.init)
-    same_run_setup(config.init, info, config, pre, data_fingerprint, split, weights_only=True)
+    check_same_run(config.init, info, config, pre, data_fingerprint, split, weights_only=True)
     state = {k: v for k, v in init.state_dict().items() if not k.startswith("ood.")}  # refitted at the end
     model.load_state_dict(state)
     return {k: v.detach().clone().to(par.device) for k, v in state.items()}
@@ -523,12 +497,12 @@ def distillation_targets(config: TrainConfig, pre: Preprocess, data_fingerprint:
                          labels: np.ndarray, par: Parallel) -> torch.Tensor:
     """Knowledge distillation from an ensemble: each training image's target mixes its label with the
     teachers' mean calibrated probability (on the unaugmented view), `config.distill` of the latter.
-    The teachers must share this run's validation split (`same_run_setup`), or they would carry
+    The teachers must share this run's validation split (lineage.check_same_run), or they would carry
     validation labels into training. Computed once, before the first epoch."""
     probs = []
     for path in config.teacher:
         teacher, info = models.load(path)
-        same_run_setup(path, info, config, pre, data_fingerprint, split)
+        check_same_run(path, info, config, pre, data_fingerprint, split)
         t0 = time.time()
         logits = predict_logits(teacher.to(par.device), views, pre, par.device)
         probs.append(calibrated_probability(logits, info.temperature))
