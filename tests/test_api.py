@@ -115,7 +115,7 @@ def test_limits_too_many_and_too_large(keyed):
     assert keyed.post("/v1/predict", files=upload(*[(f"{i}.png", small) for i in range(3)]), headers=auth).status_code == 200
     big = upload(("big.bin", bytes(300_000)))
     declared = keyed.post("/v1/predict", files=big, headers=auth)
-    assert declared.status_code == 413 and "over the 0 MB limit" in declared.json()["error"]
+    assert declared.status_code == 413 and "over the 195 KB limit" in declared.json()["error"]
 
     def chunks():  # no Content-Length: the limit counts the bytes as they come
         yield b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x\"\r\n\r\n"
@@ -234,7 +234,7 @@ def test_real_server_on_loopback(tmp_path, data_dir):
             s.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
                       b"Content-Length: 900000000\r\n\r\n")
             reply = s.recv(4096).decode()
-        assert reply.startswith("HTTP/1.1 413") and "over the 51 MB limit" in reply
+        assert reply.startswith("HTTP/1.1 413") and "over the 51.0 MB limit" in reply
     assert server.process.returncode in (0, -15)  # uvicorn shuts down, then re-raises the SIGTERM it caught
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", server.port)) != 0  # nothing listening

@@ -47,7 +47,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from . import predict
 from .explain import overlay
 from .images import MAX_FILE_BYTES, MAX_PIXELS, ImageError, load_image
-from .model import BUNDLED_MODEL, CHECKSUM_KEY, file_sha256, load, measured_figures, read_safetensors
+from .model import BUNDLED_MODEL, CHECKSUM_KEY, Classifier, ModelInfo, file_sha256, load, measured_figures, read_safetensors
 from .preprocess import model_view, view_box
 from .quality import assess
 
@@ -59,6 +59,10 @@ class Limits:
     request_bytes: int = MAX_FILE_BYTES + 2**20  # the whole body: one file at the loader's limit, or several smaller
     files: int = 16  # files per request
     read_seconds: float = 60.0  # the whole body must have arrived by then
+
+
+def size_text(n: float) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 1024:.0f} KB"
 
 
 def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
@@ -79,7 +83,7 @@ class BodyLimits:
         limit = self.limits.request_bytes
         declared = dict(scope["headers"]).get(b"content-length", b"").decode("latin-1")
         if declared.isdigit() and int(declared) > limit:
-            return await error(413, f"request body is {int(declared) / 2**20:.1f} MB, over the {limit / 2**20:.0f} MB limit")(scope, receive, send)
+            return await error(413, f"request body is {size_text(int(declared))}, over the {size_text(limit)} limit")(scope, receive, send)
         loop = asyncio.get_running_loop()
         deadline, received, complete, started = loop.time() + self.limits.read_seconds, 0, False, False
 
@@ -95,7 +99,7 @@ class BodyLimits:
                 received += len(message.get("body", b""))
                 complete = not message.get("more_body", False)
                 if received > limit:
-                    raise HTTPException(413, f"request body is over the {limit / 2**20:.0f} MB limit")
+                    raise HTTPException(413, f"request body is over the {size_text(limit)} limit")
             return message
 
         async def watched_send(message) -> None:
@@ -119,9 +123,8 @@ class InMemoryParser(MultiPartParser):
 class Service:
     """One model per process, loaded once; the thread pool its work runs in."""
 
-    model: object
-    info: object
-    path: Path
+    model: Classifier
+    info: ModelInfo
     pool: ThreadPoolExecutor
     about: dict = field(default_factory=dict)  # GET /v1/model
 
@@ -131,7 +134,7 @@ class Service:
         threads = threads or os.cpu_count() or 1
         pool = ThreadPoolExecutor(threads, thread_name_prefix="melanoma-model", initializer=torch.set_num_threads, initargs=(1,))
         path = Path(model_path) if model_path else BUNDLED_MODEL
-        return cls(model, info, path, pool, describe(info, path))
+        return cls(model, info, pool, describe(info, path))
 
     def analyse(self, uploads: list[tuple[str, bytes]], cam: bool) -> list[dict]:
         """One entry per upload, in order: the prediction (one batch for all readable files) or the
@@ -253,7 +256,7 @@ async def read_uploads(request: Request, limits: Limits) -> list[tuple[str, byte
 
 
 def limits_text(limits: Limits = Limits()) -> str:
-    return (f"request body up to {limits.request_bytes / 2**20:.0f} MB, arriving within {limits.read_seconds:g} s; up to {limits.files} files; "
+    return (f"request body up to {size_text(limits.request_bytes)}, arriving within {limits.read_seconds:g} s; up to {limits.files} files; "
             f"each file up to {MAX_FILE_BYTES // 2**20} MB and {MAX_PIXELS // 10**6} megapixels")
 
 
