@@ -251,3 +251,13 @@ def test_loadtest_small(tmp_path, data_dir):
     assert report["requests_answered"] == 24 and report["errors"] == 0 and report["mismatched_answers"] == 0
     assert report["health_checks"] >= 1 and report["server_peak_memory_mb"] > 0
     assert (tmp_path / "loadtest.md").read_text().count("\n| 24 | 0 | 0 |") == 1
+
+
+def test_api_command_refuses_a_bad_model_or_worker_count_in_one_line(tmp_path):
+    from .test_predict_explain import melanoma_cli
+
+    bad = tmp_path / "model.safetensors"
+    bad.write_bytes(b"not a model")
+    for args, words in ((["--model", bad], "not a usable melanoma model file"), (["--workers", "0"], "--workers must be at least 1")):
+        r = melanoma_cli("api", "--port", "1", *args)
+        assert r.returncode == 1 and words in r.stderr and "Traceback" not in r.stderr
