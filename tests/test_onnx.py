@@ -96,3 +96,40 @@ def test_inference_streams_split_the_cores():
     assert inference_streams(cores=2) == (2, 1)
     assert inference_streams(cores=16) == (4, 4)
     assert inference_streams(cam=True, cores=16) == (1, 16)  # overlays: one batch at a time
+
+
+@pytest.mark.slow
+def test_int8_export_carries_the_model_and_keeps_its_verdicts(tmp_path, data_dir):
+    """`quantize` (what `export --int8` and the bench run): a file that loads with its digest checked,
+    marked int8, with the map and the OOD score, whose verdicts stay those of the float model on
+    real images. (The product calibrates on validation images; this test on a few training ones.)"""
+    from melanoma.images import load_image
+    from melanoma.onnx_model import quantize
+    from melanoma.predict import predict_views
+    from melanoma.preprocess import model_view
+
+    model, info = load()
+    views = lambda folder, n: np.stack([model_view(load_image(f), info.preprocess)  # noqa: E731
+                                        for c in ("Benign", "Malignant") for f in sorted((data_dir / folder / c).glob("*.jpg"))[:n]])
+    quantize(model, info, views("train", 24), tmp_path / "int8.onnx")
+    int8 = OnnxModel(tmp_path / "int8.onnx")
+    assert int8.int8 and int8.has_cam and "ood" in int8.output_names and int8.info.to_json() == info.to_json()
+    test = views("test", 40)
+    exact, quantised = predict_views(model, info, test), predict_views(int8, info, test)
+    assert np.mean([a.label == b.label for a, b in zip(exact, quantised)]) >= 0.95
+    assert np.abs(np.array([a.p_malignant - b.p_malignant for a, b in zip(exact, quantised)])).mean() < 0.05
+
+
+def test_int8_export_refuses_other_training_data(small_data, tmp_path):
+    r = melanoma_cli("export", "--int8", "--onnx", tmp_path / "int8.onnx", "--data", small_data)
+    assert r.returncode == 1 and "not the training images and validation split the model was trained with" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "int8.onnx").exists()
+
+
+def test_evaluate_reads_an_onnx_file(bundled_onnx, small_data, tmp_path):
+    import json
+
+    r = melanoma_cli("evaluate", "--model", bundled_onnx, "--data", small_data / "test", "--bootstrap", "0", "--out", tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["test"]["images"] == 24 and m["model_sha256"] and not (tmp_path / "architecture.png").exists()

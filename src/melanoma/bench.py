@@ -3,8 +3,9 @@
 Each measurement runs in its own child process (`python -m melanoma.bench PHASE MODEL DATA N`)
 so that its peak memory (ru_maxrss) is its own. Phases:
 - latency: one image, prediction + Grad-CAM + overlay (`predict.explain`), warm; median and p90;
-- predict_torch / predict_onnx: `melanoma predict`'s loop (DataLoader, default workers, batches of 32)
-  over N test images, images/s, output discarded;
+- predict_torch / predict_onnx / predict_int8: `melanoma predict`'s loop (DataLoader, default workers,
+  batches of 32) over N test images, images/s, output discarded; for int8 (`export --int8`, bundled
+  model only) also its verdicts against the float export's;
 - train: training steps through the real loop (`train.train_one_epoch`, augmentation included)
   on N real training images, images/s.
 The seed_cnn baseline is timed with random weights (its speed does not depend on them; its
@@ -28,7 +29,7 @@ import numpy as np
 
 from .errors import UsageError
 
-PHASES = ("latency", "predict_torch", "predict_onnx", "train")
+PHASES = ("latency", "predict_torch", "predict_onnx", "predict_int8", "train")
 
 
 def _test_images(data: Path, n: int) -> list[Path]:
@@ -57,25 +58,56 @@ def latency(model_file: str, data: Path, n: int) -> dict:
 
 
 def predict_throughput(model_file: str, data: Path, n: int, engine: str) -> dict:
+    """`melanoma predict`'s loop over n test images with the torch model, its float ONNX export or its
+    int8 export (`export --int8`: ranges from 256 of its validation images; models with a recorded
+    training run only). For int8, also its verdicts and ROC AUC against the float export's on the
+    same images."""
     from .model import load
     from .predict import inference_streams, run
 
     model, info = load(model_file)
-    if engine == "onnx":
-        from .onnx_model import OnnxModel, export
+    files = [str(f) for f in _test_images(data, n)]
+    if engine == "int8" and not info.data_fingerprint:
+        return {}  # no training run to draw validation images from (the random-weight baseline)
+    if engine in ("onnx", "int8"):
+        from .onnx_model import OnnxModel, export, quantize
+        from .train import model_split
 
         onnx_file = Path(tempfile.mkdtemp()) / "model.onnx"
         with contextlib.redirect_stdout(sys.stderr):
             export(model, info, onnx_file)
-        model = OnnxModel(onnx_file, threads=inference_streams()[1])
-        info = model.info
-    files = [str(f) for f in _test_images(data, n)]
+            if engine == "int8":
+                d = model_split(info, data)
+                quantize(model, info, np.stack(d.views_of(np.random.default_rng(0).permutation(d.va)[:256])), onnx_file.with_name("int8.onnx"))
+        plain = OnnxModel(onnx_file, threads=inference_streams()[1])
+        model, info = (OnnxModel(onnx_file.with_name("int8.onnx"), threads=inference_streams()[1]) if engine == "int8" else plain), plain.info
     with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
         run(files[:64], model, info, None, None)  # warm-up
         t = time.perf_counter()
         run(files, model, info, None, None)
         seconds = time.perf_counter() - t
-    return {f"predict_{engine}_images_per_s": len(files) / seconds}
+    result = {f"predict_{engine}_images_per_s": len(files) / seconds}
+    if engine == "int8":
+        result |= agreement(plain, model, info, files)
+    return result
+
+
+def agreement(plain, int8, info, files: list[str]) -> dict:
+    """Verdicts of the int8 model identical to the float one's, and both ROC AUCs, on `files`."""
+    import csv
+
+    from sklearn.metrics import roc_auc_score
+
+    from .predict import run
+
+    p = {}
+    with tempfile.TemporaryDirectory() as tmp, open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+        for name, model in (("float", plain), ("int8", int8)):
+            run(files, model, info, f"{tmp}/{name}.csv", None)
+            p[name] = np.array([float(r["p_malignant"]) for r in csv.DictReader(open(f"{tmp}/{name}.csv"))])
+    y = np.array([Path(f).parent.name == info.class_names[-1] for f in files])
+    return {"int8_images": len(files), "int8_same_verdict": float(((p["float"] >= info.threshold) == (p["int8"] >= info.threshold)).mean()),
+            "int8_roc_auc": float(roc_auc_score(y, p["int8"])), "float_onnx_roc_auc": float(roc_auc_score(y, p["float"]))}
 
 
 def train_throughput(model_file: str, data: Path, n: int) -> dict:
@@ -157,14 +189,21 @@ def markdown(report: dict) -> str:
         f"Measured {m['date']} on {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
         f"by `melanoma bench`.",
         "",
-        "| model | predict + Grad-CAM, 1 image: median / p90 | batch predict, torch | batch predict, ONNX Runtime | training | peak memory: predict / train |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| model | predict + Grad-CAM, 1 image: median / p90 | batch predict, torch | batch predict, ONNX Runtime | batch predict, ONNX int8 "
+        "| training | peak memory: predict / train |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, r in report["models"].items():
+        int8 = f"{r['predict_int8_images_per_s']:.0f} img/s" if "predict_int8_images_per_s" in r else "—"
         lines.append(
             f"| {name} | {r['latency_ms_median']:.0f} / {r['latency_ms_p90']:.0f} ms | {r['predict_torch_images_per_s']:.0f} img/s "
-            f"| {r['predict_onnx_images_per_s']:.0f} img/s | {r['train_images_per_s']:.1f} img/s | {r['predict_torch_peak_rss_mib']:.0f} / {r['train_peak_rss_mib']:.0f} MiB |"
+            f"| {r['predict_onnx_images_per_s']:.0f} img/s | {int8} | {r['train_images_per_s']:.1f} img/s "
+            f"| {r['predict_torch_peak_rss_mib']:.0f} / {r['train_peak_rss_mib']:.0f} MiB |"
         )
+    for name, r in report["models"].items():
+        if "int8_same_verdict" in r:
+            lines += ["", f"int8 against the float ONNX export of {name}, on the same {r['int8_images']} test images: the same verdict "
+                      f"on {r['int8_same_verdict']:.1%}, ROC AUC {r['int8_roc_auc']:.4f} against {r['float_onnx_roc_auc']:.4f}."]
     return "\n".join(lines) + "\n"
 
 

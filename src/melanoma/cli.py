@@ -100,10 +100,22 @@ def _predict(args) -> int:
 
 def _export(args) -> int:
     from .model import load
-    from .onnx_model import export
+    from .onnx_model import export, quantize
 
     model, info = load(args.model)
-    export(model, info, args.onnx)
+    if not args.int8:
+        export(model, info, args.onnx)
+    else:
+        import numpy as np
+
+        from .data import resolve_data_dir
+        from .train import model_split
+
+        if args.calibration_images < 1:
+            raise UsageError("--calibration-images must be at least 1")
+        d = model_split(info, resolve_data_dir(args.data))
+        chosen = np.random.default_rng(0).permutation(d.va)[: args.calibration_images]
+        quantize(model, info, np.stack(d.views_of(chosen)), args.onnx)
     print(f"wrote {args.onnx}", file=sys.stderr)
     return 0
 
@@ -259,6 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="write the model as ONNX (with its threshold and preprocessing in the metadata)")
     x.add_argument("--onnx", required=True, metavar="FILE", help="the .onnx file to write")
     x.add_argument("--model", help="model file (default: the bundled model)")
+    x.add_argument("--int8", action="store_true", help="statically quantised to int8, its ranges measured on the model's own "
+                   "validation images (needs --data: the model's training data)")
+    x.add_argument("--data", help="with --int8: " + data_help)
+    x.add_argument("--calibration-images", dest="calibration_images", type=int, default=256,
+                   help="with --int8: validation images the activation ranges are measured on (default %(default)s)")
     x.set_defaults(func=_export)
 
     b = sub.add_parser("bench", help="time prediction, Grad-CAM, ONNX Runtime and training; writes bench.json and bench.md")

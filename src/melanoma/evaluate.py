@@ -22,7 +22,8 @@ from .calibration import calibrated_probability
 from .data import labelled_set, read_samples, scan
 from .errors import UsageError
 from .explain import infer
-from .model import ModelInfo, file_sha256, load
+from .model import ModelInfo, file_sha256
+from .onnx_model import load_any
 from .preprocess import model_view, normalize
 from .quality import MIN_LESION, lesion_mask, lit_pixels
 
@@ -319,7 +320,7 @@ def run(model_path: str | None, data_dir: Path | None, out: Path, bootstrap: int
 
     evalset = labelled_set(data_dir, labels)
     out.mkdir(parents=True, exist_ok=True)
-    model, info = load(model_path)
+    model, info = load_any(model_path)
     thumbs: list[np.ndarray] = []
     samples, p, views, placements, ood = score_images(model, info, evalset.samples, thumbs=thumbs if evalset.train_dir else None)
     if not samples:
@@ -373,7 +374,8 @@ def run(model_path: str | None, data_dir: Path | None, out: Path, bootstrap: int
         plots.plot_roc(y, p, clean if has_clean else None, out / "roc_curve.png")
     plots.plot_reliability(y, p, out / "reliability.png")
     plots.plot_cam_grid(model, info, views, y, p, out / "gradcam_examples.png")
-    plots.plot_architecture(model, info, out / "architecture.png")
+    if not hasattr(model, "session"):  # drawn from the torch network's modules; not for an ONNX file
+        plots.plot_architecture(model, info, out / "architecture.png")
     if metrics["ood"]:
         plots.plot_coverage(metrics["ood"], out / "ood_coverage.png")
         (out / "ood.md").write_text(ood_table(metrics))

@@ -48,6 +48,8 @@ def grad_cam(model: torch.nn.Module, x: torch.Tensor, target: int = 1) -> np.nda
 def linear_head(model: torch.nn.Module) -> nn.Linear | None:
     """The head's linear layer when the head is global average pooling then (dropout and) one linear
     layer, the case where Grad-CAM equals the class activation map; otherwise None."""
+    if not hasattr(model, "head"):  # an onnx_model.OnnxModel: no modules to look at
+        return None
     layers = [m for m in model.head if not isinstance(m, (nn.Flatten, nn.Dropout))]
     if (len(layers) == 2 and isinstance(layers[0], nn.AdaptiveAvgPool2d) and layers[0].output_size in (1, (1, 1))
             and isinstance(layers[1], nn.Linear)):

@@ -62,7 +62,54 @@ def export(model: Classifier, info: ModelInfo, path: str | os.PathLike) -> None:
     names = graph.outputs()
     program = torch.onnx.export(graph, (example,), None, input_names=["image_nhwc"], output_names=names,
                                 dynamic_shapes={"image_nhwc": {0: torch.export.Dim("batch")}}, dynamo=True, verbose=False)
-    proto = program.model_proto
+    save(program.model_proto, info, path)
+
+
+KEEP_FLOAT = (2, 4)  # int8: the first two and the last four convolutions stay float
+
+
+def quantize(model: Classifier, info: ModelInfo, calibration: np.ndarray, path: str | os.PathLike) -> None:
+    """Write `model` as a statically quantised int8 ONNX file (ONNX Runtime's quantisation tools):
+    weights per channel, activations per tensor with ranges from the model views `calibration`
+    (N x H x W x 3 uint8; validation images, never test), QDQ format, convolutions only. The stem
+    (first conv and first depthwise conv) and the last block with the head conv stay float: with them
+    in int8, 400 validation images kept their verdict in 92-97% of cases, without them in 99%
+    (measured on the bundled model, 256 other validation images for the ranges)."""
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quant_pre_process,
+                                          quantize_static)
+
+    from .preprocess import normalize
+
+    x = normalize(calibration, info.preprocess).permute(0, 2, 3, 1).contiguous().numpy()
+
+    class Batches(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"image_nhwc": x[i : i + 32]} for i in range(0, len(x), 32)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        plain, prepared, quantised = (Path(tmp) / name for name in ("float.onnx", "prepared.onnx", "int8.onnx"))
+        export(model, info, plain)
+        quant_pre_process(str(plain), str(prepared), skip_symbolic_shape=True)
+        convs = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Conv"]
+        first, last = KEEP_FLOAT
+        quantize_static(str(prepared), str(quantised), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"],
+                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=convs[:first] + convs[-last:])
+        proto = onnx.load(str(quantised))
+    del proto.metadata_props[:]
+    save(proto, info, path)
+
+
+def save(proto, info: ModelInfo, path: str | os.PathLike) -> None:
+    """The graph with `info` and the digest of both in its metadata, written atomically."""
+    import onnx
+
     for key, value in ((METADATA_KEY, info.to_json()), (DIGEST_KEY, digest(proto.graph, info.to_json()))):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -98,6 +145,7 @@ class OnnxModel:
             raise ModelFileError(f"{path}: not a usable melanoma ONNX file (made by `melanoma export --onnx`): {error_summary(exc)}") from None
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.has_cam = "cam" in self.output_names
+        self.int8 = any(n.op_type == "QuantizeLinear" for n in proto.graph.node)
 
     def eval(self) -> "OnnxModel":
         return self
@@ -116,3 +164,14 @@ class OnnxModel:
             raise ModelFileError("this ONNX model carries no class activation map; use --engine torch for Grad-CAM")
         out = self._run(x)
         return torch.from_numpy(out["logits"]), torch.from_numpy(out["cam"])[:, None] if cam else None, out.get("ood")
+
+
+def load_any(path: str | os.PathLike | None):
+    """(model, info) of a model file: an .onnx file through ONNX Runtime, anything else (or the
+    bundled model, for None) through model.load."""
+    if path is not None and str(path).lower().endswith(".onnx"):
+        m = OnnxModel(path)
+        return m, m.info
+    from .model import load
+
+    return load(path)

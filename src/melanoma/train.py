@@ -469,16 +469,22 @@ def validation_scores(model, views: list[np.ndarray], labels: np.ndarray, pre: P
     return loss, float((logits.argmax(1) == labels).mean()), float(roc_auc_score(labels, logits[:, 1] - logits[:, 0]))
 
 
-def fit_ood(model_path: str | None, data_dir: Path, out: Path) -> float:
-    """Add the out-of-distribution score (ood.py) to a model trained before it existed: its training
-    images and validation split are drawn again as its run drew them (and checked against the digests
-    it carries), the score fitted on the first and its cut-off set on the second. Returns the cut-off."""
-    model, info = models.load(model_path)
+def model_split(info: models.ModelInfo, data_dir: Path) -> Split:
+    """The training images and validation split the run that made a model drew, drawn again from its
+    recorded settings and checked against the digests it carries."""
     tc = info.train_config
     d = prepare_data(data_dir, info.preprocess, tc.get("limit"), tc.get("val_fraction", 0.1), tc.get("seed", 0))
     digest = info.validation.get("split_sha256")  # models from before the digest: the split is drawn by the same settings
     if d.fingerprint != info.data_fingerprint or digest not in (None, d.digest):
         raise UsageError(f"{data_dir}: not the training images and validation split the model was trained with")
+    return d
+
+
+def fit_ood(model_path: str | None, data_dir: Path, out: Path) -> float:
+    """Add the out-of-distribution score (ood.py) to a model trained before it existed: fitted on its
+    training images, its cut-off set on its validation split (`model_split`). Returns the cut-off."""
+    model, info = models.load(model_path)
+    d = model_split(info, data_dir)
     cutoff = ood.attach(model, info.preprocess, d.views_of(d.tr), d.labels[d.tr], d.views_of(d.va))
     models.save(out, model, replace(info, ood_cutoff=cutoff))
     return cutoff
