@@ -304,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.set_defaults(func=_api)
 
     g = sub.add_parser("loadtest", help="the HTTP API under load on loopback: errors, answers against predict, latency, memory")
-    g.add_argument("--out", required=True, help="folder for loadtest.json, loadtest.md and the server's log")
+    g.add_argument("--out", required=True, help="folder for loadtest.json and loadtest.md")
     g.add_argument("--image", help="the image every request sends (default: the first test/Benign image of --data)")
     g.add_argument("--data", help=data_help)
     g.add_argument("--model", help="model file (default: the bundled model)")
