@@ -233,7 +233,10 @@ def test_real_server_on_loopback(tmp_path, data_dir):
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
             s.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
                       b"Content-Length: 900000000\r\n\r\n")
-            reply = s.recv(4096).decode()
+            reply = b""
+            while chunk := s.recv(4096):  # until the server closes the connection: it does not hold it open
+                reply += chunk
+            reply = reply.decode()
         assert reply.startswith("HTTP/1.1 413") and "over the 51.0 MB limit" in reply
     assert server.process.returncode in (0, -15)  # uvicorn shuts down, then re-raises the SIGTERM it caught
     with socket.socket() as s:
