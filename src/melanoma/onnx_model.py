@@ -89,7 +89,7 @@ def quantize(model: Classifier, info: ModelInfo, calibration: np.ndarray, path: 
 
     class Batches(CalibrationDataReader):
         def __init__(self):
-            self.batches = iter([{"image_nhwc": x[i : i + 32]} for i in range(0, len(x), 32)])
+            self.batches = iter([{"image_nhwc": x[i : i + 1]} for i in range(len(x))])  # one by one: the percentile calibrator needs equal batches
 
         def get_next(self):
             return next(self.batches, None)
