@@ -59,7 +59,7 @@ def latency(model_file: str, data: Path, n: int) -> dict:
 
 def predict_throughput(model_file: str, data: Path, n: int, engine: str) -> dict:
     """`melanoma predict`'s loop over n test images with the torch model, its float ONNX export or its
-    int8 export (`export --int8`: ranges from 256 of its validation images; models with a recorded
+    int8 export (`export --int8`: ranges from CALIBRATION_IMAGES of its validation images; models with a recorded
     training run only). For int8, also its verdicts and ROC AUC against the float export's on the
     same images."""
     from .model import load
@@ -70,7 +70,7 @@ def predict_throughput(model_file: str, data: Path, n: int, engine: str) -> dict
     if engine == "int8" and not info.data_fingerprint:
         return {}  # no training run to draw validation images from (the random-weight baseline)
     if engine in ("onnx", "int8"):
-        from .onnx_model import OnnxModel, export, quantize
+        from .onnx_model import CALIBRATION_IMAGES, OnnxModel, export, quantize
         from .train import model_split
 
         onnx_file = Path(tempfile.mkdtemp()) / "model.onnx"
@@ -78,7 +78,7 @@ def predict_throughput(model_file: str, data: Path, n: int, engine: str) -> dict
             export(model, info, onnx_file)
             if engine == "int8":
                 d = model_split(info, data)
-                quantize(model, info, np.stack(d.views_of(np.random.default_rng(0).permutation(d.va)[:256])), onnx_file.with_name("int8.onnx"))
+                quantize(model, info, np.stack(d.views_of(np.random.default_rng(0).permutation(d.va)[:CALIBRATION_IMAGES])), onnx_file.with_name("int8.onnx"))
         plain = OnnxModel(onnx_file, threads=inference_streams()[1])
         model, info = (OnnxModel(onnx_file.with_name("int8.onnx"), threads=inference_streams()[1]) if engine == "int8" else plain), plain.info
     with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):

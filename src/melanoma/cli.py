@@ -190,6 +190,7 @@ def _loadtest(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .onnx_model import CALIBRATION_IMAGES
     from .train import TrainConfig
 
     p = argparse.ArgumentParser(prog="melanoma", description="Melanoma classifier for dermoscopy images (not a medical device).")
@@ -274,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--int8", action="store_true", help="statically quantised to int8, its ranges measured on the model's own "
                    "validation images (needs --data: the model's training data)")
     x.add_argument("--data", help="with --int8: " + data_help)
-    x.add_argument("--calibration-images", dest="calibration_images", type=int, default=256,
+    x.add_argument("--calibration-images", dest="calibration_images", type=int, default=CALIBRATION_IMAGES,
                    help="with --int8: validation images the activation ranges are measured on (default %(default)s)")
     x.set_defaults(func=_export)
 
