@@ -1,7 +1,6 @@
 """Data-parallel training: torchrun with 2 CPU processes (gloo) gives the one-process result."""
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from melanoma.checkpoint import Progress
+from melanoma.loadtest import free_port
 from melanoma.model import Classifier, load
 from melanoma.preprocess import Preprocess, train_augment
 from melanoma.parallel import Parallel
@@ -53,12 +53,6 @@ def _process(rank: int, port: int, out: str) -> None:
     if rank == 0:
         save_file(weights, out, metadata={"seen": str(progress.seen), "loss_sum": repr(progress.loss_sum)})
     par.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

@@ -106,16 +106,10 @@ def _export(args) -> int:
     if not args.int8:
         export(model, info, args.onnx)
     else:
-        import numpy as np
-
         from .data import resolve_data_dir
-        from .train import model_split
+        from .train import calibration_views
 
-        if args.calibration_images < 1:
-            raise UsageError("--calibration-images must be at least 1")
-        d = model_split(info, resolve_data_dir(args.data))
-        chosen = np.random.default_rng(0).permutation(d.va)[: args.calibration_images]
-        quantize(model, info, np.stack(d.views_of(chosen)), args.onnx)
+        quantize(model, info, calibration_views(info, resolve_data_dir(args.data), args.calibration_images), args.onnx)
     print(f"wrote {args.onnx}", file=sys.stderr)
     return 0
 

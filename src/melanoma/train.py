@@ -480,6 +480,15 @@ def model_split(info: models.ModelInfo, data_dir: Path) -> Split:
     return d
 
 
+def calibration_views(info: models.ModelInfo, data_dir: Path, n: int) -> np.ndarray:
+    """n of a model's own validation images (`model_split`, drawn with seed 0) as model views: what
+    `export --int8` measures its activation ranges on."""
+    if n < 1:
+        raise UsageError("--calibration-images must be at least 1")
+    d = model_split(info, data_dir)
+    return np.stack(d.views_of(np.random.default_rng(0).permutation(d.va)[:n]))
+
+
 def fit_ood(model_path: str | None, data_dir: Path, out: Path) -> float:
     """Add the out-of-distribution score (ood.py) to a model trained before it existed: fitted on its
     training images, its cut-off set on its validation split (`model_split`). Returns the cut-off."""
