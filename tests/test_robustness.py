@@ -202,11 +202,18 @@ def test_evaluate_a_folder_of_benign_and_malignant_with_the_shift_suite(folder_s
 def test_evaluate_a_labels_csv_and_its_errors(folder_set, tiny_model_file, tmp_path):
     files = sorted(p.relative_to(folder_set).as_posix() for p in folder_set.rglob("*.jpg") if p.name != "broken.jpg")
     csv = folder_set.parent / "labels.csv"
-    csv.write_text("file,label,source\n" + "".join(f"{folder_set.name}/{f},{'malignant' if f.startswith('M') else 'BENIGN'},x\n" for f in files))
-    r = melanoma_cli("evaluate", "--model", tiny_model_file, "--labels", csv, "--out", tmp_path / "csv", "--bootstrap", "0")
+    csv.write_text("file,label,Source\n" + "".join(f"{folder_set.name}/{f},{'malignant' if f.startswith('M') else 'BENIGN'},{'MEL' if f.startswith('M') else 'NV' if i % 3 else 'BKL'}\n"
+                                                    for i, f in enumerate(files)))
+    r = melanoma_cli("evaluate", "--model", tiny_model_file, "--labels", csv, "--by-kind", "source", "--out", tmp_path / "csv", "--bootstrap", "0")
     assert r.returncode == 0, r.stderr[-2000:]
     m = json.loads((tmp_path / "csv" / "metrics.json").read_text())
     assert m["layout"] == "csv" and m["test"]["images"] == 24 and m["test"]["malignant"] == 12
+    kinds = {(k["class"], k["kind"]): k for k in m["kinds"]}
+    assert sorted(kinds) == [("Benign", "BKL"), ("Benign", "NV"), ("Malignant", "MEL")]
+    assert kinds["Benign", "BKL"]["images"] + kinds["Benign", "NV"]["images"] == 12 and kinds["Malignant", "MEL"]["images"] == 12
+    assert kinds["Malignant", "MEL"]["roc_auc"] == pytest.approx(m["test"]["roc_auc"])  # one kind: all of its class
+    assert kinds["Malignant", "MEL"]["called_right"] == pytest.approx(m["test"]["sensitivity"])
+    assert (tmp_path / "csv" / "kinds.md").read_text().count("| Benign |") == 2 and "| Benign | BKL |" in r.stdout
 
     # the folder and the CSV give the same estimates
     r = melanoma_cli("evaluate", "--model", tiny_model_file, "--data", folder_set, "--out", tmp_path / "dir", "--bootstrap", "0")
@@ -216,11 +223,13 @@ def test_evaluate_a_labels_csv_and_its_errors(folder_set, tiny_model_file, tmp_p
         "missing.csv": ("path,label\nnowhere.jpg,Benign\n", "1 listed image(s) not found (first: row 2 'nowhere.jpg')"),
         "unknown.csv": (f"path,label\n{folder_set.name}/{files[0]},mole\n", "row 2: unknown label 'mole'"),
         "header.csv": (f"image,class\n{folder_set.name}/{files[0]},Benign\n", "needs a header with path (or file) and label"),
+        "kind.csv": (f"path,label\n{folder_set.name}/{files[0]},Benign\n", "no column 'diagnosis' for --by-kind (columns: path, label)"),
     }
     for name, (text, message) in bad.items():
         (tmp_path / name).write_text(text)
         (tmp_path / "x" / name).mkdir(parents=True)
-        r = melanoma_cli("evaluate", "--model", tiny_model_file, "--labels", tmp_path / name, "--out", tmp_path / "x" / name)
+        r = melanoma_cli("evaluate", "--model", tiny_model_file, "--labels", tmp_path / name, "--out", tmp_path / "x" / name,
+                         *(["--by-kind", "diagnosis"] if name == "kind.csv" else []))
         assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr, (name, r.stderr[-500:])
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
@@ -241,6 +250,19 @@ def test_evaluate_refuses_a_folder_without_labels_and_notes_a_single_class(folde
     assert m["test"]["roc_auc"] is None and m["test"]["specificity"] is not None
     assert "note: only Benign images: no ROC AUC" in r.stdout
     assert all(row["roc_auc"] is None and row["sensitivity"] is None for row in m["shifts"]["shifts"])
+
+
+def test_kinds_report_scores_each_kind_against_the_other_class():
+    from melanoma.evaluate import kinds_report
+
+    y = np.array([0, 0, 0, 0, 1, 1])
+    p = np.array([0.1, 0.2, 0.7, 0.9, 0.8, 0.6])
+    rows = kinds_report(y, p, ["nevus", "nevus", "keratosis", "keratosis", "mel", "mel"], 0.5, ("Benign", "Malignant"), bootstrap=0)
+    by = {r["kind"]: r for r in rows}
+    assert [r["kind"] for r in rows] == ["keratosis", "nevus", "mel"]
+    assert by["nevus"]["roc_auc"] == 1.0 and by["nevus"]["called_right"] == 1.0
+    assert by["keratosis"]["roc_auc"] == 0.25 and by["keratosis"]["called_right"] == 0.0  # 0.7 and 0.9 against 0.8 and 0.6
+    assert by["mel"]["roc_auc"] == pytest.approx(0.625) and by["mel"]["called_right"] == 1.0 and by["mel"]["images"] == 2
 
 
 def test_init_may_change_colour_matching_and_framing_but_a_teacher_may_not():
@@ -274,4 +296,6 @@ def test_library_errors_are_exceptions_and_the_cli_makes_them_one_line(tmp_path)
         resolve_data_dir(tmp_path)
     with pytest.raises(UsageError, match="no labelled images found"):
         labelled_set(tmp_path)
+    with pytest.raises(UsageError, match="--by-kind reads a column of the labels CSV"):
+        labelled_set(tmp_path, kind_column="diagnosis")
     assert main(["evaluate", "--data", str(tmp_path), "--out", str(tmp_path / "out")]) == 1

@@ -62,7 +62,7 @@ def _evaluate(args) -> int:
             print(f"error: --ood-against {folder}: not a folder", file=sys.stderr)
             return 2
     run(args.model, args.data and Path(args.data), Path(args.out), bootstrap=args.bootstrap, labels=args.labels, shifts=args.shifts,
-        ood_against=args.ood_against, faithfulness_images=args.faithfulness)
+        ood_against=args.ood_against, faithfulness_images=args.faithfulness, by_kind=args.by_kind)
     return 0
 
 
@@ -235,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", help="the Kaggle layout (its test/ is scored, the clean subset measured against its train/), or a folder "
                    "with Benign/ and Malignant/; default $MELANOMA_DATA or ../shared/data/melanoma")
     e.add_argument("--labels", metavar="FILE.csv", help="score the images a CSV lists instead (path,label rows; paths relative to the CSV)")
+    e.add_argument("--by-kind", metavar="COLUMN", help="with --labels: also the figures per kind of image, by this column of the CSV "
+                   "(e.g. the diagnosis): images, share called right, ROC AUC against the other class")
     e.add_argument("--shifts", action="store_true",
                    help="also score the clean test images (or the whole set) under the shift suite: resolution, JPEG, blur, noise, "
                    "closer, farther, rotation, light, brightness, gamma, vignette, phone photo")

@@ -36,6 +36,7 @@ class Sample:
     rel: str  # path relative to the data folder: the image's identity
     split: str
     label: int  # index into CLASS_NAMES
+    kind: str = ""  # a finer label from a labels CSV's column (evaluate --by-kind), e.g. the diagnosis
 
 
 def check_outside(data: Path, *outputs: str | os.PathLike | None) -> None:
@@ -121,14 +122,17 @@ class LabelledSet:
     train_dir: Path | None = None  # the Kaggle layout's train/ beside test/: the clean subset is measured against it
 
 
-def labelled_set(data: str | os.PathLike | None, labels: str | os.PathLike | None = None) -> LabelledSet:
+def labelled_set(data: str | os.PathLike | None, labels: str | os.PathLike | None = None, kind_column: str | None = None) -> LabelledSet:
     """The images `evaluate` scores, with their labels, from one of three layouts:
     `labels` (a CSV of path,label rows; `file` is accepted for `path`; relative paths are relative
     to the CSV's folder; labels Benign/Malignant in any case, or 0/1); else DATA/test/{Benign,Malignant}
     (the Kaggle download, whose train/ gives the clean subset); else DATA/{Benign,Malignant}.
-    DATA defaults as for training (`data_dir`)."""
+    DATA defaults as for training (`data_dir`). `kind_column` names a column of the CSV whose value
+    each sample keeps as its `kind`."""
     if labels is not None:
-        return _csv_set(Path(labels))
+        return _csv_set(Path(labels), kind_column)
+    if kind_column is not None:
+        raise UsageError("--by-kind reads a column of the labels CSV: give --labels FILE.csv")
     root = data_dir(data)
     if (root / "test").is_dir():
         samples = scan(root, "test")
@@ -144,7 +148,7 @@ def labelled_set(data: str | os.PathLike | None, labels: str | os.PathLike | Non
                      "layout) or with Benign/ and Malignant/, or --labels FILE.csv with path,label rows")
 
 
-def _csv_set(path: Path) -> LabelledSet:
+def _csv_set(path: Path, kind_column: str | None = None) -> LabelledSet:
     """The rows of a path,label CSV as samples; a missing file or an unknown label is refused in one line."""
     names = {c.lower(): i for i, c in enumerate(CLASS_NAMES)} | {str(i): i for i in range(len(CLASS_NAMES))}
     try:
@@ -156,6 +160,9 @@ def _csv_set(path: Path) -> LabelledSet:
     column = columns.get("path") or columns.get("file")
     if not rows or column is None or "label" not in columns:
         raise UsageError(f"{path}: a labels CSV needs a header with path (or file) and label, and at least one row")
+    kind = columns.get(kind_column.strip().lower()) if kind_column else None
+    if kind_column and kind is None:
+        raise UsageError(f"{path}: no column {kind_column!r} for --by-kind (columns: {', '.join(columns.values())})")
     samples, missing = [], []
     for n, row in enumerate(rows, start=2):  # row 1 is the header
         rel, label = (row.get(column) or "").strip(), (row.get(columns["label"]) or "").strip()
@@ -165,7 +172,7 @@ def _csv_set(path: Path) -> LabelledSet:
         if not rel or not file.is_file():
             missing.append(f"row {n} {rel!r}")
             continue
-        samples.append(Sample(file, rel, "", names[label.lower()]))
+        samples.append(Sample(file, rel, "", names[label.lower()], (row.get(kind) or "").strip() if kind else ""))
     if missing:
         raise UsageError(f"{path}: {len(missing)} listed image(s) not found (first: {missing[0]}); paths are relative to the CSV's folder")
     return LabelledSet(samples, "csv", path)

@@ -86,6 +86,27 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float, bootstrap: in
     return out
 
 
+def kinds_report(y: np.ndarray, p: np.ndarray, kinds: list[str], threshold: float, class_names, bootstrap: int = 1000) -> list[dict]:
+    """Per kind of image within each class (`Sample.kind`, e.g. the diagnosis): how many, the share
+    called right at the threshold, and the ROC AUC of that kind against all images of the other
+    class (so "Benign / keratosis" is how well the melanomas are told from keratoses)."""
+    from sklearn.metrics import roc_auc_score
+
+    rows, kinds = [], np.array(kinds)
+    for label in (0, 1):
+        for kind in sorted(set(kinds[y == label])):
+            this, other = (y == label) & (kinds == kind), y != label
+            pair = this | other
+            row = {"class": class_names[label], "kind": kind, "images": int(this.sum()),
+                   "called_right": float(((p[this] >= threshold) == bool(label)).mean()), "roc_auc": None, "roc_auc_ci95": None}
+            if other.any():
+                row["roc_auc"] = float(roc_auc_score(y[pair], p[pair]))
+                if bootstrap:
+                    row["roc_auc_ci95"] = auc_interval(y[pair], p[pair], bootstrap)
+            rows.append(row)
+    return rows
+
+
 def cam_placement(view: np.ndarray, cam: np.ndarray) -> list[float]:
     """Where one image's Grad-CAM map falls: [share of the map on the spot, the spot's share of the
     image, 1 if the map's peak is on the spot, share of the map on the black vignette, the vignette's
@@ -310,15 +331,16 @@ def shift_suite(model, info: ModelInfo, views: list[np.ndarray], y: np.ndarray, 
 
 
 def run(model_path: str | None, data_dir: Path | None, out: Path, bootstrap: int = 1000, labels: str | None = None,
-        shifts: bool = False, ood_against: list[str] | None = None, faithfulness_images: int = 0) -> dict:
+        shifts: bool = False, ood_against: list[str] | None = None, faithfulness_images: int = 0, by_kind: str | None = None) -> dict:
     """Metrics and plots for a labelled set (`data.labelled_set`): the Kaggle test split with its
     clean subset, a Benign/Malignant folder or a CSV; with `shifts`, the shift suite on the clean
     subset (the whole set where there is no clean subset). The OOD report (`ood_report`) is on the
     clean subset too, compared with each folder of `ood_against`; the deletion test of the maps
-    (`faithfulness`) on `faithfulness_images` of the clean subset."""
+    (`faithfulness`) on `faithfulness_images` of the clean subset; with `by_kind` (a column of the
+    labels CSV), the figures per kind (`kinds_report`)."""
     from . import plots
 
-    evalset = labelled_set(data_dir, labels)
+    evalset = labelled_set(data_dir, labels, by_kind)
     out.mkdir(parents=True, exist_ok=True)
     model, info = load_any(model_path)
     thumbs: list[np.ndarray] = []
@@ -356,6 +378,8 @@ def run(model_path: str | None, data_dir: Path | None, out: Path, bootstrap: int
         "ood": ood_report(y[clean], p[clean], ood[clean], info,
                           {Path(f).name: folder_ood_scores(model, info, f) for f in ood_against or []}),
     }
+    if by_kind:
+        metrics["kinds"] = kinds_report(y, p, [s.kind for s in samples], info.threshold, info.class_names, bootstrap)
     if faithfulness_images:
         metrics["faithfulness"] = faithfulness(model, info, [v for v, c in zip(views, clean) if c], faithfulness_images)
     if shifts:
@@ -379,11 +403,23 @@ def run(model_path: str | None, data_dir: Path | None, out: Path, bootstrap: int
     if metrics["ood"]:
         plots.plot_coverage(metrics["ood"], out / "ood_coverage.png")
         (out / "ood.md").write_text(ood_table(metrics))
+    if by_kind:
+        (out / "kinds.md").write_text(kinds_table(metrics["kinds"]) + "\n")
     if shifts:
         plots.plot_shifts(metrics["shifts"], out / "shifts.png")
         (out / "shifts.md").write_text(shift_table(metrics["shifts"]))
     print(format_table(metrics))
     return metrics
+
+
+def kinds_table(rows: list[dict]) -> str:
+    """`kinds_report` as a Markdown table."""
+    lines = ["| class | kind | images | called right | ROC AUC against the other class (95% CI) |", "| --- | --- | --- | --- | --- |"]
+    for r in rows:
+        auc = "n/a" if r["roc_auc"] is None else f"{r['roc_auc']:.3f}" + (
+            f" ({r['roc_auc_ci95'][0]:.3f}-{r['roc_auc_ci95'][1]:.3f})" if r["roc_auc_ci95"] else "")
+        lines.append(f"| {r['class']} | {r['kind'] or '(none)'} | {r['images']} | {r['called_right']:.1%} | {auc} |")
+    return "\n".join(lines)
 
 
 def shift_table(suite: dict) -> str:
@@ -443,6 +479,8 @@ def format_table(m: dict) -> str:
     if a and a["images_with_vignette"]:
         lines.append(f"Grad-CAM on the black vignette ({a['images_with_vignette']} with a vignette and a map): {a['cam_on_vignette']:.1%} "
                      f"of the map on {a['vignette_area']:.1%} of the image")
+    if m.get("kinds"):
+        lines += ["", kinds_table(m["kinds"])]
     if "shifts" in m:
         lines += ["", "Shift suite (" + ("clean test" if m["clean_test"] else "all images") + "):", shift_table(m["shifts"])]
     if m.get("faithfulness"):
