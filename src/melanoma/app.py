@@ -163,8 +163,9 @@ def sidebar(info, model_path: str | None) -> None:
   microscope) of benign moles and melanomas, mostly light skin.
 {measured_test_figures(model_path)}{measured}
 - **Intended use:** research and teaching; a second look, never a decision.
-- **Limitations:** untested on phone photos without dermoscopy and on darker skin; two classes
-  only (no other skin cancers); any picture gets a number.
+- **Limitations:** on phone photos without dermoscopy it calls most harmless spots melanoma, and
+  so it does with benign keratoses (measured on images from other sources); untested on darker
+  skin; two classes only (no other skin cancers); any picture gets a number.
 - **Two checks before you trust a number:** the model's own check flags photos whose features are
   unlike its training images; the photo checks flag photos that are small, blurred, dark, off-centre
   or show little skin. Either warning means the estimate is less reliable; neither catches everything.
