@@ -92,18 +92,16 @@ def predict_throughput(model_file: str, data: Path, n: int, engine: str) -> dict
 
 
 def agreement(plain, int8, info, files: list[str]) -> dict:
-    """Verdicts of the int8 model identical to the float one's, and both ROC AUCs, on `files`."""
-    import csv
-
+    """Verdicts of the int8 model identical to the float one's, and both ROC AUCs, on `files` (decoded once)."""
     from sklearn.metrics import roc_auc_score
 
-    from .predict import run
+    from .images import load_image
+    from .predict import predict_views
+    from .preprocess import model_view
 
-    p = {}
-    with tempfile.TemporaryDirectory() as tmp, open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
-        for name, model in (("float", plain), ("int8", int8)):
-            run(files, model, info, f"{tmp}/{name}.csv", None)
-            p[name] = np.array([float(r["p_malignant"]) for r in csv.DictReader(open(f"{tmp}/{name}.csv"))])
+    views = np.stack([model_view(load_image(f), info.preprocess) for f in files])
+    p = {name: np.array([q.p_malignant for i in range(0, len(views), 64) for q in predict_views(model, info, views[i : i + 64])])
+         for name, model in (("float", plain), ("int8", int8))}
     y = np.array([Path(f).parent.name == info.class_names[-1] for f in files])
     return {"int8_images": len(files), "int8_same_verdict": float(((p["float"] >= info.threshold) == (p["int8"] >= info.threshold)).mean()),
             "int8_roc_auc": float(roc_auc_score(y, p["int8"])), "float_onnx_roc_auc": float(roc_auc_score(y, p["float"]))}

@@ -23,7 +23,7 @@ from .data import labelled_set, read_samples, scan
 from .errors import UsageError
 from .explain import infer
 from .model import ModelInfo, file_sha256
-from .onnx_model import load_any
+from .onnx_model import OnnxModel, load_any
 from .preprocess import model_view, normalize
 from .quality import MIN_LESION, lesion_mask, lit_pixels
 
@@ -398,7 +398,7 @@ def run(model_path: str | None, data_dir: Path | None, out: Path, bootstrap: int
         plots.plot_roc(y, p, clean if has_clean else None, out / "roc_curve.png")
     plots.plot_reliability(y, p, out / "reliability.png")
     plots.plot_cam_grid(model, info, views, y, p, out / "gradcam_examples.png")
-    if not hasattr(model, "session"):  # drawn from the torch network's modules; not for an ONNX file
+    if not isinstance(model, OnnxModel):  # drawn from the torch network's modules
         plots.plot_architecture(model, info, out / "architecture.png")
     if metrics["ood"]:
         plots.plot_coverage(metrics["ood"], out / "ood_coverage.png")
