@@ -174,6 +174,8 @@ def describe(info, path: Path) -> dict:
         "ood_cutoff": info.ood_cutoff, "weights_sha256": meta.get(CHECKSUM_KEY), "file_sha256": file_sha256(path),
         "validation": info.validation or None,
         "clean_test": (measured_figures(path) or {}).get("clean_test"),  # the metrics.json beside the file that names it; else null
+        "licence": info.licence,  # the weights' licence, from the training sources the file records
+        "training_sources": info.sources or None,
         "not_a_diagnosis": predict.NOT_A_DIAGNOSIS,
     }
 

@@ -31,12 +31,53 @@ def _train(args) -> int:
         return 2
     config = TrainConfig(**given)
     problem = train_config_problem(config)
+    if not problem and config.sources and args.data:
+        problem = "--sources names every training source (the Kaggle data too); give it or --data, not both"
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    data = resolve_data_dir(args.data)
-    check_outside(data, out)
+    if config.sources:
+        from .sources import read_sources_file
+
+        data = None
+        check_outside_sources(read_sources_file(config.sources), out)
+    else:
+        data = resolve_data_dir(args.data)
+        check_outside(data, out)
     main(config, data, out, resume=bool(args.resume), runtime=runtime)
+    return 0
+
+
+def check_outside_sources(sources, out) -> None:
+    from .data import check_outside
+
+    for src in sources:
+        check_outside(src.path, out)
+
+
+def _describe(args) -> int:
+    """What a model file is: architecture, operating point, validation, training sources and the weights' licence."""
+    from .model import load
+
+    _, info = load(args.model)
+    v = info.validation
+    lines = [f"model: {args.model or 'the bundled model'}", f"architecture: {info.arch}, input {info.preprocess.image_size} px, "
+             f"framing {info.preprocess.framing}",
+             f"threshold {info.threshold:.3f} on the calibrated probability (temperature {info.temperature:.3f}), chosen on validation "
+             f"for sensitivity {info.target_sensitivity}",
+             f"validation: {v.get('images')} images, ROC AUC {v.get('auc', float('nan')):.4f}, sensitivity {v.get('sensitivity', float('nan')):.4f}, "
+             f"specificity {v.get('specificity', float('nan')):.4f}"]
+    for name, f in (v.get("by_source") or {}).items():
+        auc = f"ROC AUC {f['auc']:.4f}, " if f.get("auc") is not None else ""
+        parts = [f"sensitivity {f['sensitivity']:.4f}" if f.get("sensitivity") is not None else "",
+                 f"specificity {f['specificity']:.4f}" if f.get("specificity") is not None else ""]
+        lines.append(f"  {name}: {f['images']} images ({f['melanomas']} melanomas), {auc}{', '.join(p for p in parts if p)}")
+    lines.append("training sources:" if info.sources else "training sources: not recorded in this file")
+    for r in info.sources:
+        counts = "; ".join(f"{label} " + ", ".join(f"{k} {n}" for k, n in kinds.items()) for label, kinds in r["images"].items())
+        lines.append(f"  {r['name']} ({r['licence']}): {counts}; files sha256 {r['files_sha256'][:16]}")
+    lines.append(f"licence of the weights: {info.licence}")
+    print("\n".join(lines))
     return 0
 
 
@@ -219,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("--label-smoothing", float, "cross-entropy label smoothing, 0-0.5"),
         ("--duplicates", str, "each (every image weighs alike), or once: a group of near-duplicate images weighs as one image"),
         ("--mixup", float, "mixup: blend each batch with itself shuffled, shares drawn from Beta(a, a); 0 is off, 0.2 is usual"),
+        ("--sources", str, "a sources file (TOML) naming every training source, e.g. sources/kaggle+archives.toml: the Kaggle data "
+                           "and other labelled folders, each with its licence (instead of --data)"),
     ]:
         dest = flag[2:].replace("-", "_")
         default = getattr(d, dest)
@@ -229,6 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--teacher", action="append", metavar="FILE",
                    help="distil from this model file (repeat for an ensemble; trained on the same data, --seed and --val-fraction)")
     t.set_defaults(func=_train)
+
+    i = sub.add_parser("describe", help="what a model file is: operating point, validation, training sources, the weights' licence")
+    i.add_argument("--model", help="model file (default: the bundled model)")
+    i.set_defaults(func=_describe)
 
     e = sub.add_parser("evaluate", help="metrics and plots on the test split and its clean subset, or on any labelled images")
     e.add_argument("--model", help="model file (default: the bundled model)")

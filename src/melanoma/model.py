@@ -123,6 +123,14 @@ class ModelInfo:
     history: list = field(default_factory=list)  # per-epoch losses/accuracies, for the curves
     versions: dict = field(default_factory=dict)
     ood_cutoff: float | None = None  # OOD scores above this are flagged (with the `ood.*` tensors; see ood.py)
+    sources: list = field(default_factory=list)  # the training sources: name, licence, images per label and diagnosis (sources.py)
+
+    @property
+    def licence(self) -> str:
+        """The weights' licence in one sentence, from the sources they were trained on."""
+        from .sources import weights_licence
+
+        return weights_licence(self.sources)
 
     def to_json(self) -> str:
         d = asdict(self)

@@ -30,13 +30,14 @@ from . import model as models
 from .audit import near_duplicate_groups, thumbnail
 from .checkpoint import Progress
 from .calibration import calibrated_probability, fit_temperature, threshold_for_sensitivity
-from .data import CLASS_NAMES, fingerprint, read_samples, scan, split_train_val
+from .data import CLASS_NAMES, fingerprint, read_samples, split_train_val
 from .errors import Interrupted, UsageError
 from .explain import infer
 from .lineage import check_same_run, split_digest
 from .parallel import Parallel
 from .preprocess import TRAINING_LOOK, Preprocess, model_view, normalize, train_augment
 from .seeding import derive_seed, seed_everything
+from .sources import Source, join_lesions, kaggle_source, read_sources_file, scan_sources, source_record
 
 LOG = logging.getLogger(__name__)  # shown on stderr by process 0 alone (cli.log_to_stderr)
 
@@ -65,6 +66,7 @@ class TrainConfig:
     label_smoothing: float = 0.0  # cross-entropy label smoothing (tempers over-confidence)
     duplicates: str = "each"  # or "once": a near-duplicate group weighs as much as one image (sample_weights)
     mixup: float = 0.0  # Beta(a, a) mixing of each batch with itself shuffled (tempers over-confidence); 0: off
+    sources: str | None = None  # a sources file (sources.py) naming every training source; default: the Kaggle data alone
 
 
 class ArrayDataset(Dataset):
@@ -84,13 +86,41 @@ class ArrayDataset(Dataset):
         return self.augment(image=self.arrays[i])["image"], int(self.labels[i])
 
 
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """The shuffled batches of one epoch (a short last batch is dropped when there is more than one)."""
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, pool: np.ndarray | None = None) -> list[list[int]]:
+    """The shuffled batches of one epoch (a short last batch is dropped when there is more than one),
+    over range(n), or over `pool` (the images this epoch sees, `epoch_pool`) when given."""
+    if pool is not None:
+        return [[int(pool[j]) for j in b] for b in epoch_batches(len(pool), batch_size, seed, epoch)]
     order = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, epoch))).tolist()
     batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
     if len(batches) > 1 and len(batches[-1]) < batch_size:
         batches.pop()
     return batches
+
+
+def sampled_kinds(samples, sources: list[Source]) -> dict[tuple[str, str], tuple[np.ndarray, int]]:
+    """(source, diagnosis) -> (the positions of its images in `samples`, how many an epoch sees), for
+    every diagnosis a source caps with `per_epoch` (it has more images than that)."""
+    out = {}
+    for src in sources:
+        for kind, cap in src.per_epoch.items():
+            idx = np.array([i for i, s in enumerate(samples) if s.source == src.name and s.kind == kind], dtype=np.int64)
+            if len(idx) > cap:
+                out[(src.name, kind)] = (idx, cap)
+    return out
+
+
+def epoch_pool(n: int, capped: dict, seed: int, epoch: int) -> np.ndarray | None:
+    """The training positions one epoch sees: all, except that each capped diagnosis gives a fresh
+    seeded draw of `cap` of its images (sampled, not repeated); None when nothing is capped."""
+    if not capped:
+        return None
+    rng = np.random.default_rng(derive_seed(seed, epoch, 3))
+    keep = np.ones(n, bool)
+    for idx, cap in capped.values():
+        keep[idx] = False
+        keep[rng.choice(idx, cap, replace=False)] = True
+    return np.nonzero(keep)[0]
 
 
 class StopRequest:
@@ -151,14 +181,19 @@ def freeze_early_layers(model: nn.Module, arch: str, n_blocks: int) -> list[nn.M
     return frozen
 
 
-def sample_weights(labels: np.ndarray, groups: np.ndarray, once: bool = False) -> torch.Tensor:
-    """Each training image's weight in the loss: the two classes weigh alike in all; with `once`, the
-    images of a near-duplicate group share one image's weight (train holds ~490 such groups, nearly all
-    melanomas photographed several times, which otherwise teach those lesions several times over)."""
+def sample_weights(labels: np.ndarray, groups: np.ndarray, once: bool = False, scale: np.ndarray | None = None,
+                   presence: np.ndarray | None = None) -> torch.Tensor:
+    """Each training image's weight in the loss: the two classes weigh alike in all (as an epoch sees
+    them: `presence` is the share of epochs an image is drawn in, `epoch_pool`); `scale` multiplies
+    each image's weight first (its source's weight); with `once`, the images of a near-duplicate group
+    share one image's weight (train holds ~490 such groups, nearly all melanomas photographed several
+    times, which otherwise teach those lesions several times over)."""
     _, group_of, group_size = np.unique(groups, return_inverse=True, return_counts=True)
     share = 1 / group_size[group_of] if once else np.ones(len(labels))
-    per_class = np.bincount(labels, weights=share, minlength=2)
-    return torch.tensor(share * (share.sum() / (2 * np.maximum(per_class, 1e-12)))[labels], dtype=torch.float32)
+    share = share * (1 if scale is None else scale)
+    seen = share * (1 if presence is None else presence)
+    per_class = np.bincount(labels, weights=seen, minlength=2)
+    return torch.tensor(share * (seen.sum() / (2 * np.maximum(per_class, 1e-12)))[labels], dtype=torch.float32)
 
 
 @dataclass
@@ -176,6 +211,7 @@ class Fitting:
     config: TrainConfig
     pre: Preprocess
     par: Parallel
+    capped: dict  # sampled_kinds of the training images: diagnoses an epoch sees only a draw of
 
 
 def train_one_epoch(f: Fitting, progress: Progress, stop: StopRequest) -> bool:
@@ -192,7 +228,7 @@ def train_one_epoch(f: Fitting, progress: Progress, stop: StopRequest) -> bool:
     net, dataset, weights, config, pre, par = f.net, f.dataset, f.weights, f.config, f.pre, f.par
     epoch = progress.epochs_done + 1
     dataset.epoch = epoch
-    batches = epoch_batches(len(dataset), config.batch_size, config.seed, epoch)
+    batches = epoch_batches(len(dataset), config.batch_size, config.seed, epoch, epoch_pool(len(dataset), f.capped, config.seed, epoch))
     shards = [b[par.rank :: par.world] for b in batches[progress.batches_done :]]
     denominators = [float(weights[b].sum()) for b in batches[progress.batches_done :]]
     loader = DataLoader(dataset, batch_sampler=shards, num_workers=config.workers, pin_memory=par.device.type == "cuda")
@@ -296,6 +332,7 @@ class Split:
     va: np.ndarray
     unreadable: list[dict]
     fingerprint: str  # of the readable images (data.fingerprint: paths and contents)
+    sources: list[Source]
 
     @property
     def digest(self) -> str:
@@ -304,18 +341,34 @@ class Split:
     def views_of(self, idx: np.ndarray) -> list[np.ndarray]:
         return [self.views[i] for i in idx]
 
+    def samples_of(self, idx: np.ndarray) -> list:
+        return [self.samples[i] for i in idx]
 
-def prepare_data(data_dir: Path, pre: Preprocess, limit: int | None, val_fraction: float, seed: int, quiet: bool = False) -> Split:
+
+def run_sources(config_sources: str | None, data_dir: Path) -> list[Source]:
+    """A run's training sources: the sources file's, else the Kaggle data at `data_dir` alone."""
+    return read_sources_file(config_sources) if config_sources else [kaggle_source(data_dir)]
+
+
+def prepare_data(sources: list[Source], pre: Preprocess, limit: int | None, val_fraction: float, seed: int, quiet: bool = False) -> Split:
     """Scan, decode and split the training images as a run with these settings does."""
-    samples = subsample(scan(data_dir, "train"), limit, seed)
-    if not samples:
-        raise UsageError(f"{data_dir / 'train'}: no training images found")
+    samples = subsample(scan_sources(sources), limit, seed)
+    names = ", ".join(s.name for s in sources)
     samples, views, thumbs, labels, unreadable = load_split(samples, pre, quiet=quiet)
     if not samples:
-        raise UsageError(f"{data_dir / 'train'}: none of the training images could be read")
+        raise UsageError(f"{names}: none of the training images could be read")
+    groups, tr, va = group_and_split(samples, thumbs, labels, val_fraction, seed)
+    return Split(samples, views, labels, groups, tr, va, unreadable, fingerprint(samples), sources)
+
+
+def group_and_split(samples, thumbs: np.ndarray, labels: np.ndarray, val_fraction: float, seed: int):
+    """Near-duplicate groups (the audit's, across every source) joined by lesion id, and the
+    stratified train/validation split that keeps each group on one side."""
     groups = near_duplicate_groups(thumbs)
+    if any(getattr(s, "lesion", "") for s in samples):
+        groups = join_lesions(groups, samples)
     tr, va = split_train_val(labels, groups, val_fraction, seed)
-    return Split(samples, views, labels, groups, tr, va, unreadable, fingerprint(samples))
+    return groups, tr, va
 
 
 @dataclass
@@ -335,7 +388,8 @@ def _run(config: TrainConfig, data_dir: Path, out_dir: Path, saved: checkpoint.C
     model, pre = initial_model(config, pretrained=saved is None)
     frozen = freeze_early_layers(model, config.arch, config.freeze_blocks)
     model = model.to(par.device)
-    run = Run(config, out_dir, par, pre, prepare_data(data_dir, pre, config.limit, config.val_fraction, config.seed, quiet=not par.main))
+    sources = run_sources(config.sources, data_dir)
+    run = Run(config, out_dir, par, pre, prepare_data(sources, pre, config.limit, config.val_fraction, config.seed, quiet=not par.main))
     record_data(run, data_dir, saved)
     optimizer, scheduler, progress, best_state = start(run, model, saved)
     best_state = fit(run, model, frozen, optimizer, scheduler, progress, best_state)
@@ -365,7 +419,8 @@ def start(run: Run, model: nn.Module, saved: checkpoint.Checkpoint | None):
     validation scores an epoch must beat), or from the checkpoint being resumed."""
     config, d = run.config, run.data
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = len(epoch_batches(len(d.tr), config.batch_size, config.seed, 1))
+    steps_per_epoch = len(epoch_batches(len(d.tr), config.batch_size, config.seed, 1,
+                                        epoch_pool(len(d.tr), sampled_kinds(d.samples_of(d.tr), d.sources), config.seed, 1)))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15)
     progress, best_state = Progress(), None
     if saved is None and config.init:
@@ -391,8 +446,18 @@ def fit(run: Run, model: nn.Module, frozen: list[nn.Module], optimizer, schedule
     targets = distillation_targets(config, run.pre, d.fingerprint, d.digest, train_views, d.labels[d.tr], par) if config.teacher else None
     train_ds = ArrayDataset(train_views, d.labels[d.tr], train_augment(run.pre.image_size, config.seed, robust=config.augment == "robust"),
                             config.seed, targets)
-    weights = sample_weights(d.labels[d.tr], d.groups[d.tr], once=config.duplicates == "once")
-    fitting = Fitting(par.wrap(model), train_ds, weights, optimizer, scheduler, frozen, config, run.pre, par)
+    train_samples = d.samples_of(d.tr)
+    capped = sampled_kinds(train_samples, d.sources)
+    presence = np.ones(len(d.tr))
+    for idx, cap in capped.values():
+        presence[idx] = cap / len(idx)
+    source_weight = {src.name: src.weight for src in d.sources}
+    weights = sample_weights(d.labels[d.tr], d.groups[d.tr], once=config.duplicates == "once",
+                             scale=np.array([source_weight[s.source] for s in train_samples]), presence=presence)
+    if capped:
+        LOG.info(f"each epoch sees {len(epoch_pool(len(d.tr), capped, config.seed, 1))} of the {len(d.tr)} training images ("
+                 + ", ".join(f"{src} {kind}: {cap} of {len(idx)}" for (src, kind), (idx, cap) in capped.items()) + ")")
+    fitting = Fitting(par.wrap(model), train_ds, weights, optimizer, scheduler, frozen, config, run.pre, par, capped)
 
     def save_checkpoint():
         if par.main:
@@ -449,15 +514,35 @@ def calibrate_and_save(run: Run, model: nn.Module, progress: Progress) -> Path:
         "split_sha256": d.digest,  # which images were held out (see start_from)
         "epochs_run": len(progress.history),
     }
+    if len(d.sources) > 1:
+        validation["by_source"] = by_source(d.samples_of(d.va), val_labels, p_val, threshold)
     info = models.ModelInfo(
         arch=config.arch, preprocess=run.pre, class_names=CLASS_NAMES, threshold=float(threshold), temperature=float(temperature),
         target_sensitivity=config.target_sensitivity, train_config=asdict(config), data_fingerprint=d.fingerprint,
         validation=validation, history=progress.history, versions=models.versions(), ood_cutoff=ood_cutoff,
+        sources=[source_record(src, d.samples) for src in d.sources],
     )
     models.save(path, model.cpu(), info)
     plot_history(progress.history, run.out_dir / "training_curves.png")
     LOG.info(f"saved {path}: temperature {temperature:.3f}, threshold {threshold:.3f}, validation {json.dumps(validation)}")
     return path
+
+
+def by_source(samples, labels: np.ndarray, p: np.ndarray, threshold: float) -> dict:
+    """Validation figures of each source's images at the run's threshold: ROC AUC where it has both
+    classes, and the share of each class called right."""
+    from .evaluate import binary_metrics
+
+    out = {}
+    for name in dict.fromkeys(s.source for s in samples):
+        mine = np.array([s.source == name for s in samples])
+        y, q = labels[mine], p[mine]
+        called = q >= threshold
+        out[name] = {"images": int(mine.sum()), "melanomas": int(y.sum()),
+                     "auc": binary_metrics(y, q, threshold, bootstrap=0)["roc_auc"] if len(set(y)) == 2 else None,
+                     "sensitivity": float(called[y == 1].mean()) if y.any() else None,
+                     "specificity": float((~called[y == 0]).mean()) if (y == 0).any() else None}
+    return out
 
 
 def validation_scores(model, views: list[np.ndarray], labels: np.ndarray, pre: Preprocess, device) -> tuple[float, float, float]:
@@ -473,7 +558,7 @@ def model_split(info: models.ModelInfo, data_dir: Path) -> Split:
     """The training images and validation split the run that made a model drew, drawn again from its
     recorded settings and checked against the digests it carries."""
     tc = info.train_config
-    d = prepare_data(data_dir, info.preprocess, tc.get("limit"), tc.get("val_fraction", 0.1), tc.get("seed", 0))
+    d = prepare_data(run_sources(tc.get("sources"), data_dir), info.preprocess, tc.get("limit"), tc.get("val_fraction", 0.1), tc.get("seed", 0))
     digest = info.validation.get("split_sha256")  # models from before the digest: the split is drawn by the same settings
     if d.fingerprint != info.data_fingerprint or digest not in (None, d.digest):
         raise UsageError(f"{data_dir}: not the training images and validation split the model was trained with")
