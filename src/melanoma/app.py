@@ -145,6 +145,21 @@ def measured_test_figures(model_path: str | None) -> str:
     )
 
 
+KIND_NAMES = {"nv": "moles (nevi)", "bkl": "benign keratoses", "seborrheic_keratosis": "seborrheic keratoses",
+              "df": "dermatofibromas", "vasc": "vascular lesions"}  # the archives' diagnosis codes
+
+
+def trained_on(info) -> str:
+    """The training sources the model file records, in a line (older files: the Kaggle data, as they were)."""
+    if not info.sources:
+        return ("the Kaggle *Melanoma Cancer Dataset* — dermoscopy images (taken through a skin microscope) of benign moles "
+                "and melanomas, mostly light skin.")
+    parts = [f"{r['name']} ({sum(n for kinds in r['images'].values() for n in kinds.values()):,} images)" for r in info.sources]
+    kinds = dict.fromkeys(KIND_NAMES.get(k, k) for r in info.sources for k in r["images"].get("Benign", {}) if k != "all")
+    return ("dermoscopy images (taken through a skin microscope), mostly light skin, from " + ", ".join(parts)
+            + (f"; benign ones include {', '.join(kinds)}." if kinds else "."))
+
+
 def sidebar(info, model_path: str | None) -> None:
     v = info.validation or {}
     measured = (
@@ -159,8 +174,8 @@ def sidebar(info, model_path: str | None) -> None:
         st.markdown(
             f"""
 - **Network:** {info.arch}, input {info.preprocess.image_size} px (centre square of the photo).
-- **Trained on:** the Kaggle *Melanoma Cancer Dataset* — dermoscopy images (taken through a skin
-  microscope) of benign moles and melanomas, mostly light skin.
+- **Trained on:** {trained_on(info)}
+- **Licence of the weights:** {info.licence}
 {measured_test_figures(model_path)}{measured}
 - **Intended use:** research and teaching; a second look, never a decision.
 - **Limitations:** on phone photos without dermoscopy it calls most harmless spots melanoma, and
