@@ -17,7 +17,7 @@ import random
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -211,7 +211,7 @@ class Fitting:
     config: TrainConfig
     pre: Preprocess
     par: Parallel
-    capped: dict  # sampled_kinds of the training images: diagnoses an epoch sees only a draw of
+    capped: dict = field(default_factory=dict)  # sampled_kinds of the training images: diagnoses an epoch sees only a draw of
 
 
 def train_one_epoch(f: Fitting, progress: Progress, stop: StopRequest) -> bool:
