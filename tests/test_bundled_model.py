@@ -10,6 +10,7 @@ import pytest
 from melanoma.data import fingerprint, scan
 from melanoma.evaluate import binary_metrics, score_images
 from melanoma.model import BUNDLED_MODEL, file_sha256, load
+from melanoma.sources import kaggle_source, read_sources_file, scan_sources, source_record
 
 from .conftest import ROOT
 
@@ -42,9 +43,18 @@ def test_bundled_model_file(bundled):
 
 
 def test_bundled_model_was_trained_on_this_train_split(bundled, data_dir):
+    """All of the training images its sources name (the Kaggle train split alone for a model without a sources
+    file), as the model file records them, and a licence that says what they allow."""
     _, info = bundled
     assert info.train_config.get("limit") is None  # all of it
-    assert info.data_fingerprint == fingerprint(scan(data_dir, "train"))
+    named = info.train_config.get("sources")
+    sources = read_sources_file(ROOT / named) if named else [kaggle_source(data_dir)]
+    samples = scan_sources(sources)
+    assert info.data_fingerprint == fingerprint(samples)
+    assert info.sources == [source_record(src, samples) for src in sources]
+    assert "non-commercial purposes only" in info.licence  # the Kaggle train split holds HAM10000 copies (CC BY-NC 4.0)
+    for doc in ("README.md", "MODEL_CARD.md"):  # the same sentence, word for word
+        assert info.licence in " ".join((ROOT / doc).read_text().split()), doc
 
 
 @pytest.mark.slow
