@@ -28,7 +28,9 @@ def metrics(name: str) -> dict:
 
 
 def kind_auc(m: dict, kind: str) -> float:
-    return next(k["roc_auc"] for k in m["kinds"] if k["kind"] == kind)
+    auc = next((k["roc_auc"] for k in m.get("kinds") or [] if k["kind"] == kind), None)
+    assert auc is not None, f"no ROC AUC for kind {kind} (evaluate --by-kind source_label)"
+    return auc
 
 
 def mild_failures(m: dict) -> int:

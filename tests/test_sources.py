@@ -76,13 +76,25 @@ def test_the_repository_sources_file_names_every_source_with_its_licence():
     ("[[source]]\nname = 'a'\npath = 'x'\nlicence = 'CC0-1.0'\nsampling = 3\n", "unknown setting(s) sampling"),
     ("[[source]]\nname = 'a'\npath = 'x'\nlicence = 'CC0-1.0'\nper_epoch = { nv = 0 }\n", "per_epoch"),
     ("[[source]]\nname = 'a'\npath = 'x'\nlicence = 'CC0-1.0'\nweight = -1\n", "weight must be"),
+    ("[[source]]\nname = 'a'\npath = 'x'\nlicence = 'CC0-1.0'\nweight = nan\n", "weight must be"),
+    ("[[source]]\nname = 'a'\npath = 'x'\nlicence = 'CC0-1.0'\nweight = true\n", "weight must be"),
+    ("[[source]]\nname = 'a'\npath = 'x'\nlicence = 'CC0-1.0'\ncontains = 'CC-BY-NC-4.0'\n", "contains is a list"),
+    ("[[source]]\nname = 'a'\npath = 'x'\nlicence = 'CC0-1.0'\ncontains = [5]\n", "contains is a list"),
+    ("[[source]]\nname = 'a'\npath = 'x'\nlicence = 'CC0-1.0'\nnote = 5\n", "note must be text"),
+    ("source = [1]\n", "source 1: not a table"),
     ("[[source\n", "not a TOML sources file"),
+    ("name = '\xe9'\n".encode("latin-1"), "not a TOML sources file"),
 ])
 def test_a_bad_sources_file_is_refused_in_one_line(tmp_path, text, message):
+    file = tmp_path / "s.toml"
+    file.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(UsageError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")) as exc:
-        read_sources_file(write(tmp_path / "s.toml", text))
-    assert str(tmp_path / "s.toml") in str(exc.value) and "\n" not in str(exc.value)
-    with pytest.raises(UsageError, match="cannot read the sources file"):
+        read_sources_file(file)
+    assert str(file) in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_a_missing_sources_file_is_refused(tmp_path):
+    with pytest.raises(UsageError, match="missing.toml: cannot read the sources file"):
         read_sources_file(tmp_path / "missing.toml")
 
 
@@ -127,7 +139,7 @@ def test_bad_source_folders_are_refused_or_noted(tmp_path, extra_dir, caplog):
         scan_sources([Source("ham", ham, "x"), Source("ham", ham, "x")])
 
 
-def test_the_weights_licence_is_the_least_free_of_the_sources():
+def test_the_weights_licence_carries_every_duty_of_every_source():
     kaggle = {"name": "kaggle", "licence": "CC0-1.0", "contains": ["CC-BY-NC-4.0"], "note": "copies of HAM10000"}
     isic = {"name": "isic2017-train", "licence": "CC0-1.0"}
     ham = {"name": "ham10000", "licence": "CC-BY-NC-4.0"}
@@ -135,6 +147,11 @@ def test_the_weights_licence_is_the_least_free_of_the_sources():
     assert "non-commercial purposes only" in weights_licence([isic, ham])
     assert "no restriction" in weights_licence([isic])
     assert "does not know" in weights_licence([isic, {"name": "x", "licence": "proprietary"}])
+    both = weights_licence([ham, {"name": "x", "licence": "proprietary"}])
+    assert "non-commercial purposes only" in both and "proprietary" in both
+    mixed = weights_licence([{"name": "sa", "licence": "CC-BY-SA-4.0"}, ham])
+    assert "non-commercial purposes only" in mixed and "same licence" in mixed
+    assert "same licence" in weights_licence([{"name": "ncsa", "licence": "CC-BY-NC-SA-4.0"}])
     assert "unknown" in weights_licence([]) and "non-commercial" in weights_licence([])
     assert weights_licence([kaggle, isic, ham]).count(". ") == 0  # one sentence
 
@@ -204,7 +221,8 @@ def test_the_split_across_sources_keeps_every_same_photo_pair_on_one_side(extra_
     thumbs = np.stack([thumbnail(Image.open(s.path)) for s in samples])
     labels = np.array([s.label for s in samples])
     groups, tr, va = group_and_split(samples, thumbs, labels, 0.1, 0)
-    side = {s.rel: "validation" if i in set(va) else "train" for i, s in enumerate(samples)}
+    in_validation = set(va)
+    side = {s.rel: "validation" if i in in_validation else "train" for i, s in enumerate(samples)}
     assert {samples[i].source for i in va} == {"kaggle", "isic2017-train", "ham10000"}
     lesion_side = {}
     for i, s in enumerate(samples):
@@ -259,7 +277,7 @@ per_epoch = {{ nv = 3 }}
 """)
     out = tmp_path / "run"
     r = melanoma_cli("train", "--sources", sources, "--out", out, "--img-size", "64", "--epochs", "1",
-                     "--batch-size", "16", "--val-fraction", "0.25")
+                     "--batch-size", "8", "--val-fraction", "0.25")
     assert r.returncode == 0, r.stderr[-2000:]
     _, info = load(out / "model.safetensors")
     assert [s["name"] for s in info.sources] == ["kaggle", "isic", "ham"]
@@ -274,6 +292,18 @@ per_epoch = {{ nv = 3 }}
     assert m["licence"] == info.licence and m["training_sources"] == info.sources
     r = melanoma_cli("describe", "--model", out / "model.safetensors")
     assert r.returncode == 0 and f"licence of the weights: {info.licence}" in r.stdout and "ham (CC-BY-NC-4.0)" in r.stdout
+
+    # the run's split drawn again from the sources file it records (fit-ood, export --int8), and a resume
+    r = melanoma_cli("fit-ood", "--model", out / "model.safetensors", "--data", small_data, "--out", tmp_path / "refit.safetensors")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert load(tmp_path / "refit.safetensors")[1].ood_cutoff == pytest.approx(info.ood_cutoff, rel=1e-5)
+    r = melanoma_cli("train", "--resume", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert load(out / "model.safetensors")[1].threshold == info.threshold
+    # fewer images an epoch (about 10 of 60, batches of 8): not the run that was started
+    write(sources, sources.read_text().replace("nv = 3", "nv = 3, bkl = 1, df = 1, vasc = 1"))
+    r = melanoma_cli("train", "--resume", out)
+    assert r.returncode == 1 and "per_epoch changed" in r.stderr and "Traceback" not in r.stderr
 
     r = melanoma_cli("train", "--sources", sources, "--data", data_dir, "--out", tmp_path / "x")
     assert r.returncode == 2 and "give it or --data, not both" in r.stderr

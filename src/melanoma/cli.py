@@ -14,7 +14,7 @@ RUNTIME = ("workers",)  # how this machine runs a training run, not its recipe: 
 
 
 def _train(args) -> int:
-    from .data import check_outside, resolve_data_dir
+    from .data import check_outside, data_dir, resolve_data_dir
     from .train import TrainConfig, main
 
     given = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
@@ -41,6 +41,8 @@ def _train(args) -> int:
 
         data = None
         check_outside_sources(read_sources_file(config.sources), out)
+    elif args.resume:  # the run's own sources; the Kaggle folder is needed only by a run without a sources file
+        data = data_dir(args.data)
     else:
         data = resolve_data_dir(args.data)
         check_outside(data, out)

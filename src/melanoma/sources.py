@@ -18,7 +18,7 @@ neither class), optionally with labels.csv (`file,label[,diagnosis,lesion_id]`, 
 the folder): then the CSV lists the images, its diagnosis is each image's kind and its lesion_id
 keeps the images of one lesion on one side of the validation split.
 
-The weights' licence is the least free of every source's: `weights_licence`.
+The weights are bound by every duty of every source's licence: `weights_licence`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import math
 import tomllib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -45,13 +46,14 @@ KAGGLE_CONTAINS = ("CC-BY-NC-4.0",)
 KAGGLE_NOTE = ("labelled CC0 on Kaggle, but 3,149 of its train images are copies of HAM10000 images, "
                "which are CC BY-NC 4.0")
 
-# Licences from the most free to the least; a model is bound by the least free licence of its images.
+# What each licence asks of a work made from its images: attribution (BY), non-commercial use only (NC),
+# the same licence for adaptations (SA). A model is bound by every duty of every image it learned from.
 LICENCES = {
-    "CC0-1.0": "public domain (CC0 1.0)",
-    "CC-BY-4.0": "CC BY 4.0 (attribution)",
-    "CC-BY-SA-4.0": "CC BY-SA 4.0 (attribution, share-alike)",
-    "CC-BY-NC-4.0": "CC BY-NC 4.0 (attribution, non-commercial use only)",
-    "CC-BY-NC-SA-4.0": "CC BY-NC-SA 4.0 (attribution, non-commercial use only, share-alike)",
+    "CC0-1.0": set(),
+    "CC-BY-4.0": {"BY"},
+    "CC-BY-SA-4.0": {"BY", "SA"},
+    "CC-BY-NC-4.0": {"BY", "NC"},
+    "CC-BY-NC-SA-4.0": {"BY", "NC", "SA"},
 }
 
 
@@ -79,7 +81,8 @@ def read_sources_file(path: str | Path) -> list[Source]:
     """The sources a TOML file names; anything wrong with it is refused in one line naming the file."""
     path = Path(path)
     try:
-        spec = tomllib.loads(path.read_text())
+        with open(path, "rb") as f:  # TOML is UTF-8 whatever the locale
+            spec = tomllib.load(f)
     except OSError as exc:
         raise UsageError(f"{path}: cannot read the sources file ({exc.strerror})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -90,6 +93,8 @@ def read_sources_file(path: str | Path) -> list[Source]:
     known = {"name", "path", "licence", "contains", "note", "per_epoch", "weight"}
     sources, names = [], set()
     for n, e in enumerate(entries, start=1):
+        if not isinstance(e, dict):
+            raise UsageError(f"{path}, source {n}: not a table (write each source as [[source]] with name, path and licence)")
         where = f"{path}, source {n}" + (f" ({e['name']})" if isinstance(e.get("name"), str) else "")
         missing = [k for k in ("name", "path", "licence") if not isinstance(e.get(k), str) or not e[k].strip()]
         if missing:
@@ -102,12 +107,21 @@ def read_sources_file(path: str | Path) -> list[Source]:
             raise UsageError(f"{where}: a source name may not hold ':' or '/'")
         names.add(e["name"])
         per_epoch = e.get("per_epoch", {})
-        if not isinstance(per_epoch, dict) or not all(isinstance(v, int) and v > 0 for v in per_epoch.values()):
+        if not isinstance(per_epoch, dict) or not all(type(v) is int and v > 0 for v in per_epoch.values()):
             raise UsageError(f"{where}: per_epoch maps a diagnosis to a positive whole number of images")
         weight = e.get("weight", 1.0)
-        if not isinstance(weight, (int, float)) or weight <= 0:
+        if type(weight) not in (int, float) or not math.isfinite(weight) or weight <= 0:
             raise UsageError(f"{where}: weight must be a positive number")
-        sources.append(Source(e["name"], (path.parent / e["path"]).resolve(), e["licence"], tuple(e.get("contains", ())),
+        contains = e.get("contains", [])
+        if not isinstance(contains, list) or not all(isinstance(c, str) and c.strip() for c in contains):
+            raise UsageError(f"{where}: contains is a list of licence names, e.g. [\"CC-BY-NC-4.0\"]")
+        if not isinstance(e.get("note", ""), str):
+            raise UsageError(f"{where}: note must be text")
+        for lic in [e["licence"], *contains]:
+            if lic not in LICENCES:
+                LOG.warning(f"note: {where}: licence {lic!r} is not one this program knows ({', '.join(LICENCES)}); "
+                            "the weights' licence will say its terms are unknown")
+        sources.append(Source(e["name"], (path.parent / e["path"]).resolve(), e["licence"], tuple(contains),
                               e.get("note", ""), dict(per_epoch), float(weight)))
     return sources
 
@@ -170,8 +184,9 @@ def _from_labels_csv(src: Source, tag: str) -> list[SourceSample]:
 
 
 def scan_sources(sources: list[Source]) -> list[SourceSample]:
-    """Every source's images, in source order. A file whose bytes another source already gave is
-    left out with a note (it would count twice, and could fall on both sides of the split)."""
+    """Every source's images, in source order. With several sources, a file whose bytes an earlier
+    file gave (in any source) is left out with a note: it would count twice, and could fall on both
+    sides of the split."""
     if len({s.name for s in sources}) < len(sources):
         raise UsageError("two sources have one name; names must differ")
     seen: dict[bytes, str] = {}
@@ -207,24 +222,28 @@ def source_record(src: Source, samples: list[SourceSample]) -> dict:
 
 
 def weights_licence(records: list[dict]) -> str:
-    """One plain sentence: the licence the weights are bound by (the least free of all the images
-    they were trained on), and the sources behind it."""
+    """One plain sentence: what the licences of all the images the weights learned from ask of them
+    (every duty of every licence: attribution, non-commercial use, share-alike), and the sources behind it."""
     if not records:
         return ("This model file does not record the images it was trained on, so the licence of its weights is unknown; "
                 "treat it as non-commercial.")
-    order = list(LICENCES)
-    rank = lambda lic: order.index(lic) if lic in order else len(order)  # noqa: E731  an unknown licence: least free
-    least = max((lic for r in records for lic in [r["licence"], *r.get("contains", [])]), key=rank)
+    licences = list(dict.fromkeys(lic for r in records for lic in [r["licence"], *r.get("contains", [])]))
+    duties = set().union(*(LICENCES.get(lic, set()) for lic in licences))
+    unknown = [lic for lic in licences if lic not in LICENCES]
     named = "; ".join(f"{r['name']} ({r['licence']}" + (f", {r['note']}" if r.get("note") else "") + ")" for r in records)
-    if least.startswith("CC-BY-NC"):
-        use = "so the weights may be used for non-commercial purposes only, with attribution"
-    elif least == "CC0-1.0":
-        use = "so the weights carry no restriction from their training images"
-    elif least in LICENCES:
-        use = f"so the weights are bound by {LICENCES[least]}"
+    if "NC" in duties:
+        use = "the weights may be used for non-commercial purposes only"
+    elif duties or unknown:
+        use = "the weights may be used"
     else:
-        use = f"so the weights are bound by {least}, whose terms this program does not know"
-    return f"Trained on {named}: the least free of these is {LICENCES.get(least, least)}, {use}."
+        use = "the weights carry no restriction from their training images"
+    if "BY" in duties:
+        use += ", with attribution to those sources"
+    if "SA" in duties:
+        use += ", and shared only under the same licence where they count as an adaptation"
+    if unknown:
+        use += f", and only as {', '.join(unknown)} allow{'s' if len(unknown) == 1 else ''} (terms this program does not know: read them)"
+    return f"Trained on {named}: {use}."
 
 
 def as_dict(src: Source) -> dict:

@@ -105,6 +105,8 @@ def sampled_kinds(samples, sources: list[Source]) -> dict[tuple[str, str], tuple
     for src in sources:
         for kind, cap in src.per_epoch.items():
             idx = np.array([i for i, s in enumerate(samples) if s.source == src.name and s.kind == kind], dtype=np.int64)
+            if not len(idx):
+                LOG.warning(f"note: source {src.name}: per_epoch names {kind!r}, a diagnosis none of its training images has")
             if len(idx) > cap:
                 out[(src.name, kind)] = (idx, cap)
     return out
@@ -186,8 +188,9 @@ def sample_weights(labels: np.ndarray, groups: np.ndarray, once: bool = False, s
     """Each training image's weight in the loss: the two classes weigh alike in all (as an epoch sees
     them: `presence` is the share of epochs an image is drawn in, `epoch_pool`); `scale` multiplies
     each image's weight first (its source's weight); with `once`, the images of a near-duplicate group
-    share one image's weight (train holds ~490 such groups, nearly all melanomas photographed several
-    times, which otherwise teach those lesions several times over)."""
+    (joined by lesion id where sources give one) share one image's weight (Kaggle train holds ~490 such
+    groups, nearly all melanomas photographed several times, which otherwise teach those lesions
+    several times over)."""
     _, group_of, group_size = np.unique(groups, return_inverse=True, return_counts=True)
     share = 1 / group_size[group_of] if once else np.ones(len(labels))
     share = share * (1 if scale is None else scale)
@@ -402,9 +405,9 @@ def record_data(run: Run, data_dir: Path, saved: checkpoint.Checkpoint | None) -
     split and write unreadable.json and split.json."""
     d, par = run.data, run.par
     if saved is not None and saved.fingerprint != d.fingerprint:
-        raise UsageError(data_changed_message(run.out_dir, data_dir, d.samples))
+        raise UsageError(data_changed_message(run.out_dir, run.config.sources or data_dir, d.samples))
     LOG.info(f"{len(d.samples)} training images ({len(d.unreadable)} unreadable skipped), {len(d.samples) - len(set(d.groups))} "
-             f"near-duplicates grouped; train {len(d.tr)}, validation {len(d.va)}" + (f"; {par.world} processes" if par.world > 1 else ""))
+             f"near-duplicates (or images of one lesion) grouped; train {len(d.tr)}, validation {len(d.va)}" + (f"; {par.world} processes" if par.world > 1 else ""))
     if par.main:
         run.out_dir.mkdir(parents=True, exist_ok=True)
         (run.out_dir / "unreadable.json").write_text(json.dumps(d.unreadable, indent=1))
@@ -432,6 +435,9 @@ def start(run: Run, model: nn.Module, saved: checkpoint.Checkpoint | None):
         model.load_state_dict(saved.model_state)
         optimizer.load_state_dict(saved.optimizer_state)
         scheduler.load_state_dict(saved.scheduler_state)
+        if scheduler.total_steps != config.epochs * steps_per_epoch:  # a sources file whose per_epoch changed since
+            raise UsageError(f"{run.out_dir}: an epoch now has {steps_per_epoch} batches, not the {scheduler.total_steps // config.epochs} "
+                             "the run started with (the sources file's per_epoch changed?); start a new run with a new --out")
         progress, best_state = saved.progress, saved.best_state
         LOG.info(f"resuming {run.out_dir}: {progress.epochs_done} epochs done"
                  + (f", {progress.batches_done} batches into epoch {progress.epochs_done + 1}" if progress.batches_done else ""))
