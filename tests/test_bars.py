@@ -62,7 +62,19 @@ BARS = {
     "shift suite: no more flips than candidate E (mild)": lambda: mean_flips(metrics("kaggle"), "mild") <= E_FLIPS_MILD,
     "shift suite: no more flips than candidate E (strong)": lambda: mean_flips(metrics("kaggle"), "strong") <= E_FLIPS_STRONG,
 }
-MISSED: dict[str, str] = {}  # bar -> why (measured); filled in only after the model was measured
+# bar -> what was measured (filled in only after the model was measured; README "Which model is bundled")
+MISSED: dict[str, str] = {
+    "ISIC 2018 ROC AUC >= 0.93": "0.882 (E 0.864): keratoses and dermatofibromas still read as melanoma",
+    "ISIC 2018 specificity >= 0.75": "57.4% at sensitivity 95.8% (E 51.9%)",
+    "ISIC 2018 melanoma vs benign keratosis ROC AUC >= 0.85": "0.708 (E 0.676)",
+    "ISIC 2018 melanoma vs dermatofibroma ROC AUC >= 0.85": "0.804 (E 0.732)",
+    "PAD-UFES-20 ROC AUC >= 0.85": "0.779 (E 0.740)",
+    "PAD-UFES-20 specificity >= 0.50": "34.4% at sensitivity 100% (E 19.4%)",
+    "Kaggle clean balanced accuracy >= 0.919 (the original project's)": "0.896 (E 0.919): the archive-look shortcut the test split rewards",
+    "shift suite: no more mild failures than candidate E": "8 of 14 (E 5)",
+    "shift suite: no more flips than candidate E (mild)": "5.4% (E 4.7%)",
+    "shift suite: no more flips than candidate E (strong)": "9.7% (E 8.9%)",
+}
 
 
 @pytest.mark.parametrize("bar", [pytest.param(b, marks=pytest.mark.xfail(strict=True, reason=MISSED[b])) if b in MISSED else b
