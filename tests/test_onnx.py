@@ -121,7 +121,15 @@ def test_int8_export_carries_the_model_and_keeps_its_verdicts(tmp_path, data_dir
 
 
 def test_int8_export_refuses_other_training_data(small_data, tmp_path):
-    r = melanoma_cli("export", "--int8", "--onnx", tmp_path / "int8.onnx", "--data", small_data)
+    """The calibration images are drawn again from the training data the model records: for the bundled model,
+    the sources file it names (read from where the command runs); here one that names other images."""
+    from melanoma.model import load
+
+    named = load()[1].train_config.get("sources")
+    if named:
+        (tmp_path / named).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / named).write_text(f'[[source]]\nname = "kaggle"\npath = "{small_data}"\nlicence = "CC0-1.0"\n')
+    r = melanoma_cli("export", "--int8", "--onnx", tmp_path / "int8.onnx", "--data", small_data, cwd=tmp_path)
     assert r.returncode == 1 and "not the training images and validation split the model was trained with" in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "int8.onnx").exists()
 
