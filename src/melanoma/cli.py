@@ -40,7 +40,8 @@ def _train(args) -> int:
         from .sources import read_sources_file
 
         data = None
-        check_outside_sources(read_sources_file(config.sources), out)
+        for src in read_sources_file(config.sources):
+            check_outside(src.path, out)
     elif args.resume:  # the run's own sources; the Kaggle folder is needed only by a run without a sources file
         data = data_dir(args.data)
     else:
@@ -48,13 +49,6 @@ def _train(args) -> int:
         check_outside(data, out)
     main(config, data, out, resume=bool(args.resume), runtime=runtime)
     return 0
-
-
-def check_outside_sources(sources, out) -> None:
-    from .data import check_outside
-
-    for src in sources:
-        check_outside(src.path, out)
 
 
 def _describe(args) -> int:

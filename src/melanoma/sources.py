@@ -29,7 +29,7 @@ import logging
 import math
 import tomllib
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .data import CLASS_NAMES, Sample, scan
@@ -246,12 +246,6 @@ def weights_licence(records: list[dict]) -> str:
     return f"Trained on {named}: {use}."
 
 
-def as_dict(src: Source) -> dict:
-    d = asdict(src)
-    d["path"] = str(src.path)
-    return d
-
-
 def join_lesions(groups, samples) -> "np.ndarray":
     """Near-duplicate group ids (audit.near_duplicate_groups) joined where images share a lesion id:
     a group per connected component of both relations."""
@@ -260,12 +254,11 @@ def join_lesions(groups, samples) -> "np.ndarray":
     from scipy.sparse.csgraph import connected_components
 
     groups = np.asarray(groups)
-    first: dict[tuple, int] = {}
-    rows, cols = list(range(len(groups))), list(range(len(groups)))
+    first: dict[tuple, int] = {}  # each group and each lesion -> its first image; every image is linked to those
+    rows, cols = [], []
     for i, (g, s) in enumerate(zip(groups, samples)):
-        for key in [("group", int(g))] + ([("lesion", getattr(s, "source", ""), s.lesion)] if getattr(s, "lesion", "") else []):
-            j = first.setdefault(key, i)
+        for key in [("group", int(g))] + ([("lesion", s.source, s.lesion)] if s.lesion else []):
             rows.append(i)
-            cols.append(j)
+            cols.append(first.setdefault(key, i))
     graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(len(groups), len(groups)))
     return connected_components(graph, directed=False)[1]
