@@ -95,6 +95,32 @@ def test_fit_travels_in_the_model_file_and_a_half_fit_is_refused(tmp_path):
         load(tmp_path / "half.safetensors")
 
 
+def test_a_lite_model_reads_a_middle_block_in_the_same_pass_and_records_it(tmp_path):
+    from melanoma.explain import infer
+    from melanoma.model import ModelInfo, build, save
+    from melanoma.ood import BLOCK
+    from melanoma.preprocess import normalize
+
+    torch.manual_seed(0)
+    model, pre = build("efficientnet_lite0", image_size=64)
+    model.eval()
+    x = normalize(np.stack([model_view(lesion_image(seed=s), pre) for s in range(4)]), pre)
+    with torch.no_grad():
+        maps, tapped = model.features(x, tap=BLOCK)
+        assert torch.equal(maps, model.features.net.extract_features(x))  # the written-out pass is the library's
+        assert tapped.shape[1] == model.features.net._blocks[BLOCK]._project_conv.out_channels
+    views = [model_view(lesion_image(seed=s), pre) for s in range(12)]
+    cutoff = attach(model, pre, views[:8], np.array([0, 1] * 4), views[8:])
+    assert model.ood.block == BLOCK
+    path = tmp_path / "m.safetensors"
+    save(path, model, ModelInfo("efficientnet_lite0", pre, ood_cutoff=cutoff, ood_block=model.ood.block))
+    loaded, info = load(path)
+    assert info.ood_block == BLOCK and loaded.ood.block == BLOCK
+    with torch.no_grad():
+        expected = model.ood(model.features(x, tap=BLOCK)[1]).numpy()
+    np.testing.assert_allclose(infer(loaded, x, cam=False).ood, expected, rtol=1e-4)
+
+
 def flagged_by_the_bundled_model(pictures) -> list:
     model, info = load()
     return [f for f, p in zip(pictures, classify(model, info, [Image.open(f).convert("RGB") for f in pictures])) if p.ood]

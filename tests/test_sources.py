@@ -11,7 +11,7 @@ import pytest
 from melanoma.errors import UsageError
 from melanoma.model import load
 from melanoma.sources import (Source, join_lesions, kaggle_source, read_sources_file, scan_source, scan_sources,
-                              weights_licence)
+                              source_record, weights_licence)
 from melanoma.train import by_source, epoch_batches, epoch_pool, sample_weights, sampled_kinds
 
 from .conftest import DATA, ROOT, lesion_image
@@ -68,6 +68,14 @@ def test_the_repository_sources_file_names_every_source_with_its_licence():
     assert sources[2].per_epoch == {"nv": 2000}
 
 
+def test_a_diagnosis_weight_multiplies_its_sources_weight(tmp_path):
+    file = tmp_path / "s.toml"
+    file.write_text("[[source]]\nname = 'h'\npath = 'x'\nlicence = 'CC0-1.0'\nweight = 2\ndiagnosis_weight = { bkl = 3 }\n")
+    [src] = read_sources_file(file)
+    assert (src.weight_of("bkl"), src.weight_of("nv"), src.weight_of(None)) == (6.0, 2.0, 2.0)
+    assert source_record(src, [])["diagnosis_weight"] == {"bkl": 3.0}
+
+
 @pytest.mark.parametrize("text, message", [
     ("", "no [[source]] tables"),
     ("[[source]]\nname = 'a'\npath = 'x'\n", "needs licence"),
@@ -78,6 +86,8 @@ def test_the_repository_sources_file_names_every_source_with_its_licence():
     ("[[source]]\nname = 'a'\npath = 'x'\nlicence = 'CC0-1.0'\nweight = -1\n", "weight must be"),
     ("[[source]]\nname = 'a'\npath = 'x'\nlicence = 'CC0-1.0'\nweight = nan\n", "weight must be"),
     ("[[source]]\nname = 'a'\npath = 'x'\nlicence = 'CC0-1.0'\nweight = true\n", "weight must be"),
+    ("[[source]]\nname = 'a'\npath = 'x'\nlicence = 'CC0-1.0'\ndiagnosis_weight = { bkl = 0 }\n", "diagnosis_weight maps"),
+    ("[[source]]\nname = 'a'\npath = 'x'\nlicence = 'CC0-1.0'\ndiagnosis_weight = 3\n", "diagnosis_weight maps"),
     ("[[source]]\nname = 'a'\npath = 'x'\nlicence = 'CC0-1.0'\ncontains = 'CC-BY-NC-4.0'\n", "contains is a list"),
     ("[[source]]\nname = 'a'\npath = 'x'\nlicence = 'CC0-1.0'\ncontains = [5]\n", "contains is a list"),
     ("[[source]]\nname = 'a'\npath = 'x'\nlicence = 'CC0-1.0'\nnote = 5\n", "note must be text"),

@@ -302,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=int, help="processes decoding images (default: none on 2 cores, else one per core beyond 2, up to 4)")
     r.set_defaults(func=_predict)
 
-    o = sub.add_parser("fit-ood", help="add the out-of-distribution score to a model file trained without it")
+    o = sub.add_parser("fit-ood", help="fit the out-of-distribution score of a model file anew (weights, threshold and temperature unchanged)")
     o.add_argument("--model", help="model file (default: the bundled model)")
     o.add_argument("--data", help=data_help)
     o.add_argument("--out", required=True, help="the model file to write (the model with the score)")

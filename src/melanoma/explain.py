@@ -73,9 +73,9 @@ def infer(model: torch.nn.Module, x: torch.Tensor, target: int = 1, cam: bool = 
     model.eval()
     fc = linear_head(model)
     with torch.no_grad():
-        maps = model.features(x)
+        maps, probe = model.features_and_probe(x)
         logits = model.head(maps)
-        ood = model.ood(maps).numpy() if model.ood is not None else None
+        ood = model.ood(probe).numpy() if model.ood is not None else None
         if cam and fc is not None:
             weights = fc.weight[target] - fc.weight[1 - target]  # the margin's weights
             cams = _to_input_size(torch.einsum("c,bchw->bhw", weights, maps)[:, None].clamp(min=0), x)

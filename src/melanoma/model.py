@@ -41,15 +41,37 @@ class Classifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
+    def features_and_probe(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last stage's feature maps and the maps the OOD score reads: those after block
+        `self.ood.block` (one pass, no hooks), or the last stage's when it names none."""
+        block = self.ood.block if self.ood is not None else None
+        if block is None:
+            maps = self.features(x)
+            return maps, maps
+        return self.features(x, tap=block)
+
 
 class _LiteFeatures(nn.Module):
+    """EfficientNet-Lite up to its last convolutional stage; `tap` also returns a block's output."""
+
+    taps_blocks = True
+
     def __init__(self, net: nn.Module):
         super().__init__()
         net._fc = nn.Identity()  # the ImageNet classifier is replaced by our head
         self.net = net
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.extract_features(x)
+    def forward(self, x: torch.Tensor, tap: int | None = None):
+        # efficientnet_lite_pytorch's extract_features, written out so that one block's output can be kept
+        net, tapped = self.net, None
+        x = net._swish(net._bn0(net._conv_stem(x)))
+        for idx, block in enumerate(net._blocks):
+            rate = net._global_params.drop_connect_rate
+            x = block(x, drop_connect_rate=rate * idx / len(net._blocks) if rate else rate)
+            if idx == tap:
+                tapped = x
+        x = net._swish(net._bn1(net._conv_head(x)))
+        return x if tap is None else (x, tapped)
 
 
 def efficientnet_lite(variant: int, pretrained: bool, image_size: int, dropout: float = 0.2) -> Classifier:
@@ -123,6 +145,7 @@ class ModelInfo:
     history: list = field(default_factory=list)  # per-epoch losses/accuracies, for the curves
     versions: dict = field(default_factory=dict)
     ood_cutoff: float | None = None  # OOD scores above this are flagged (with the `ood.*` tensors; see ood.py)
+    ood_block: int | None = None  # the block whose output the OOD score reads; None: the last stage (ood.py)
     sources: list = field(default_factory=list)  # the training sources: name, licence, images per label and diagnosis (sources.py)
 
     @property
@@ -263,7 +286,7 @@ def load(path: str | os.PathLike | None = None) -> tuple[Classifier, ModelInfo]:
         if ("ood.means" in state) != (info.ood_cutoff is not None):
             raise ValueError("the out-of-distribution tensors and cut-off come together")
         if "ood.means" in state:
-            model.ood = FeatureDistance(state["ood.means"], state["ood.whiten"])
+            model.ood = FeatureDistance(state["ood.means"], state["ood.whiten"], info.ood_block)
         model.load_state_dict(state, strict=True)
     except (SafetensorError, ValueError, KeyError, TypeError, RuntimeError, OSError) as exc:
         raise ModelFileError(f"{path}: not a usable melanoma model file ({error_summary(exc)})") from None

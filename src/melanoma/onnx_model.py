@@ -41,13 +41,13 @@ class _Graph(nn.Module):
     def forward(self, image_nhwc: torch.Tensor):
         # The input is the normalised batch in NHWC order, the memory order of our channels_last
         # tensors, so handing it over needs no copy.
-        maps = self.model.features(image_nhwc.permute(0, 3, 1, 2))
+        maps, probe = self.model.features_and_probe(image_nhwc.permute(0, 3, 1, 2))
         out = [self.model.head(maps)]
         if self.fc is not None:
             weights = self.fc.weight[self.target] - self.fc.weight[1 - self.target]  # the margin's (explain.py)
             out.append(torch.relu(torch.einsum("c,bchw->bhw", weights, maps)))
         if self.model.ood is not None:
-            out.append(self.model.ood(maps))
+            out.append(self.model.ood(probe))
         return tuple(out)
 
 

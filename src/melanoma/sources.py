@@ -11,6 +11,7 @@ A run reads one source by default: the Kaggle data (`--data`, its train/ split).
     note = "..."                           # one sentence shown with the licence (optional)
     per_epoch = { nv = 2000 }              # at most this many images of a diagnosis in each epoch
     weight = 1.0                           # weight of its images in the loss, before class balancing
+    diagnosis_weight = { bkl = 3.0 }       # this diagnosis's images weigh that much more (times weight)
 
 A source is either the Kaggle layout (train/{Benign,Malignant}; only train/ is read, never test/)
 or a folder with Benign/ and Malignant/ (Other/ is never read: cancers that are not melanoma are
@@ -66,6 +67,10 @@ class Source:
     note: str = ""
     per_epoch: dict = field(default_factory=dict)  # diagnosis -> at most this many images in each epoch
     weight: float = 1.0
+    diagnosis_weight: dict = field(default_factory=dict)  # diagnosis -> factor on `weight` for its images
+
+    def weight_of(self, kind: str) -> float:
+        return self.weight * self.diagnosis_weight.get(kind, 1.0)
 
     @property
     def kaggle_layout(self) -> bool:
@@ -90,7 +95,7 @@ def read_sources_file(path: str | Path) -> list[Source]:
     entries = spec.get("source")
     if not isinstance(entries, list) or not entries:
         raise UsageError(f"{path}: no [[source]] tables (each needs name, path and licence)")
-    known = {"name", "path", "licence", "contains", "note", "per_epoch", "weight"}
+    known = {"name", "path", "licence", "contains", "note", "per_epoch", "weight", "diagnosis_weight"}
     sources, names = [], set()
     for n, e in enumerate(entries, start=1):
         if not isinstance(e, dict):
@@ -112,6 +117,10 @@ def read_sources_file(path: str | Path) -> list[Source]:
         weight = e.get("weight", 1.0)
         if type(weight) not in (int, float) or not math.isfinite(weight) or weight <= 0:
             raise UsageError(f"{where}: weight must be a positive number")
+        diagnosis_weight = e.get("diagnosis_weight", {})
+        if not isinstance(diagnosis_weight, dict) or not all(
+                type(v) in (int, float) and math.isfinite(v) and v > 0 for v in diagnosis_weight.values()):
+            raise UsageError(f"{where}: diagnosis_weight maps a diagnosis to a positive number")
         contains = e.get("contains", [])
         if not isinstance(contains, list) or not all(isinstance(c, str) and c.strip() for c in contains):
             raise UsageError(f"{where}: contains is a list of licence names, e.g. [\"CC-BY-NC-4.0\"]")
@@ -122,7 +131,8 @@ def read_sources_file(path: str | Path) -> list[Source]:
                 LOG.warning(f"note: {where}: licence {lic!r} is not one this program knows ({', '.join(LICENCES)}); "
                             "the weights' licence will say its terms are unknown")
         sources.append(Source(e["name"], (path.parent / e["path"]).resolve(), e["licence"], tuple(contains),
-                              e.get("note", ""), dict(per_epoch), float(weight)))
+                              e.get("note", ""), dict(per_epoch), float(weight),
+                              {k: float(v) for k, v in diagnosis_weight.items()}))
     return sources
 
 
@@ -218,7 +228,8 @@ def source_record(src: Source, samples: list[SourceSample]) -> dict:
         by_kind[s.kind or "all"] = by_kind.get(s.kind or "all", 0) + 1
     return {"name": src.name, "licence": src.licence, "contains": list(src.contains), "note": src.note,
             "images": images, "files_sha256": hashlib.sha256("\n".join(s.rel for s in mine).encode()).hexdigest(),
-            "per_epoch": dict(src.per_epoch), "weight": src.weight}
+            "per_epoch": dict(src.per_epoch), "weight": src.weight,
+            **({"diagnosis_weight": dict(src.diagnosis_weight)} if src.diagnosis_weight else {})}
 
 
 def weights_licence(records: list[dict]) -> str:

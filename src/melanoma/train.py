@@ -457,9 +457,9 @@ def fit(run: Run, model: nn.Module, frozen: list[nn.Module], optimizer, schedule
     presence = np.ones(len(d.tr))
     for idx, cap in capped.values():
         presence[idx] = cap / len(idx)
-    source_weight = {src.name: src.weight for src in d.sources}
+    source = {src.name: src for src in d.sources}
     weights = sample_weights(d.labels[d.tr], d.groups[d.tr], once=config.duplicates == "once",
-                             scale=np.array([source_weight[s.source] for s in train_samples]), presence=presence)
+                             scale=np.array([source[s.source].weight_of(s.kind) for s in train_samples]), presence=presence)
     if capped:
         LOG.info(f"each epoch sees {len(epoch_pool(len(d.tr), capped, config.seed, 1))} of the {len(d.tr)} training images ("
                  + ", ".join(f"{src} {kind}: {cap} of {len(idx)}" for (src, kind), (idx, cap) in capped.items()) + ")")
@@ -525,7 +525,7 @@ def calibrate_and_save(run: Run, model: nn.Module, progress: Progress) -> Path:
     info = models.ModelInfo(
         arch=config.arch, preprocess=run.pre, class_names=CLASS_NAMES, threshold=float(threshold), temperature=float(temperature),
         target_sensitivity=config.target_sensitivity, train_config=asdict(config), data_fingerprint=d.fingerprint,
-        validation=validation, history=progress.history, versions=models.versions(), ood_cutoff=ood_cutoff,
+        validation=validation, history=progress.history, versions=models.versions(), ood_cutoff=ood_cutoff, ood_block=model.ood.block,
         sources=[source_record(src, d.samples) for src in d.sources],
     )
     models.save(path, model.cpu(), info)
@@ -586,7 +586,7 @@ def fit_ood(model_path: str | None, data_dir: Path, out: Path) -> float:
     model, info = models.load(model_path)
     d = model_split(info, data_dir)
     cutoff = ood.attach(model, info.preprocess, d.views_of(d.tr), d.labels[d.tr], d.views_of(d.va))
-    models.save(out, model, replace(info, ood_cutoff=cutoff))
+    models.save(out, model, replace(info, ood_cutoff=cutoff, ood_block=model.ood.block))
     return cutoff
 
 
