@@ -1,17 +1,22 @@
 """`melanoma bench` runs every measurement for both models and writes its JSON and Markdown table.
 (No timing is asserted here: speed goals live in the benchmark's output, not in tests.)"""
 
-import pytest
 import json
+import os
+
+import pytest
 
 from .test_predict_explain import melanoma_cli
 
 
 @pytest.mark.slow
 def test_bench_writes_both_models_side_by_side(data_dir, tmp_path):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     r = melanoma_cli("bench", "--data", data_dir, "--out", tmp_path, "--latency-runs", "3", "--predict-images", "40",
-                     "--train-images", "70")
+                     "--train-images", "70", env={**os.environ, "TMPDIR": str(scratch)})
     assert r.returncode == 0, r.stderr[-3000:]
+    assert not list(scratch.iterdir())  # its temporary folders (the random baseline, ONNX exports) are gone
     report = json.loads((tmp_path / "bench.json").read_text())
     assert report["machine"]["cores"] >= 1
     assert list(report["models"]) == ["efficientnet_lite0 (bundled)", "seed_cnn (random weights)"]

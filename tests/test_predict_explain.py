@@ -115,12 +115,17 @@ def test_predict_cli_model_errors(tmp_path, data_dir):
     assert r.returncode == 1 and "not a usable melanoma model file" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_cam_names_keep_folders_and_extension(tmp_path):
-    from melanoma.predict import cam_file_name
-
-    names = {cam_file_name(tmp_path / "a" / "Benign" / "1.jpg"), cam_file_name(tmp_path / "a" / "Malignant" / "1.jpg"),
-             cam_file_name(tmp_path / "a" / "Benign" / "1.png")}
-    assert len(names) == 3 and all(n.endswith(".cam.png") for n in names)
+def test_overlays_of_two_inputs_never_share_a_file(tmp_path, data_dir):
+    """`a_b/c.jpg` and `a/b_c.jpg` once both became `a_b_c.jpg.cam.png`; overlays now mirror the inputs' folders."""
+    src = sorted((data_dir / "test" / "Benign").glob("*.jpg"))[:2]
+    for rel, f in (("a_b/c.jpg", src[0]), ("a/b_c.jpg", src[1]), ("a/Benign/1.png", src[0])):
+        (tmp_path / "in" / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.open(f).save(tmp_path / "in" / rel)
+    r = melanoma_cli("predict", tmp_path / "in", "--cam", tmp_path / "cams")
+    assert r.returncode == 0, r.stderr[-2000:]
+    written = sorted(str(p.relative_to(tmp_path / "cams")) for p in (tmp_path / "cams").rglob("*.png"))
+    assert written == ["a/Benign/1.png.cam.png", "a/b_c.jpg.cam.png", "a_b/c.jpg.cam.png"]
+    assert Image.open(tmp_path / "cams" / "a_b" / "c.jpg.cam.png").size == Image.open(src[0]).size
 
 
 def test_faithfulness_deletes_whole_cells_in_map_order(data_dir, monkeypatch, tiny_model_file):

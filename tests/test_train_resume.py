@@ -71,9 +71,10 @@ def test_sigkill_mid_epoch_then_resume_gives_the_same_weights(data_dir, tmp_path
 
 
 @pytest.mark.slow
-def test_ctrl_c_saves_a_checkpoint_mid_epoch_and_resumes_exactly(data_dir, tmp_path, uninterrupted):
+@pytest.mark.parametrize("sig", ["INT", "TERM"])  # Ctrl-C, and what torchrun, SLURM and Kubernetes send
+def test_ctrl_c_or_sigterm_saves_a_checkpoint_mid_epoch_and_resumes_exactly(data_dir, tmp_path, uninterrupted, sig):
     out = tmp_path / "interrupted"
-    r = train("--data", data_dir, "--out", out, *TINY, signal_at="5:INT")
+    r = train("--data", data_dir, "--out", out, *TINY, signal_at=f"5:{sig}")
     assert r.returncode == 130, r.stderr[-2000:]
     assert "checkpoint saved (epoch 1, batch 5)" in r.stderr and f"--resume {out}" in r.stderr
     assert "Traceback" not in r.stderr and not (out / "model.safetensors").exists()

@@ -73,7 +73,8 @@ def predict_throughput(model_file: str, data: Path, n: int, engine: str) -> dict
         from .onnx_model import CALIBRATION_IMAGES, OnnxModel, export, quantize
         from .train import calibration_views
 
-        onnx_file = Path(tempfile.mkdtemp()) / "model.onnx"
+        tmp = tempfile.TemporaryDirectory(prefix="melanoma-bench-")  # removed when this phase's process ends
+        onnx_file = Path(tmp.name) / "model.onnx"
         with contextlib.redirect_stdout(sys.stderr):
             export(model, info, onnx_file)
             if engine == "int8":
@@ -158,22 +159,22 @@ def machine() -> dict:
 def run(data: Path, out_dir: Path, sizes: dict[str, int]) -> dict:
     from .model import BUNDLED_MODEL, ModelInfo, build, save
 
-    tmp = Path(tempfile.mkdtemp())
-    baseline = tmp / "seed_cnn_random.safetensors"
-    model, pre = build("seed_cnn")
-    save(baseline, model, ModelInfo("seed_cnn", pre))
     report = {"machine": machine(), "sizes": sizes, "models": {}}
-    for name, model_file in (("efficientnet_lite0 (bundled)", BUNDLED_MODEL), ("seed_cnn (random weights)", baseline)):
-        row: dict = {}
-        for phase in PHASES:
-            n = sizes["latency_runs" if phase == "latency" else "train_images" if phase == "train" else "predict_images"]
-            print(f"bench: {name}: {phase}…", file=sys.stderr)
-            r = subprocess.run([sys.executable, "-m", "melanoma.bench", phase, str(model_file), str(data), str(n)],
-                               capture_output=True, text=True)
-            if r.returncode != 0:
-                raise UsageError(f"bench phase {phase} on {name} failed:\n{r.stderr[-2000:]}")
-            row.update(json.loads(r.stdout.strip().splitlines()[-1]))
-        report["models"][name] = row
+    with tempfile.TemporaryDirectory(prefix="melanoma-bench-") as tmp:
+        baseline = Path(tmp) / "seed_cnn_random.safetensors"
+        model, pre = build("seed_cnn")
+        save(baseline, model, ModelInfo("seed_cnn", pre))
+        for name, model_file in (("efficientnet_lite0 (bundled)", BUNDLED_MODEL), ("seed_cnn (random weights)", baseline)):
+            row: dict = {}
+            for phase in PHASES:
+                n = sizes["latency_runs" if phase == "latency" else "train_images" if phase == "train" else "predict_images"]
+                print(f"bench: {name}: {phase}…", file=sys.stderr)
+                r = subprocess.run([sys.executable, "-m", "melanoma.bench", phase, str(model_file), str(data), str(n)],
+                                   capture_output=True, text=True)
+                if r.returncode != 0:
+                    raise UsageError(f"bench phase {phase} on {name} failed:\n{r.stderr[-2000:]}")
+                row.update(json.loads(r.stdout.strip().splitlines()[-1]))
+            report["models"][name] = row
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "bench.json").write_text(json.dumps(report, indent=1))
     (out_dir / "bench.md").write_text(markdown(report))

@@ -6,11 +6,36 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import __version__
 from .errors import Interrupted, UsageError
 from .model import ARCHITECTURES, ModelFileError
 
 
 RUNTIME = ("workers",)  # how this machine runs a training run, not its recipe: free to change on --resume
+
+
+def whole(low: int, high: int | None = None):
+    """An argparse type: a whole number in [low, high]; anything else is a usage error (exit 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{value} is not " + (f"between {low} and {high}" if high is not None else f"at least {low}"))
+        return value
+    return parse
+
+
+def positive(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
 
 
 def _train(args) -> int:
@@ -191,8 +216,6 @@ def _api(args) -> int:
     from .api import create_app, limits_text
     from .model import load
 
-    if args.workers < 1:
-        raise UsageError("--workers must be at least 1")
     key = args.api_key or os.environ.get("MELANOMA_API_KEY") or None
     threads = max(1, (os.cpu_count() or 1) // args.workers)  # the model's thread pool in each worker process
     # a bad model file fails here, in one line, before anything listens
@@ -224,7 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .onnx_model import CALIBRATION_IMAGES
     from .train import TrainConfig
 
-    p = argparse.ArgumentParser(prog="melanoma", description="Melanoma classifier for dermoscopy images (not a medical device).")
+    p = argparse.ArgumentParser(prog="melanoma", description="Melanoma classifier for dermoscopy images (not a medical device).",
+                                epilog="exit status: 0 done, 1 something named could not be used or the run failed, "
+                                       "2 a wrong command line, 130 stopped (Ctrl-C or SIGTERM)")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     data_help = "data folder laid out as the Kaggle download (train/, test/); default $MELANOMA_DATA or ../shared/data/melanoma"
 
@@ -286,10 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--ood-against", action="append", metavar="DIR",
                    help="a folder of other images (no labels needed): how many the out-of-distribution score flags, and how well "
                    "it tells them from the evaluated ones (repeatable)")
-    e.add_argument("--faithfulness", type=int, default=0, metavar="N",
+    e.add_argument("--faithfulness", type=whole(0), default=0, metavar="N",
                    help="also run the deletion test of the Grad-CAM maps on N clean test images (or N of the set)")
     e.add_argument("--out", required=True, help="folder for metrics.json, predictions.csv and the plots")
-    e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the ROC AUC interval (0: none)")
+    e.add_argument("--bootstrap", type=whole(0), default=1000, help="bootstrap resamples for the ROC AUC interval (0: none)")
     e.set_defaults(func=_evaluate)
 
     r = sub.add_parser("predict", help="classify images (files or folders, searched recursively)")
@@ -299,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cam", metavar="DIR", help="write a Grad-CAM overlay PNG per image into DIR")
     r.add_argument("--engine", choices=["torch", "onnx"], default="torch",
                    help="torch (the .safetensors model) or onnx (ONNX Runtime on a file from `melanoma export --onnx`)")
-    r.add_argument("--workers", type=int, help="processes decoding images (default: none on 2 cores, else one per core beyond 2, up to 4)")
+    r.add_argument("--workers", type=whole(0), help="processes decoding images (default: none on 2 cores, else one per core beyond 2, up to 4)")
     r.set_defaults(func=_predict)
 
     o = sub.add_parser("fit-ood", help="fit the out-of-distribution score of a model file anew (weights, threshold and temperature unchanged)")
@@ -314,29 +340,29 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--int8", action="store_true", help="statically quantised to int8, its ranges measured on the model's own "
                    "validation images (needs --data: the model's training data)")
     x.add_argument("--data", help="with --int8: " + data_help)
-    x.add_argument("--calibration-images", dest="calibration_images", type=int, default=CALIBRATION_IMAGES,
+    x.add_argument("--calibration-images", dest="calibration_images", type=whole(1), default=CALIBRATION_IMAGES,
                    help="with --int8: validation images the activation ranges are measured on (default %(default)s)")
     x.set_defaults(func=_export)
 
     b = sub.add_parser("bench", help="time prediction, Grad-CAM, ONNX Runtime and training; writes bench.json and bench.md")
     b.add_argument("--data", help=data_help)
     b.add_argument("--out", required=True, help="folder for bench.json and bench.md")
-    b.add_argument("--latency-runs", dest="latency_runs", type=int, default=50, help="single-image runs (default %(default)s)")
-    b.add_argument("--predict-images", dest="predict_images", type=int, default=1000, help="test images for batch prediction (default %(default)s)")
-    b.add_argument("--train-images", dest="train_images", type=int, default=320, help="training images for the training speed (default %(default)s)")
+    b.add_argument("--latency-runs", dest="latency_runs", type=whole(1), default=50, help="single-image runs (default %(default)s)")
+    b.add_argument("--predict-images", dest="predict_images", type=whole(1), default=1000, help="test images for batch prediction (default %(default)s)")
+    b.add_argument("--train-images", dest="train_images", type=whole(1), default=320, help="training images for the training speed (default %(default)s)")
     b.set_defaults(func=_bench)
 
     s = sub.add_parser("serve", help="start the web page")
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8501)
+    s.add_argument("--port", type=whole(1, 65535), default=8501)
     s.add_argument("--model", help="model file (default: the bundled model)")
     s.set_defaults(func=_serve)
 
     h = sub.add_parser("api", help="start the HTTP API (POST /v1/predict, GET /v1/model, /healthz; docs at /docs)")
     h.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
-    h.add_argument("--port", type=int, default=8000)
+    h.add_argument("--port", type=whole(1, 65535), default=8000)
     h.add_argument("--model", help="model file (default: the bundled model)")
-    h.add_argument("--workers", type=int, default=1, help="server processes, each with its own copy of the model (default %(default)s)")
+    h.add_argument("--workers", type=whole(1), default=1, help="server processes, each with its own copy of the model (default %(default)s)")
     h.add_argument("--api-key", dest="api_key", help="require 'Authorization: Bearer KEY' on every endpoint but /healthz "
                    "(or set MELANOMA_API_KEY, which keeps the key out of the process list)")
     h.add_argument("--cors-origin", dest="cors_origin", action="append", metavar="ORIGIN",
@@ -348,9 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--image", help="the image every request sends (default: the first test/Benign image of --data)")
     g.add_argument("--data", help=data_help)
     g.add_argument("--model", help="model file (default: the bundled model)")
-    g.add_argument("--clients", type=int, default=32, help="concurrent clients (default %(default)s)")
-    g.add_argument("--requests", type=int, default=1000, help="requests in all (default %(default)s)")
-    g.add_argument("--time-limit", dest="time_limit", type=float, default=600, help="seconds before the load is stopped (default %(default)s)")
+    g.add_argument("--clients", type=whole(1), default=32, help="concurrent clients (default %(default)s)")
+    g.add_argument("--requests", type=whole(1), default=1000, help="requests in all (default %(default)s)")
+    g.add_argument("--time-limit", dest="time_limit", type=positive, default=600, help="seconds before the load is stopped (default %(default)s)")
     g.set_defaults(func=_loadtest)
     return p
 
@@ -376,6 +402,10 @@ def train_config_problem(c) -> str | None:
         return "--label-smoothing is in [0, 0.5], e.g. 0.1"
     if not 0 <= c.mixup <= 10:
         return "--mixup is a Beta parameter in [0, 10] (0 turns it off), e.g. 0.2"
+    if not 0 < c.lr < 1 or not 0 <= c.weight_decay < 1:
+        return "--lr must be in (0, 1) and --weight-decay in [0, 1), e.g. 0.001 and 0.0001"
+    if c.freeze_blocks < 0 or c.workers < 0:
+        return "--freeze-blocks and --workers must be 0 or more"
     if c.limit is not None and c.limit < 2:
         return "--limit must be at least 2 images per class"
     return None

@@ -3,8 +3,9 @@
 
 
 class UsageError(Exception):
-    """Something the user gave cannot be used (a folder, a file, a setting, a run to resume): the
-    message names it and says why. Exit code 1."""
+    """Something the user named cannot be used (a folder, a file, a sources file, a run to resume):
+    the message names it and says why. Exit code 1 (a wrong command line is refused by the parser
+    or `cli.train_config_problem`: exit code 2)."""
 
 
 class Interrupted(Exception):

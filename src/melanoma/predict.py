@@ -69,11 +69,16 @@ def explain(model: Classifier, info: ModelInfo, image: Image.Image, alpha: float
     return pred, overlay(np.asarray(image), cam, view_box(image, info.preprocess), alpha)
 
 
-def cam_file_name(path: Path) -> str:
-    """A flat name for a path's overlay that keeps its folders and extension
-    (file names repeat across class folders): `a/Benign/1.jpg` -> `a_Benign_1.jpg.cam.png`."""
-    parts = Path(path).resolve().parts[1:]
-    return "_".join(parts[-4:]) + ".cam.png"
+def cam_path(cam_dir: str | os.PathLike, path: Path, root: Path) -> Path:
+    """Where a path's overlay goes: the input's place under `root` (the inputs' common folder) mirrored
+    in `cam_dir`, its name and extension kept: `root/a/Benign/1.jpg` -> `cam_dir/a/Benign/1.jpg.cam.png`.
+    Two different inputs never share an overlay."""
+    rel = Path(path).resolve().relative_to(root)
+    return Path(cam_dir) / rel.parent / (rel.name + ".cam.png")
+
+
+def common_folder(files: list[Path]) -> Path:
+    return Path(os.path.commonpath([f.resolve().parent for f in files]))
 
 
 class _Views(Dataset):
@@ -151,6 +156,7 @@ def run(paths: list[str], model: Classifier, info: ModelInfo, csv_path: str | No
     failed = len(empty)
     if cam_dir:
         Path(cam_dir).mkdir(parents=True, exist_ok=True)
+        root = common_folder(files)
     if csv_path:
         Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
     workers = default_workers() if workers is None else workers
@@ -172,7 +178,9 @@ def run(paths: list[str], model: Classifier, info: ModelInfo, csv_path: str | No
                                      "" if pred.ood is None else f"{pred.ood_score:.4f}", "" if pred.ood is None else int(pred.ood)])
                 if cam_dir:
                     ov = overlay(np.asarray(image), cams[k], view_box(image, info.preprocess))
-                    Image.fromarray(ov).save(Path(cam_dir) / cam_file_name(path))
+                    target = cam_path(cam_dir, path, root)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(ov).save(target)
 
         pending: deque = deque()  # (files, views and images; future predictions), oldest first
         for batch in loader:

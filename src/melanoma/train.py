@@ -126,25 +126,30 @@ def epoch_pool(n: int, capped: dict, seed: int, epoch: int) -> np.ndarray | None
 
 
 class StopRequest:
-    """Ctrl-C (SIGINT) during training sets a flag; the loop saves a checkpoint at the next batch
-    boundary and exits. A second Ctrl-C interrupts at once (the last checkpoint stays intact)."""
+    """Ctrl-C (SIGINT) or SIGTERM (what torchrun, SLURM, Kubernetes and `kill` send) during training
+    sets a flag; the loop saves a checkpoint at the next batch boundary and exits. A second one
+    interrupts at once (the last checkpoint stays intact)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self._previous: dict = {}
 
     def _handle(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        LOG.info("\nCtrl-C: stopping after this batch and saving a checkpoint (Ctrl-C again to stop at once)")
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        LOG.info(f"\n{name}: stopping after this batch and saving a checkpoint (again to stop at once)")
 
     def __enter__(self):
-        self._previous = signal.signal(signal.SIGINT, self._handle)
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
         return self
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self._previous)
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def load_split(samples, pre: Preprocess, quiet: bool = False):
