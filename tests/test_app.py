@@ -62,7 +62,25 @@ def test_real_benign_and_malignant_uploads_bad_file_and_summary(tiny_model_file,
     table = at.dataframe[0].value
     assert list(table["file"]) == [u[0] for u in uploads]
     assert list(table["verdict"])[2] == "not read"
+    for (name, data, _), estimate in zip(uploads[:2], table["melanoma estimate"]):  # rounded as the verdict is
+        pred = classify(model, info, [Image.open(io.BytesIO(data)).convert("RGB")])[0]
+        assert estimate == probability_text(pred.p_malignant, info.threshold)
     assert "Traceback" not in text
+
+
+def test_the_sidebar_describes_the_model_file_it_runs(tiny_model_file, monkeypatch, tmp_path):
+    """Framing words and training description come from the model file, not from text written for the bundled model."""
+    from dataclasses import replace
+
+    from melanoma.model import load, save
+
+    model, info = load(tiny_model_file)
+    lesion = tmp_path / "lesion.safetensors"
+    save(lesion, model, replace(info, preprocess=replace(info.preprocess, framing="lesion")))
+    for path, framing in ((tiny_model_file, "the centre square of the photo"), (lesion, "a square around the spot")):
+        sidebar = "\n".join(e.value for e in page(path, monkeypatch).sidebar.markdown)
+        assert f"px ({framing})" in sidebar
+        assert "Kaggle" in sidebar and "keratoses" not in sidebar  # this file records no sources: the Kaggle data alone
 
 
 def test_bundled_page_shows_measured_test_figures(monkeypatch):
@@ -73,6 +91,7 @@ def test_bundled_page_shows_measured_test_figures(monkeypatch):
     at.run()
     assert not at.exception
     assert "Kaggle test images with no copy in the training data" in text_of(at)
+    assert "the ones the threshold was chosen on" in text_of(at).replace("\n", " ")  # validation figures labelled so
 
 
 def test_test_figures_are_shown_only_beside_the_file_they_were_measured_on(monkeypatch, tmp_path, tiny_model_file):

@@ -149,6 +149,9 @@ KIND_NAMES = {"nv": "moles (nevi)", "bkl": "benign keratoses", "seborrheic_kerat
               "df": "dermatofibromas", "vasc": "vascular lesions"}  # the archives' diagnosis codes
 
 
+FRAMING_WORDS = {"centre": "the centre square of the photo", "lesion": "a square around the spot"}  # Preprocess.framing
+
+
 def trained_on(info) -> str:
     """The training sources the model file records, in a line (older files: the Kaggle data, as they were)."""
     if not info.sources:
@@ -163,8 +166,8 @@ def trained_on(info) -> str:
 def sidebar(info, model_path: str | None) -> None:
     v = info.validation or {}
     measured = (
-        f"- **Validation** (held-out training images): ROC AUC {v['auc']:.3f}, sensitivity {v['sensitivity']:.0%}, "
-        f"specificity {v['specificity']:.0%} at the threshold of {info.threshold:.0%}. "
+        f"- **Validation** (held-out training images, the ones the threshold was chosen on, so they flatter it a little): "
+        f"ROC AUC {v['auc']:.3f}, sensitivity {v['sensitivity']:.0%}, specificity {v['specificity']:.0%} at the threshold of {info.threshold:.0%}. "
         if all(v.get(k) is not None for k in ("auc", "sensitivity", "specificity"))
         else f"- **Threshold:** {info.threshold:.0%}. "
     ) + "More in the project's README and model card."
@@ -173,14 +176,15 @@ def sidebar(info, model_path: str | None) -> None:
         st.warning(NOT_A_DIAGNOSIS)
         st.markdown(
             f"""
-- **Network:** {info.arch}, input {info.preprocess.image_size} px (centre square of the photo).
+- **Network:** {info.arch}, input {info.preprocess.image_size} px ({FRAMING_WORDS.get(info.preprocess.framing, info.preprocess.framing)}).
 - **Trained on:** {trained_on(info)}
 - **Licence of the weights:** {info.licence}
 {measured_test_figures(model_path)}{measured}
 - **Intended use:** research and teaching; a second look, never a decision.
-- **Limitations:** on phone photos without dermoscopy it calls most harmless spots melanoma, and
-  so it does with benign keratoses (measured on images from other sources); untested on darker
-  skin; two classes only (no other skin cancers); any picture gets a number.
+- **Limitations:** photos unlike its training images (phone photos without dermoscopy, kinds of
+  spot it has not seen) are less reliable: the README and model card say what was measured and
+  where it fails; untested on darker skin; two classes only (no other skin cancers); any picture
+  gets a number.
 - **Two checks before you trust a number:** the model's own check flags photos whose features are
   unlike its training images; the photo checks flag photos that are small, blurred, dark, off-centre
   or show little skin. Either warning means the estimate is less reliable; neither catches everything.
@@ -227,7 +231,7 @@ def main() -> None:
             rows.append({"file": f.name, "verdict": "failed", "melanoma estimate": None, "notes": type(exc).__name__})
             continue
         show_result(f.name, r, alpha, info, model)
-        rows.append({"file": f.name, "verdict": r["pred"].label, "melanoma estimate": round(r["pred"].p_malignant, 2),
+        rows.append({"file": f.name, "verdict": r["pred"].label, "melanoma estimate": probability_text(r["pred"].p_malignant, info.threshold),
                      "notes": " ".join((["Unlike the training images."] if r["pred"].ood else [])
                                        + [w.split(";")[0].split(".")[0] + "." for w in r["quality"].warnings])})
     if len(files) > 1:
