@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import numpy as np
+import torch
 from PIL import Image
 
 from melanoma.explain import grad_cam, infer, linear_head, overlay
@@ -113,6 +114,21 @@ def test_predict_cli_model_errors(tmp_path, data_dir):
     bad.write_bytes(b"garbage")
     r = melanoma_cli("predict", data_dir / "test" / "Benign", "--model", bad)
     assert r.returncode == 1 and "not a usable melanoma model file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_concurrent_passes_on_a_shared_captum_model_give_each_its_own_map(tiny_model_file):
+    """seed_cnn's head needs captum, whose hooks sit on the shared model: passes from other threads
+    (with or without maps) must not run through them. Each map equals the one from a single thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model, info = load(tiny_model_file)
+    batches = [to_batch([lesion_image(seed=s)], info.preprocess) for s in range(16)]
+    alone = [infer(model, x).cam for x in batches]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda k: (infer(model, batches[k]).cam, infer(model, batches[k], cam=False).logits), list(range(16)) * 4))
+    for k, (cam, logits) in enumerate(together):
+        np.testing.assert_allclose(cam, alone[k % 16], atol=1e-5)
+        assert torch.equal(logits, infer(model, batches[k % 16], cam=False).logits)
 
 
 def test_overlays_of_two_inputs_never_share_a_file(tmp_path, data_dir):

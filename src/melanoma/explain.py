@@ -15,6 +15,7 @@ LayerGradCam, the reference that tests/test_predict_explain.py compares the shor
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import NamedTuple
 
@@ -23,7 +24,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-_HOOKS = threading.Lock()  # captum's hooks sit on the model, which the page's sessions share
+# captum's hooks sit on the model, which the page's sessions and the API's threads share: while they
+# are on, no other forward pass may run through it (`infer` holds this for every pass of such a model)
+_HOOKS = threading.RLock()
 
 
 def margin(model: torch.nn.Module, target: int = 1):
@@ -72,15 +75,16 @@ def infer(model: torch.nn.Module, x: torch.Tensor, target: int = 1, cam: bool = 
         return Inference(logits, _to_input_size(maps, x) if cam else None, ood)
     model.eval()
     fc = linear_head(model)
-    with torch.no_grad():
-        maps, probe = model.features_and_probe(x)
-        logits = model.head(maps)
-        ood = model.ood(probe).numpy() if model.ood is not None else None
-        if cam and fc is not None:
-            weights = fc.weight[target] - fc.weight[1 - target]  # the margin's weights
-            cams = _to_input_size(torch.einsum("c,bchw->bhw", weights, maps)[:, None].clamp(min=0), x)
-    if cam and fc is None:
-        cams = grad_cam(model, x, target)
+    with _HOOKS if fc is None else contextlib.nullcontext():  # a head that needs captum: its hooks may be on the model
+        with torch.no_grad():
+            maps, probe = model.features_and_probe(x)
+            logits = model.head(maps)
+            ood = model.ood(probe).numpy() if model.ood is not None else None
+            if cam and fc is not None:
+                weights = fc.weight[target] - fc.weight[1 - target]  # the margin's weights
+                cams = _to_input_size(torch.einsum("c,bchw->bhw", weights, maps)[:, None].clamp(min=0), x)
+        if cam and fc is None:
+            cams = grad_cam(model, x, target)
     return Inference(logits, cams if cam else None, ood)
 
 
