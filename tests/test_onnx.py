@@ -101,8 +101,9 @@ def test_inference_streams_split_the_cores():
 @pytest.mark.slow
 def test_int8_export_carries_the_model_and_keeps_its_verdicts(tmp_path, data_dir):
     """`quantize` (what `export --int8` and the bench run): a file that loads with its digest checked,
-    marked int8, with the map and the OOD score, whose verdicts stay those of the float model on
-    real images. (The product calibrates on validation images; this test on a few training ones.)"""
+    marked int8, with the map and the OOD score, calibrated as itself (its own temperature, threshold
+    and OOD cut-off from its own scores), whose verdicts stay those of the float model on real images.
+    (The product calibrates on the model's validation images; this test on a few training ones.)"""
     from melanoma.images import load_image
     from melanoma.onnx_model import quantize
     from melanoma.predict import predict_views
@@ -111,11 +112,21 @@ def test_int8_export_carries_the_model_and_keeps_its_verdicts(tmp_path, data_dir
     model, info = load()
     views = lambda folder, n: np.stack([model_view(load_image(f), info.preprocess)  # noqa: E731
                                         for c in ("Benign", "Malignant") for f in sorted((data_dir / folder / c).glob("*.jpg"))[:n]])
-    quantize(model, info, views("train", 24), tmp_path / "int8.onnx")
+    own = views("train", 24)
+    labels = np.repeat([0, 1], 24)
+    refitted = quantize(model, info, own[:16], (own, labels), tmp_path / "int8.onnx")
     int8 = OnnxModel(tmp_path / "int8.onnx")
-    assert int8.int8 and int8.has_cam and "ood" in int8.output_names and int8.info.to_json() == info.to_json()
+    assert int8.int8 and int8.has_cam and "ood" in int8.output_names and int8.info.to_json() == refitted.to_json()
+    v = int8.info.validation
+    assert v["int8"] and v["images"] == 48 and v["float"]["auc"] == info.validation["auc"]
+    assert v["split_sha256"] == info.validation["split_sha256"]  # still names the float model's split
+    assert int8.info.temperature != info.temperature and int8.info.ood_cutoff != info.ood_cutoff
+    own_preds = predict_views(int8, int8.info, own)
+    assert v["sensitivity"] >= info.target_sensitivity  # the threshold was chosen on its own scores
+    assert np.mean([p.label == "Malignant" for p in own_preds[24:]]) == pytest.approx(v["sensitivity"])
+    assert sum(p.ood for p in own_preds) <= 1  # the cut-off is the 99th percentile of these very scores
     test = views("test", 40)
-    exact, quantised = predict_views(model, info, test), predict_views(int8, info, test)
+    exact, quantised = predict_views(model, info, test), predict_views(int8, int8.info, test)
     assert np.mean([a.label == b.label for a, b in zip(exact, quantised)]) >= 0.95
     assert np.abs(np.array([a.p_malignant - b.p_malignant for a, b in zip(exact, quantised)])).mean() < 0.05
 

@@ -71,14 +71,15 @@ def predict_throughput(model_file: str, data: Path, n: int, engine: str) -> dict
         return {}  # no training run to draw validation images from (the random-weight baseline)
     if engine in ("onnx", "int8"):
         from .onnx_model import CALIBRATION_IMAGES, OnnxModel, export, quantize
-        from .train import calibration_views
+        from .train import validation_views
 
         tmp = tempfile.TemporaryDirectory(prefix="melanoma-bench-")  # removed when this phase's process ends
         onnx_file = Path(tmp.name) / "model.onnx"
         with contextlib.redirect_stdout(sys.stderr):
             export(model, info, onnx_file)
             if engine == "int8":
-                quantize(model, info, calibration_views(info, data, CALIBRATION_IMAGES), onnx_file.with_name("int8.onnx"))
+                views, labels = validation_views(info, data)
+                quantize(model, info, views[:CALIBRATION_IMAGES], (views, labels), onnx_file.with_name("int8.onnx"))
         plain = OnnxModel(onnx_file, threads=inference_streams()[1])
         model, info = (OnnxModel(onnx_file.with_name("int8.onnx"), threads=inference_streams()[1]) if engine == "int8" else plain), plain.info
     with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):

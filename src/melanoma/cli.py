@@ -169,9 +169,14 @@ def _export(args) -> int:
         export(model, info, args.onnx)
     else:
         from .data import resolve_data_dir
-        from .train import calibration_views
+        from .train import validation_views
 
-        quantize(model, info, calibration_views(info, resolve_data_dir(args.data), args.calibration_images), args.onnx)
+        views, labels = validation_views(info, resolve_data_dir(args.data))
+        refitted = quantize(model, info, views[: args.calibration_images], (views, labels), args.onnx)
+        v = refitted.validation
+        print(f"int8 refitted on its {v['images']} validation images: temperature {refitted.temperature:.3f} (float {info.temperature:.3f}), "
+              f"threshold {refitted.threshold:.3f} (float {info.threshold:.3f}), sensitivity {v['sensitivity']:.4f}, "
+              f"specificity {v['specificity']:.4f}, ROC AUC {v['auc']:.4f}", file=sys.stderr)
     print(f"wrote {args.onnx}", file=sys.stderr)
     return 0
 

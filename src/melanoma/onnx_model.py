@@ -69,7 +69,8 @@ KEEP_FLOAT = (2, 4)  # int8: the first two and the last four convolutions stay f
 CALIBRATION_IMAGES = 128  # int8: validation images the activation ranges come from
 
 
-def quantize(model: Classifier, info: ModelInfo, calibration: np.ndarray, path: str | os.PathLike) -> None:
+def quantize(model: Classifier, info: ModelInfo, calibration: np.ndarray, validation: tuple[np.ndarray, np.ndarray],
+             path: str | os.PathLike) -> ModelInfo:
     """Write `model` as a statically quantised int8 ONNX file (ONNX Runtime's quantisation tools):
     weights per channel, activations per tensor with ranges from the model views `calibration`
     (N x H x W x 3 uint8; validation images, never test; the 99.999th percentile of each activation,
@@ -80,7 +81,11 @@ def quantize(model: Classifier, info: ModelInfo, calibration: np.ndarray, path: 
     percentile ones, more layers float did no better. The calibrator holds every activation of every
     image at once (peak memory about 70 MB an image: 18.8 GB for 256), hence CALIBRATION_IMAGES = 128
     (9 GB; 98.9%, 64 gave 98.5%); collecting in chunks bounds memory but merges the histograms coarsely
-    (256 in chunks of 32: 98.6%)."""
+    (256 in chunks of 32: 98.6%).
+
+    The int8 graph is then calibrated as itself on `validation` (the model's validation views and
+    labels; `refit`): its own temperature, threshold and OOD cut-off, and its own validation figures.
+    Returns the ModelInfo the file carries."""
     import tempfile
 
     import onnx
@@ -109,8 +114,37 @@ def quantize(model: Classifier, info: ModelInfo, calibration: np.ndarray, path: 
                         calibrate_method=CalibrationMethod.Percentile, extra_options={"CalibPercentile": 99.999},
                         nodes_to_exclude=convs[:first] + convs[-last:])
         proto = onnx.load(str(quantised))
-    del proto.metadata_props[:]
+        del proto.metadata_props[:]
+        save(proto, info, quantised)
+        info = refit(OnnxModel(quantised), info, *validation)
+        del proto.metadata_props[:]
     save(proto, info, path)
+    return info
+
+
+def refit(int8: "OnnxModel", info: ModelInfo, views: np.ndarray, labels: np.ndarray) -> ModelInfo:
+    """`info` with the int8 graph's own temperature, threshold (for the same target sensitivity) and
+    OOD cut-off (the same validation quantile), fitted on its scores of the validation views, and its
+    own validation figures (`validation["int8"]`, the float model's kept under `"float"`)."""
+    from dataclasses import replace
+
+    from .calibration import calibrated_probability, fit_temperature, threshold_for_sensitivity
+    from .evaluate import binary_metrics
+    from .explain import infer
+    from .ood import QUANTILE
+    from .preprocess import normalize
+
+    outs = [infer(int8, normalize(views[i : i + 64], info.preprocess), cam=False) for i in range(0, len(views), 64)]
+    logits = torch.cat([o.logits for o in outs]).float().numpy()
+    temperature = fit_temperature(logits, labels)
+    p = calibrated_probability(logits, temperature)
+    threshold = info.threshold if info.target_sensitivity is None else threshold_for_sensitivity(p, labels, info.target_sensitivity)
+    m = binary_metrics(labels, p, threshold, bootstrap=0)
+    cutoff = float(np.quantile(np.concatenate([o.ood for o in outs]), QUANTILE)) if info.ood_cutoff is not None else None
+    kept = {k: v for k, v in info.validation.items() if k in ("best_epoch", "split_sha256", "epochs_run")}
+    validation = {**kept, "int8": True, "images": int(len(labels)), "auc": m["roc_auc"], "sensitivity": m["sensitivity"],
+                  "specificity": m["specificity"], "float": {k: v for k, v in info.validation.items() if k not in kept}}
+    return replace(info, temperature=float(temperature), threshold=float(threshold), ood_cutoff=cutoff, validation=validation)
 
 
 def save(proto, info: ModelInfo, path: str | os.PathLike) -> None:

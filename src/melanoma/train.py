@@ -576,13 +576,13 @@ def model_split(info: models.ModelInfo, data_dir: Path) -> Split:
     return d
 
 
-def calibration_views(info: models.ModelInfo, data_dir: Path, n: int) -> np.ndarray:
-    """n of a model's own validation images (`model_split`, drawn with seed 0) as model views: what
-    `export --int8` measures its activation ranges on."""
-    if n < 1:
-        raise UsageError("--calibration-images must be at least 1")
+def validation_views(info: models.ModelInfo, data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A model's own validation images (`model_split`) as model views, shuffled with seed 0, and
+    their labels: `export --int8` measures activation ranges on the first `--calibration-images`
+    and refits the int8 model's temperature, threshold and OOD cut-off on all of them."""
     d = model_split(info, data_dir)
-    return np.stack(d.views_of(np.random.default_rng(0).permutation(d.va)[:n]))
+    order = np.random.default_rng(0).permutation(d.va)
+    return np.stack(d.views_of(order)), d.labels[order]
 
 
 def fit_ood(model_path: str | None, data_dir: Path, out: Path) -> float:
