@@ -125,6 +125,45 @@ def test_limits_too_many_and_too_large(keyed):
     assert counted.status_code == 413 and "error" in counted.json()
 
 
+def test_a_request_over_the_pixel_budget_is_refused_before_decoding(monkeypatch):
+    """Headers are read, nothing is decoded: 16 flat 8000x8000 PNGs (200 KB each on the wire, 3 GB decoded) get 413."""
+    from melanoma import api
+
+    app = create_app(limits=Limits(request_pixels=100_000_000))
+    monkeypatch.setattr(api, "load_image", lambda *a, **k: pytest.fail("decoded an image of a refused request"))
+    flat = png_bytes(Image.new("RGB", (8000, 8000), (200, 150, 120)))
+    r = TestClient(app).post("/v1/predict", files=upload(*[(f"{i}.png", flat) for i in range(16)]))
+    assert r.status_code == 413 and "1024 megapixels, over the 100 megapixel limit per request" in r.json()["error"]
+
+
+def test_a_full_queue_answers_503_with_retry_after_while_healthz_answers():
+    app = create_app(limits=Limits(queue=2))
+    client = TestClient(app)
+    service = app.state.service
+    service.busy = 2  # two requests in progress
+    r = client.post("/v1/predict", files=upload(("a.png", png_bytes(lesion_image((64, 64))))))
+    assert r.status_code == 503 and int(r.headers["Retry-After"]) > 0 and "busy" in r.json()["error"]
+    assert client.get("/healthz").status_code == 200
+    service.busy = 1
+    assert client.post("/v1/predict", files=upload(("a.png", png_bytes(lesion_image((64, 64)))))).status_code == 200
+    assert service.busy == 1  # counted down again after the answer
+
+
+def test_overlays_come_back_at_most_1024_pixels_and_full_images_are_not_kept(client):
+    from melanoma.preprocess import OVERLAY_SIDE
+
+    big = lesion_image((3000, 2000))
+    r = client.post("/v1/predict?cam=true", files=upload(("big.png", png_bytes(big))))
+    drawn = Image.open(io.BytesIO(base64.b64decode(r.json()["results"][0]["cam_png"])))
+    assert max(drawn.size) == OVERLAY_SIDE and abs(drawn.size[0] / drawn.size[1] - 1.5) < 0.01
+    model, info = load()
+    from melanoma.predict import predict_views
+    from melanoma.preprocess import model_view
+
+    assert abs(predict_views(model, info, model_view(big, info.preprocess)[None])[0].p_malignant
+               - r.json()["results"][0]["p_malignant"]) < 1e-6  # the verdict is the full-resolution image's
+
+
 def test_slow_upload_is_cut_off_with_408():
     """At the ASGI level: a body that stops arriving gets 408 once `read_seconds` have passed."""
     app = create_app(limits=Limits(read_seconds=0.5))
@@ -262,6 +301,6 @@ def test_api_command_refuses_a_bad_model_or_worker_count_in_one_line(tmp_path):
 
     bad = tmp_path / "model.safetensors"
     bad.write_bytes(b"not a model")
-    for args, words in ((["--model", bad], "not a usable melanoma model file"), (["--workers", "0"], "--workers must be at least 1")):
+    for args, words, code in ((["--model", bad], "not a usable melanoma model file", 1), (["--workers", "0"], "0 is not at least 1", 2)):
         r = melanoma_cli("api", "--port", "1", *args)
-        assert r.returncode == 1 and words in r.stderr and "Traceback" not in r.stderr
+        assert r.returncode == code and words in r.stderr and "Traceback" not in r.stderr

@@ -9,7 +9,12 @@
 
 Limits (`Limits`) hold before any image is decoded: a declared or counted body over the size limit
 gets 413 without the rest being read, a body not in after `read_seconds` 408, more files than
-allowed 413; the loader's own byte and pixel limits then hold per file. Every error is JSON
+allowed 413, images whose headers add up to more than `request_pixels` 413; the loader's own byte and
+pixel limits then hold per file. Memory stays bounded: at most `DECODE_AT_ONCE` images are decoded
+at a time in the process, and once read an image is kept only as the model's view and, for
+`?cam=true`, a copy at most `preprocess.OVERLAY_SIDE` pixels on its longest side (overlays come back
+at that size). Requests beyond `queue` waiting or running get 503 with `Retry-After` at once, and
+`/healthz` keeps answering. Every error is JSON
 `{"error": "..."}` with a 4xx status (500, logged in one line, for a fault of ours). Uploads stay in
 memory (the multipart parser's spill-to-disk size is raised past the request limit) and are never
 logged. With an API key every endpoint but `/healthz` (and the schema pages `/docs`,
@@ -28,6 +33,7 @@ import io
 import logging
 import os
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,12 +52,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import predict
 from .explain import overlay
-from .images import MAX_FILE_BYTES, MAX_PIXELS, ImageError, load_image
+from .images import MAX_FILE_BYTES, MAX_PIXELS, ImageError, load_image, pixel_count
 from .model import BUNDLED_MODEL, CHECKSUM_KEY, Classifier, ModelInfo, file_sha256, load, measured_figures, read_safetensors
-from .preprocess import model_view, view_box
+from .preprocess import model_view, overlay_copy
 from .quality import assess
 
 LOG = logging.getLogger(__name__)
+DECODE_AT_ONCE = 2  # full-resolution images decoded at once in a process: up to ~0.4 GB each at 64 megapixels
+_DECODING = threading.BoundedSemaphore(DECODE_AT_ONCE)
+RETRY_AFTER_SECONDS = 2
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,8 @@ class Limits:
     request_bytes: int = MAX_FILE_BYTES + 2**20  # the whole body: one file at the loader's limit, or several smaller
     files: int = 16  # files per request
     read_seconds: float = 60.0  # the whole body must have arrived by then
+    request_pixels: int = 100_000_000  # all images of a request together, from their headers (a phone photo is 12 M)
+    queue: int | None = None  # requests waiting or running at once; None: twice the model's threads
 
 
 def size_text(n: float) -> str:
@@ -127,6 +138,8 @@ class Service:
     info: ModelInfo
     pool: ThreadPoolExecutor
     about: dict = field(default_factory=dict)  # GET /v1/model
+    threads: int = 1
+    busy: int = 0  # requests waiting or running (counted on the event loop)
 
     @classmethod
     def start(cls, model_path: str | None, threads: int | None = None) -> "Service":
@@ -134,31 +147,34 @@ class Service:
         threads = threads or os.cpu_count() or 1
         pool = ThreadPoolExecutor(threads, thread_name_prefix="melanoma-model", initializer=torch.set_num_threads, initargs=(1,))
         path = Path(model_path) if model_path else BUNDLED_MODEL
-        return cls(model, info, pool, describe(info, path))
+        return cls(model, info, pool, describe(info, path), threads)
 
     def analyse(self, uploads: list[tuple[str, bytes]], cam: bool) -> list[dict]:
         """One entry per upload, in order: the prediction (one batch for all readable files) or the
         loader's reason it could not be read."""
         info = self.info
         entries: list[dict] = []
-        readable = []  # (entry index, image, view)
+        readable = []  # (entry index, view, photo checks, overlay copy and its box)
         for name, data in uploads:
             try:
-                image = load_image(data, name=name)
-                readable.append((len(entries), image, model_view(image, info.preprocess)))
+                with _DECODING:  # the full-resolution image lives only inside this block
+                    image = load_image(data, name=name)
+                    view = model_view(image, info.preprocess)
+                    readable.append((len(entries), view, assess(image, view).warnings, overlay_copy(image, info.preprocess) if cam else None))
+                    del image
                 entries.append({"file": name})
             except ImageError as exc:
                 entries.append({"file": name, "error": str(exc)})
         if not readable:
             return entries
-        views = np.stack([view for _, _, view in readable])
+        views = np.stack([view for _, view, _, _ in readable])
         preds, cams = predict.predict_with_cam(self.model, info, views) if cam else (predict.predict_views(self.model, info, views), None)
-        for k, ((i, image, view), pred) in enumerate(zip(readable, preds)):
+        for k, ((i, _, warnings, shown), pred) in enumerate(zip(readable, preds)):
             entries[i].update(p_malignant=pred.p_malignant, label=pred.label, threshold=info.threshold,
-                              ood=pred.ood, ood_score=pred.ood_score, warnings=assess(image, view).warnings)
+                              ood=pred.ood, ood_score=pred.ood_score, warnings=warnings)
             if cam:
                 png = io.BytesIO()
-                Image.fromarray(overlay(np.asarray(image), cams[k], view_box(image, info.preprocess))).save(png, format="PNG")
+                Image.fromarray(overlay(np.asarray(shown[0]), cams[k], shown[1])).save(png, format="PNG")
                 entries[i]["cam_png"] = base64.b64encode(png.getvalue()).decode("ascii")
         return entries
 
@@ -223,11 +239,23 @@ def create_app(model_path: str | None = None, api_key: str | None = None, cors_o
 
     @app.post("/v1/predict", summary="Estimate melanoma for each uploaded image", openapi_extra=UPLOAD_SCHEMA,
               dependencies=[Depends(authorised)],
-              responses={413: {"description": "too large or too many files"}, 408: {"description": "upload too slow"},
-                         422: {"description": "no file could be read"}})
+              responses={413: {"description": "too large or too many files, or too many pixels"}, 408: {"description": "upload too slow"},
+                         422: {"description": "no file could be read"}, 503: {"description": "busy: retry after the Retry-After header's seconds"}})
     async def predict_files(request: Request, cam: bool = Query(False, description="add the Grad-CAM overlay as a base64 PNG")) -> JSONResponse:
-        uploads = await read_uploads(request, limits)
-        entries = await asyncio.get_running_loop().run_in_executor(service.pool, service.analyse, uploads, cam)
+        capacity = limits.queue or 2 * service.threads
+        if service.busy >= capacity:
+            return error(503, f"the server is busy ({capacity} requests in progress); try again in {RETRY_AFTER_SECONDS} s",
+                         {"Retry-After": str(RETRY_AFTER_SECONDS)})
+        service.busy += 1
+        try:
+            uploads = await read_uploads(request, limits)
+            pixels = sum(pixel_count(data) or 0 for _, data in uploads)
+            if pixels > limits.request_pixels:
+                return error(413, f"the images total {pixels / 1e6:.0f} megapixels, over the {limits.request_pixels / 1e6:.0f} megapixel "
+                                  "limit per request; send fewer or smaller images at once")
+            entries = await asyncio.get_running_loop().run_in_executor(service.pool, service.analyse, uploads, cam)
+        finally:
+            service.busy -= 1
         status = 200 if any("error" not in e for e in entries) else 422
         return JSONResponse({"results": entries, "not_a_diagnosis": predict.NOT_A_DIAGNOSIS}, status_code=status)
 
@@ -258,8 +286,8 @@ async def read_uploads(request: Request, limits: Limits) -> list[tuple[str, byte
 
 
 def limits_text(limits: Limits = Limits()) -> str:
-    return (f"request body up to {size_text(limits.request_bytes)}, arriving within {limits.read_seconds:g} s; up to {limits.files} files; "
-            f"each file up to {MAX_FILE_BYTES // 2**20} MB and {MAX_PIXELS // 10**6} megapixels")
+    return (f"request body up to {size_text(limits.request_bytes)}, arriving within {limits.read_seconds:g} s; up to {limits.files} files "
+            f"and {limits.request_pixels // 10**6} megapixels in all; each file up to {MAX_FILE_BYTES // 2**20} MB and {MAX_PIXELS // 10**6} megapixels")
 
 
 def app_from_environment() -> FastAPI:

@@ -19,7 +19,7 @@ from melanoma import predict
 from melanoma.explain import overlay
 from melanoma.images import MAX_FILE_BYTES, ImageError, load_image
 from melanoma.model import ModelFileError, load
-from melanoma.preprocess import view_box
+from melanoma.preprocess import overlay_copy
 from melanoma.quality import assess
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "heic", "heif", "gif"]
@@ -40,8 +40,8 @@ def analyse(data: bytes, name: str, model, info) -> dict:
     # a new thread per image: median 47 ms with 1 thread, 80-89 ms with 2; two sessions at once 68 vs 83).
     with predict.torch_threads(1):
         pred, cam, view = predict.analyse(model, info, image)
-    return {"image": np.asarray(image), "box": view_box(image, info.preprocess), "cam": cam, "pred": pred,
-            "quality": assess(image, view), "view": view}
+    shown, box = overlay_copy(image, info.preprocess)  # kept instead of the full-resolution photo
+    return {"image": np.asarray(shown), "box": box, "cam": cam, "pred": pred, "quality": assess(image, view), "view": view}
 
 
 def lowering_map(r: dict, model, info) -> np.ndarray:
@@ -55,7 +55,7 @@ def lowering_map(r: dict, model, info) -> np.ndarray:
     return r["cam_lowered"]
 
 
-SESSION_CACHE = 8  # analyses a session keeps (each holds the photo at full resolution)
+SESSION_CACHE = 8  # analyses a session keeps (each holds the photo at most preprocess.OVERLAY_SIDE px on its longest side)
 
 
 def cached_analysis(data: bytes, name: str, model, info) -> dict:

@@ -92,6 +92,18 @@ def load_image(source: str | os.PathLike | bytes, name: str | None = None) -> Im
     return rgb
 
 
+def pixel_count(data: bytes) -> int | None:
+    """Width x height from an image file's header, decoding nothing; None when the header cannot be
+    read (load_image then says why)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                return im.size[0] * im.size[1]
+    except Exception:  # noqa: BLE001 - any unreadable header: load_image reports it
+        return None
+
+
 def to_rgb(im: Image.Image) -> Image.Image:
     """Any Pillow mode to 8-bit RGB; transparency is laid on white, 16-bit is scaled, not clipped."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):

@@ -96,6 +96,22 @@ def view_box(im: Image.Image, pre: Preprocess) -> tuple[int, int, int, int]:
     return lesion_box(im) if pre.framing == "lesion" else crop_box(*im.size)
 
 
+OVERLAY_SIDE = 1024  # the longest side of the copy of a photo kept for its overlay (API, page)
+
+
+def overlay_copy(im: Image.Image, pre: Preprocess) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """A copy of `im` at most OVERLAY_SIDE on its longest side (`im` itself when it is no larger) and
+    the model's square (`view_box`, found on `im`) scaled onto it: what an overlay needs, so that the
+    full-resolution photo need not be kept once the model's view is taken."""
+    box = view_box(im, pre)
+    scale = OVERLAY_SIDE / max(im.size)
+    if scale >= 1:
+        return im, box
+    small = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    fx, fy = small.width / im.width, small.height / im.height
+    return small, (round(box[0] * fx), round(box[1] * fy), round(box[2] * fx), round(box[3] * fy))
+
+
 def normalize(batch_uint8: np.ndarray | torch.Tensor, pre: Preprocess) -> torch.Tensor:
     """N x H x W x 3 uint8 -> N x 3 x H x W float, normalised (channels_last memory: NHWC order
     underneath, which is what the uint8 input already is, so this is one conversion and one scaling)."""
