@@ -146,7 +146,9 @@ def test_a_full_queue_answers_503_with_retry_after_while_healthz_answers():
     assert client.get("/healthz").status_code == 200
     service.busy = 1
     assert client.post("/v1/predict", files=upload(("a.png", png_bytes(lesion_image((64, 64)))))).status_code == 200
-    assert service.busy == 1  # counted down again after the answer
+    assert (service.busy, service.busy_bytes) == (1, 0)  # counted down again after the answer
+    service.busy_bytes = 256 * 2**20  # one request in progress, but bodies up to the byte limit held
+    assert client.post("/v1/predict", files=upload(("a.png", png_bytes(lesion_image((64, 64)))))).status_code == 503
 
 
 def test_overlays_come_back_at_most_1024_pixels_and_full_images_are_not_kept(client):
@@ -294,6 +296,19 @@ def test_loadtest_small(tmp_path, data_dir):
     assert report["requests_answered"] == 24 and report["errors"] == 0 and report["mismatched_answers"] == 0
     assert report["health_checks"] >= 1 and report["server_peak_memory_mb"] > 0
     assert (tmp_path / "loadtest.md").read_text().count("\n| 24 | 0 | 0 |") == 1
+
+
+@pytest.mark.slow
+def test_loadtest_with_an_abusive_client_answers_every_ordinary_request(tmp_path, data_dir):
+    """Issue 21's scenario, small: the abusive client's 16 flat 8000x8000 PNGs are refused by the pixel budget,
+    its 100-megapixel requests are served, and every ordinary request is answered as `melanoma predict` answers."""
+    from melanoma.loadtest import run
+
+    image = sorted((data_dir / "test" / "Benign").glob("*.jpg"))[0]
+    report = run(tmp_path, image, clients=2, requests=8, time_limit=300, abusive=1)
+    assert report["requests_answered"] == 8 and report["errors"] == 0 and report["mismatched_answers"] == 0
+    assert set(report["abusive_requests"]) <= {"16 images: HTTP 413", "4 images: HTTP 200", "16 images: HTTP 503", "4 images: HTTP 503"}
+    assert report["abusive_requests"].get("16 images: HTTP 413", 0) >= 1
 
 
 def test_api_command_refuses_a_bad_model_or_worker_count_in_one_line(tmp_path):

@@ -13,8 +13,8 @@ allowed 413, images whose headers add up to more than `request_pixels` 413; the 
 pixel limits then hold per file. Memory stays bounded: at most `DECODE_AT_ONCE` images are decoded
 at a time in the process, and once read an image is kept only as the model's view and, for
 `?cam=true`, a copy at most `preprocess.OVERLAY_SIDE` pixels on its longest side (overlays come back
-at that size). Requests beyond `queue` waiting or running get 503 with `Retry-After` at once, and
-`/healthz` keeps answering. Every error is JSON
+at that size). A request beyond `queue` waiting or running, or whose body would take theirs past
+`queue_bytes`, gets 503 with `Retry-After` at once, and `/healthz` keeps answering. Every error is JSON
 `{"error": "..."}` with a 4xx status (500, logged in one line, for a fault of ours). Uploads stay in
 memory (the multipart parser's spill-to-disk size is raised past the request limit) and are never
 logged. With an API key every endpoint but `/healthz` (and the schema pages `/docs`,
@@ -69,7 +69,8 @@ class Limits:
     files: int = 16  # files per request
     read_seconds: float = 60.0  # the whole body must have arrived by then
     request_pixels: int = 100_000_000  # all images of a request together, from their headers (a phone photo is 12 M)
-    queue: int | None = None  # requests waiting or running at once; None: twice the model's threads
+    queue: int = 32  # requests waiting or running at once
+    queue_bytes: int = 256 * 2**20  # their bodies together (a body without Content-Length counts as request_bytes)
 
 
 def size_text(n: float) -> str:
@@ -138,8 +139,8 @@ class Service:
     info: ModelInfo
     pool: ThreadPoolExecutor
     about: dict = field(default_factory=dict)  # GET /v1/model
-    threads: int = 1
     busy: int = 0  # requests waiting or running (counted on the event loop)
+    busy_bytes: int = 0  # their bodies' sizes
 
     @classmethod
     def start(cls, model_path: str | None, threads: int | None = None) -> "Service":
@@ -147,7 +148,7 @@ class Service:
         threads = threads or os.cpu_count() or 1
         pool = ThreadPoolExecutor(threads, thread_name_prefix="melanoma-model", initializer=torch.set_num_threads, initargs=(1,))
         path = Path(model_path) if model_path else BUNDLED_MODEL
-        return cls(model, info, pool, describe(info, path), threads)
+        return cls(model, info, pool, describe(info, path))
 
     def analyse(self, uploads: list[tuple[str, bytes]], cam: bool) -> list[dict]:
         """One entry per upload, in order: the prediction (one batch for all readable files) or the
@@ -242,11 +243,12 @@ def create_app(model_path: str | None = None, api_key: str | None = None, cors_o
               responses={413: {"description": "too large or too many files, or too many pixels"}, 408: {"description": "upload too slow"},
                          422: {"description": "no file could be read"}, 503: {"description": "busy: retry after the Retry-After header's seconds"}})
     async def predict_files(request: Request, cam: bool = Query(False, description="add the Grad-CAM overlay as a base64 PNG")) -> JSONResponse:
-        capacity = limits.queue or 2 * service.threads
-        if service.busy >= capacity:
-            return error(503, f"the server is busy ({capacity} requests in progress); try again in {RETRY_AFTER_SECONDS} s",
+        declared = request.headers.get("content-length", "")
+        size = min(int(declared), limits.request_bytes) if declared.isdigit() else limits.request_bytes
+        if service.busy >= limits.queue or service.busy_bytes + size > limits.queue_bytes:
+            return error(503, f"the server is busy ({service.busy} requests in progress); try again in {RETRY_AFTER_SECONDS} s",
                          {"Retry-After": str(RETRY_AFTER_SECONDS)})
-        service.busy += 1
+        service.busy, service.busy_bytes = service.busy + 1, service.busy_bytes + size
         try:
             uploads = await read_uploads(request, limits)
             pixels = sum(pixel_count(data) or 0 for _, data in uploads)
@@ -255,7 +257,7 @@ def create_app(model_path: str | None = None, api_key: str | None = None, cors_o
                                   "limit per request; send fewer or smaller images at once")
             entries = await asyncio.get_running_loop().run_in_executor(service.pool, service.analyse, uploads, cam)
         finally:
-            service.busy -= 1
+            service.busy, service.busy_bytes = service.busy - 1, service.busy_bytes - size
         status = 200 if any("error" not in e for e in entries) else 422
         return JSONResponse({"results": entries, "not_a_diagnosis": predict.NOT_A_DIAGNOSIS}, status_code=status)
 

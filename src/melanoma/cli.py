@@ -243,7 +243,7 @@ def _loadtest(args) -> int:
     image = Path(args.image) if args.image else next(iter(sorted((resolve_data_dir(args.data) / "test" / "Benign").glob("*.jpg"))), None)
     if image is None:
         raise UsageError("no test image found: give --image FILE")
-    report = run(Path(args.out), image, args.model, args.clients, args.requests, args.time_limit)
+    report = run(Path(args.out), image, args.model, args.clients, args.requests, args.time_limit, args.abusive_clients)
     print((Path(args.out) / "loadtest.md").read_text(), end="")
     return 0 if not (report["errors"] or report["mismatched_answers"] or report["timed_out"]) else 1
 
@@ -381,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", help="model file (default: the bundled model)")
     g.add_argument("--clients", type=whole(1), default=32, help="concurrent clients (default %(default)s)")
     g.add_argument("--requests", type=whole(1), default=1000, help="requests in all (default %(default)s)")
+    g.add_argument("--abusive-clients", dest="abusive_clients", type=whole(0), default=0,
+                   help="clients besides, each sending the largest requests the limits allow until the others are done (default 0)")
     g.add_argument("--time-limit", dest="time_limit", type=positive, default=600, help="seconds before the load is stopped (default %(default)s)")
     g.set_defaults(func=_loadtest)
     return p
