@@ -104,7 +104,7 @@ def test_predict_cli_on_real_images_with_a_bad_file(tmp_path, data_dir, tiny_mod
     assert list(rows[0])[:3] == ["path", "p_malignant", "label"]
     for row in rows:
         assert row["label"] == ("Malignant" if float(row["p_malignant"]) >= TINY_THRESHOLD else "Benign")
-    pngs = sorted(cams.glob("*.png"))
+    pngs = sorted(cams.rglob("*.png"))  # the inputs' folders mirrored under cams
     assert len(pngs) == 5 and Image.open(pngs[0]).size == (224, 224)
     assert len(r.stdout.strip().splitlines()) == 5
 
