@@ -176,6 +176,26 @@ def test_audit_and_evaluate_on_a_small_folder_with_a_broken_file(small_data, tin
     assert 0 <= a["images_with_spot"] <= 24 and (a["images_with_spot"] == 0 or (0 <= a["cam_on_spot"] <= 1 and 0 < a["spot_area"] < 1))
 
 
+def test_attention_figures_follow_where_a_map_falls():
+    """cam_placement and attention_summary on a map that is not blank (the tiny model's often are, so the
+    evaluate test above can only check ranges): skin with a dark spot in the middle and a black vignette."""
+    from melanoma.evaluate import attention_summary, cam_placement
+
+    yy, xx = np.mgrid[:224, :224]
+    r = np.hypot(yy - 112, xx - 112)
+    noise = np.random.default_rng(0).normal(0, 6, (224, 224, 1))  # Otsu needs more than two grey levels
+    view = np.clip(np.where((r < 40)[..., None], np.array([90, 50, 40]), np.array([215, 170, 150])) + noise, 0, 255).astype(np.uint8)
+    view[r > 112] = 0  # the dermoscope's black corners
+    on_spot, in_corner = (r < 30).astype(float), ((yy < 20) & (xx < 20)).astype(float)
+    spot, corner = cam_placement(view, on_spot), cam_placement(view, in_corner)
+    assert spot[0] > 0.99 and spot[2] == 1.0 and spot[3] < 0.01  # a few noisy pixels of the spot fall outside its mask
+    assert 0.08 < spot[1] < 0.12  # the spot: pi 40^2 of 224^2
+    assert corner[0] == 0.0 and corner[2] == 0.0 and corner[3] == pytest.approx(1.0) and 0.15 < corner[4] < 0.25
+    summary = attention_summary(np.array([spot, corner, cam_placement(view, np.zeros((224, 224)))]))
+    assert summary["images_with_spot"] == 2  # the blank map is left out
+    assert summary["cam_on_spot"] == pytest.approx((spot[0] + corner[0]) / 2) and summary["cam_peak_on_spot"] == 0.5
+
+
 def test_outputs_inside_the_data_folder_are_refused(small_data):
     before = sorted(p for p in small_data.rglob("*"))
     r = melanoma_cli("audit", "--data", small_data, "--out", small_data / "report")
