@@ -161,11 +161,13 @@ def test_audit_and_evaluate_on_a_small_folder_with_a_broken_file(small_data, tin
     assert report["unreadable"][0]["file"] == "test/Benign/broken.jpg"
     assert report["image_sizes"] == {"224x224": 48}
 
-    r = melanoma_cli("evaluate", "--model", tiny_model_file, "--data", small_data, "--out", tmp_path / "eval", "--bootstrap", "50")
+    r = melanoma_cli("evaluate", "--model", tiny_model_file, "--data", small_data, "--out", tmp_path / "eval", "--bootstrap", "50",
+                     "--faithfulness", "4")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "broken.jpg" in r.stderr and "Traceback" not in r.stderr
     m = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert m["test"]["images"] == 24 and m["test"]["threshold"] == TINY_THRESHOLD
+    assert m["faithfulness"] is None and any(n.startswith("--faithfulness: not measured") for n in m["notes"])  # seed_cnn: said, not silent
     assert m["test"]["images"] == m["clean_test"]["images"] + m["near_duplicates_excluded"]
     lo, hi = m["test"]["roc_auc_ci95"]
     assert lo <= m["test"]["roc_auc"] <= hi

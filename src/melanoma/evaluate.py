@@ -382,6 +382,9 @@ def run(model_path: str | None, data_dir: Path | None, out: Path, bootstrap: int
         metrics["kinds"] = kinds_report(y, p, [s.kind for s in samples], info.threshold, info.class_names, bootstrap)
     if faithfulness_images:
         metrics["faithfulness"] = faithfulness(model, info, [v for v, c in zip(views, clean) if c], faithfulness_images)
+        if metrics["faithfulness"] is None:
+            notes.append("--faithfulness: not measured, this model's maps do not come from a head of pooling and one linear "
+                         "layer in the same pass (seed_cnn, or an ONNX file)")
     if shifts:
         metrics["shifts"] = shift_suite(model, info, [v for v, c in zip(views, clean) if c], y[clean], p[clean], ood[clean])
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
@@ -394,7 +397,7 @@ def run(model_path: str | None, data_dir: Path | None, out: Path, bootstrap: int
     if info.history:
         plots.plot_history(info.history, out / "training_curves.png")
     plots.plot_confusion(metrics["test"], metrics["clean_test"], info.class_names, out / "confusion_matrix.png")
-    if not notes:
+    if len(set(y)) == 2:
         plots.plot_roc(y, p, clean if has_clean else None, out / "roc_curve.png")
     plots.plot_reliability(y, p, out / "reliability.png")
     plots.plot_cam_grid(model, info, views, y, p, out / "gradcam_examples.png")

@@ -202,7 +202,7 @@ class OnnxModel:
         """Logits, B x 1 x h x w class activation maps (feature resolution, not normalised; with
         `cam`) and the OOD scores (None when the model carries none); see explain.infer."""
         if cam and (not self.has_cam or target != len(self.info.class_names) - 1):
-            raise ModelFileError("this ONNX model carries no class activation map; use --engine torch for Grad-CAM")
+            raise ModelFileError("this ONNX model carries no class activation map; use the .safetensors model it was exported from for Grad-CAM")
         out = self._run(x)
         return torch.from_numpy(out["logits"]), torch.from_numpy(out["cam"])[:, None] if cam else None, out.get("ood")
 
