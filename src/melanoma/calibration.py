@@ -28,6 +28,14 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.exp(res.x))
 
 
+def operating_point(logits: np.ndarray, labels: np.ndarray, target: float | None) -> tuple[float, np.ndarray, float | None]:
+    """Fitted on labelled validation logits: the temperature, the calibrated probabilities and the
+    threshold for `target` sensitivity (None without a target)."""
+    temperature = fit_temperature(logits, labels)
+    p = calibrated_probability(logits, temperature)
+    return temperature, p, None if target is None else threshold_for_sensitivity(p, labels, target)
+
+
 def threshold_for_sensitivity(p: np.ndarray, labels: np.ndarray, target: float) -> float:
     """The highest threshold t (predict positive when p >= t) whose sensitivity is >= target.
 

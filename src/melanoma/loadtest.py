@@ -134,17 +134,20 @@ async def load(url: str, image: Path, expected: dict, clients: int, requests: in
     abuse: dict[str, int] = {}
     largest = [[("file", (f"{i}.png", png, "image/png")) for i in range(n)] for n, png in ((16, flat_png(8000)), (4, flat_png(5000)))] if abusive else []
 
+    async def send(http):
+        return await http.post(url + "/v1/predict", files={"file": (image.name, data, "image/jpeg")})
+
     async def client(http) -> None:
         nonlocal sent, mismatched, busy
         while sent < requests:
             sent += 1
             t0 = time.perf_counter()
             try:
-                r = await http.post(url + "/v1/predict", files={"file": (image.name, data, "image/jpeg")})
+                r = await send(http)
                 while r.status_code == 503 and r.headers.get("retry-after", "").isdigit():  # busy: wait as told, then again
                     busy += 1
                     await asyncio.sleep(int(r.headers["retry-after"]))
-                    r = await http.post(url + "/v1/predict", files={"file": (image.name, data, "image/jpeg")})
+                    r = await send(http)
             except httpx2.HTTPError as exc:
                 failures.append(f"{type(exc).__name__}: {exc}")
                 continue

@@ -42,9 +42,12 @@ class Classifier(nn.Module):
         return self.head(self.features(x))
 
     def features_and_probe(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The last stage's feature maps and the maps the OOD score reads: those after block
-        `self.ood.block` (one pass, no hooks), or the last stage's when it names none."""
-        block = self.ood.block if self.ood is not None else None
+        """The last stage's feature maps and the maps the OOD score reads (`features_at` its block)."""
+        return self.features_at(x, self.ood.block if self.ood is not None else None)
+
+    def features_at(self, x: torch.Tensor, block: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last stage's feature maps and those after block `block` (one pass, no hooks); the last
+        stage's twice when `block` is None."""
         if block is None:
             maps = self.features(x)
             return maps, maps

@@ -128,19 +128,18 @@ def refit(int8: "OnnxModel", info: ModelInfo, views: np.ndarray, labels: np.ndar
     own validation figures (`validation["int8"]`, the float model's kept under `"float"`)."""
     from dataclasses import replace
 
-    from .calibration import calibrated_probability, fit_temperature, threshold_for_sensitivity
+    from .calibration import operating_point
     from .evaluate import binary_metrics
     from .explain import infer
-    from .ood import QUANTILE
+    from .ood import cutoff_of
     from .preprocess import normalize
 
     outs = [infer(int8, normalize(views[i : i + 64], info.preprocess), cam=False) for i in range(0, len(views), 64)]
     logits = torch.cat([o.logits for o in outs]).float().numpy()
-    temperature = fit_temperature(logits, labels)
-    p = calibrated_probability(logits, temperature)
-    threshold = info.threshold if info.target_sensitivity is None else threshold_for_sensitivity(p, labels, info.target_sensitivity)
+    temperature, p, threshold = operating_point(logits, labels, info.target_sensitivity)
+    threshold = info.threshold if threshold is None else threshold
     m = binary_metrics(labels, p, threshold, bootstrap=0)
-    cutoff = float(np.quantile(np.concatenate([o.ood for o in outs]), QUANTILE)) if info.ood_cutoff is not None else None
+    cutoff = cutoff_of(np.concatenate([o.ood for o in outs])) if info.ood_cutoff is not None else None
     kept = {k: v for k, v in info.validation.items() if k in ("best_epoch", "split_sha256", "epochs_run")}
     validation = {**kept, "int8": True, "images": int(len(labels)), "auc": m["roc_auc"], "sensitivity": m["sensitivity"],
                   "specificity": m["specificity"], "float": {k: v for k, v in info.validation.items() if k not in kept}}

@@ -53,12 +53,9 @@ def pooled_features(model: nn.Module, views: list[np.ndarray], pre, device=torch
     """N x C: each model view's feature maps after block `block` (or the last stage), averaged over positions."""
     from .preprocess import normalize
 
-    def probe(x):
-        return model.features(x) if block is None else model.features(x, tap=block)[1]
-
     model.eval()
     with torch.no_grad():
-        return torch.cat([probe(normalize(np.stack(views[i : i + batch_size]), pre).to(device)).float().mean((2, 3)).cpu()
+        return torch.cat([model.features_at(normalize(np.stack(views[i : i + batch_size]), pre).to(device), block)[1].float().mean((2, 3)).cpu()
                           for i in range(0, len(views), batch_size)])
 
 
@@ -85,4 +82,9 @@ def attach(model: nn.Module, pre, train_views: list[np.ndarray], train_labels: n
     with torch.no_grad():
         val_scores = distance.distance(pooled_features(model, val_views, pre, device, block)).numpy()
     model.ood = distance.to(device)
+    return cutoff_of(val_scores)
+
+
+def cutoff_of(val_scores: np.ndarray) -> float:
+    """The OOD cut-off: the score QUANTILE of the validation images stay under."""
     return float(np.quantile(val_scores, QUANTILE))

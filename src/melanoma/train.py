@@ -29,7 +29,7 @@ from . import checkpoint, ood
 from . import model as models
 from .audit import near_duplicate_groups, thumbnail
 from .checkpoint import Progress
-from .calibration import calibrated_probability, fit_temperature, threshold_for_sensitivity
+from .calibration import calibrated_probability, operating_point
 from .data import CLASS_NAMES, fingerprint, read_samples, split_train_val
 from .errors import Interrupted, UsageError
 from .explain import infer
@@ -515,9 +515,7 @@ def calibrate_and_save(run: Run, model: nn.Module, progress: Progress) -> Path:
     if not par.main:
         return path
     ood_cutoff = ood.attach(model, run.pre, d.views_of(d.tr), d.labels[d.tr], val_views, par.device)
-    temperature = fit_temperature(logits, val_labels)
-    p_val = calibrated_probability(logits, temperature)
-    threshold = threshold_for_sensitivity(p_val, val_labels, config.target_sensitivity)
+    temperature, p_val, threshold = operating_point(logits, val_labels, config.target_sensitivity)
     m = binary_metrics(val_labels, p_val, threshold, bootstrap=0)
     validation = {
         "images": int(len(d.va)), "auc": m["roc_auc"], "sensitivity": m["sensitivity"], "specificity": m["specificity"],
