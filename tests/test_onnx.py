@@ -1,6 +1,7 @@
 """ONNX export and prediction through ONNX Runtime agree with torch on the real test split."""
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -31,7 +32,7 @@ def test_onnx_runtime_matches_torch_on_the_test_split(bundled_onnx, data_dir, tm
     test = data_dir / "test"
     r = melanoma_cli("predict", test, "--csv", tmp_path / "torch.csv")
     assert r.returncode == 0, r.stderr[-2000:]
-    r = melanoma_cli("predict", test, "--engine", "onnx", "--model", bundled_onnx, "--csv", tmp_path / "onnx.csv")
+    r = melanoma_cli("predict", test, "--model", bundled_onnx, "--csv", tmp_path / "onnx.csv")
     assert r.returncode == 0, r.stderr[-2000:]
     torch_rows, onnx_rows = read_csv(tmp_path / "torch.csv"), read_csv(tmp_path / "onnx.csv")
     assert len(torch_rows) == 2000 and torch_rows.keys() == onnx_rows.keys()
@@ -65,10 +66,8 @@ def test_bad_onnx_files_get_a_clear_error(tmp_path, data_dir):
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not a model")
     for path in (junk, tmp_path / "missing.onnx"):
-        r = melanoma_cli("predict", image, "--engine", "onnx", "--model", path)
+        r = melanoma_cli("predict", image, "--model", path)
         assert r.returncode == 1 and f"error: {path}" in r.stderr and "Traceback" not in r.stderr
-    r = melanoma_cli("predict", image, "--engine", "onnx")
-    assert r.returncode == 2 and "melanoma export --onnx" in r.stderr
 
 
 def test_a_damaged_onnx_file_is_refused(bundled_onnx, tmp_path, data_dir):
@@ -78,17 +77,40 @@ def test_a_damaged_onnx_file_is_refused(bundled_onnx, tmp_path, data_dir):
     blob[len(blob) // 2] ^= 0x01
     damaged = tmp_path / "damaged.onnx"
     damaged.write_bytes(bytes(blob))
-    r = melanoma_cli("predict", image, "--engine", "onnx", "--model", damaged)
+    r = melanoma_cli("predict", image, "--model", damaged)
     assert r.returncode == 1 and f"error: {damaged}" in r.stderr and "digest" in r.stderr and "Traceback" not in r.stderr
     assert r.stderr.count("\n") == 1
 
 
-def test_onnx_without_maps_refuses_cam_before_it_starts(tiny_model_file, tmp_path, data_dir):
-    images = sorted((data_dir / "test" / "Benign").glob("*.jpg"))[:3]
-    r = melanoma_cli("export", "--onnx", tmp_path / "tiny.onnx", "--model", tiny_model_file)  # seed_cnn: no one-pass map
+def test_an_onnx_file_without_maps_serves_every_entry_point_with_a_note(tiny_model_file, tmp_path, data_dir):
+    """One loader for every entry point: predict, evaluate and the API take the .onnx file as they take
+    a .safetensors one; the overlays it cannot give are a one-line note (an empty field), never a crash."""
+    from fastapi.testclient import TestClient
+
+    from melanoma.api import create_app
+
+    images = [f for c in ("Benign", "Malignant") for f in sorted((data_dir / "test" / c).glob("*.jpg"))[:3]]
+    onnx = tmp_path / "tiny.onnx"
+    r = melanoma_cli("export", "--onnx", onnx, "--model", tiny_model_file)  # seed_cnn: no one-pass map
     assert r.returncode == 0, r.stderr[-2000:]
-    r = melanoma_cli("predict", *images, "--engine", "onnx", "--model", tmp_path / "tiny.onnx", "--cam", tmp_path / "cams")
-    assert r.returncode == 2 and "no Grad-CAM map" in r.stderr and r.stdout == "" and "Traceback" not in r.stderr
+    r = melanoma_cli("predict", *images, "--model", onnx, "--cam", tmp_path / "cams")
+    assert r.returncode == 0 and r.stdout.count("\n") == 6 and "no Grad-CAM map" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "cams").exists()
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label\n" + "".join(f"{f},{f.parent.name}\n" for f in images))
+    r = melanoma_cli("evaluate", "--model", onnx, "--labels", labels, "--bootstrap", "0", "--out", tmp_path / "eval")
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert m["test"]["images"] == 6 and m["attention"] is None and any("no Grad-CAM map" in n for n in m["notes"])
+    assert not (tmp_path / "eval" / "gradcam_examples.png").exists()
+    with TestClient(create_app(str(onnx))) as client:
+        about = client.get("/v1/model").json()
+        assert about["engine"] == "onnx" and about["maps"] is False and about["file_sha256"]
+        with open(images[0], "rb") as f:
+            answer = client.post("/v1/predict?cam=true", files=[("file", (images[0].name, f.read()))])
+        assert answer.status_code == 200
+        entry = answer.json()["results"][0]
+        assert "cam_png" not in entry and 0 <= entry["p_malignant"] <= 1
 
 
 def test_inference_streams_split_the_cores():
@@ -116,7 +138,7 @@ def test_int8_export_carries_the_model_and_keeps_its_verdicts(tmp_path, data_dir
     labels = np.repeat([0, 1], 24)
     refitted = quantize(model, info, own[:16], (own, labels), tmp_path / "int8.onnx")
     int8 = OnnxModel(tmp_path / "int8.onnx")
-    assert int8.int8 and int8.has_cam and "ood" in int8.output_names and int8.info.to_json() == refitted.to_json()
+    assert int8.int8 and int8.maps and "ood" in int8.output_names and int8.info.to_json() == refitted.to_json()
     v = int8.info.validation
     assert v["int8"] and v["images"] == 48 and v["float"]["auc"] == info.validation["auc"]
     assert v["split_sha256"] == info.validation["split_sha256"]  # still names the float model's split
@@ -146,8 +168,6 @@ def test_int8_export_refuses_other_training_data(small_data, tmp_path):
 
 
 def test_evaluate_reads_an_onnx_file(bundled_onnx, small_data, tmp_path):
-    import json
-
     r = melanoma_cli("evaluate", "--model", bundled_onnx, "--data", small_data / "test", "--bootstrap", "0", "--out", tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     m = json.loads((tmp_path / "metrics.json").read_text())

@@ -5,7 +5,9 @@
   predict` (images.load_image on the uploaded bytes, the model's view, predict.predict_views or
   predict.predict_with_cam), with the photo checks of the page (quality.assess). A file that cannot
   be read gets an entry with `error`; 200 when at least one file was read, 422 when none was.
-- `GET /v1/model`: what the model is and its measured figures. `GET /healthz`: liveness.
+- `GET /v1/model`: what the model is, what it can do (`engine`: torch or onnx; `maps`: whether it gives
+  Grad-CAM overlays, without which `?cam=true` answers without them) and its measured figures.
+  `GET /healthz`: liveness. The model file is a .safetensors or an .onnx one (onnx_model.load_model).
 
 Limits (`Limits`) hold before any image is decoded: a declared or counted body over the size limit
 gets 413 without the rest being read, a body not in after `read_seconds` 408, more files than
@@ -53,7 +55,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from . import predict
 from .explain import overlay
 from .images import MAX_FILE_BYTES, MAX_PIXELS, ImageError, load_image, pixel_count
-from .model import BUNDLED_MODEL, CHECKSUM_KEY, Classifier, ModelInfo, file_sha256, load, measured_figures, read_safetensors
+from .model import BUNDLED_MODEL, CHECKSUM_KEY, Classifier, ModelInfo, file_sha256, measured_figures, read_safetensors
+from .onnx_model import OnnxModel, load_model
 from .preprocess import model_view, overlay_copy
 from .quality import assess
 
@@ -135,7 +138,7 @@ class InMemoryParser(MultiPartParser):
 class Service:
     """One model per process, loaded once; the thread pool its work runs in."""
 
-    model: Classifier
+    model: Classifier | OnnxModel
     info: ModelInfo
     pool: ThreadPoolExecutor
     about: dict = field(default_factory=dict)  # GET /v1/model
@@ -144,16 +147,17 @@ class Service:
 
     @classmethod
     def start(cls, model_path: str | None, threads: int | None = None) -> "Service":
-        model, info = load(model_path)
+        model, info = load_model(model_path, threads=1)  # one thread per request, as the pool's torch threads
         threads = threads or os.cpu_count() or 1
         pool = ThreadPoolExecutor(threads, thread_name_prefix="melanoma-model", initializer=torch.set_num_threads, initargs=(1,))
         path = Path(model_path) if model_path else BUNDLED_MODEL
-        return cls(model, info, pool, describe(info, path))
+        return cls(model, info, pool, describe(model, info, path))
 
     def analyse(self, uploads: list[tuple[str, bytes]], cam: bool) -> list[dict]:
         """One entry per upload, in order: the prediction (one batch for all readable files) or the
         loader's reason it could not be read."""
         info = self.info
+        cam = cam and self.model.maps  # a file without maps answers without overlays (GET /v1/model says so)
         entries: list[dict] = []
         readable = []  # (entry index, view, photo checks, overlay copy and its box)
         for name, data in uploads:
@@ -180,12 +184,13 @@ class Service:
         return entries
 
 
-def describe(info, path: Path) -> dict:
-    """What GET /v1/model answers: the model, its checksums (the tensors' as the file records them,
-    and the file's, which metrics files name) and its measured figures."""
-    _, meta = read_safetensors(path)
+def describe(model, info, path: Path) -> dict:
+    """What GET /v1/model answers: the model, what it can do, its checksums (the tensors' as a
+    .safetensors file records them, and the file's, which metrics files name) and its measured figures."""
+    meta = read_safetensors(path)[1] if model.engine == "torch" else {}
     pre = info.preprocess
     return {
+        "engine": model.engine, "maps": model.maps,  # without maps, ?cam=true answers without cam_png
         "architecture": info.arch, "input_size": pre.image_size, "framing": pre.framing, "classes": list(info.class_names),
         "threshold": info.threshold, "temperature": info.temperature, "target_sensitivity": info.target_sensitivity,
         "ood_cutoff": info.ood_cutoff, "weights_sha256": meta.get(CHECKSUM_KEY), "file_sha256": file_sha256(path),

@@ -18,7 +18,8 @@ import streamlit as st
 from melanoma import predict
 from melanoma.explain import overlay
 from melanoma.images import MAX_FILE_BYTES, ImageError, load_image
-from melanoma.model import ModelFileError, load
+from melanoma.model import ModelFileError
+from melanoma.onnx_model import load_model
 from melanoma.preprocess import overlay_copy
 from melanoma.quality import assess
 
@@ -28,8 +29,8 @@ NOT_A_DIAGNOSIS = predict.NOT_A_DIAGNOSIS.replace("This is not a diagnosis.", "*
 
 @st.cache_resource(show_spinner="Loading the model…")
 def get_model(path: str | None):
-    """Loaded once per server process and shared by all sessions."""
-    return load(path)
+    """Loaded once per server process and shared by all sessions (.safetensors or .onnx)."""
+    return load_model(path, threads=1)
 
 
 def analyse(data: bytes, name: str, model, info) -> dict:
@@ -125,7 +126,10 @@ def show_result(name: str, r: dict, alpha: float, info, model) -> None:
         st.caption("The threshold is set low on purpose, to miss few melanomas; many spots above it are benign. Show it to a doctor.")
     left, right = st.columns(2)
     left.image(r["image"], caption="Your photo (upright, as the model reads it)", width="stretch")
-    lowered = right.toggle("Show what lowered the estimate instead", key=f"lowered-{name}")
+    if r["cam"] is None:
+        right.info("This model file carries no Grad-CAM map, so no overlay is shown.")
+        return
+    lowered = model.lowering_maps and right.toggle("Show what lowered the estimate instead", key=f"lowered-{name}")
     cam, what = (lowering_map(r, model, info), "lowered") if lowered else (r["cam"], "raised")
     right.image(overlay(r["image"], cam, r["box"], alpha), caption=f"Grad-CAM: red = regions that {what} the melanoma estimate; "
                 "darkened = outside the square the model looks at", width="stretch")

@@ -78,9 +78,9 @@ def _train(args) -> int:
 
 def _describe(args) -> int:
     """What a model file is: architecture, operating point, validation, training sources and the weights' licence."""
-    from .model import load
+    from .onnx_model import load_model
 
-    _, info = load(args.model)
+    _, info = load_model(args.model)
     v = info.validation
     lines = [f"model: {args.model or 'the bundled model'}", f"architecture: {info.arch}, input {info.preprocess.image_size} px, "
              f"framing {info.preprocess.framing}",
@@ -140,24 +140,15 @@ def _fit_ood(args) -> int:
 
 
 def _predict(args) -> int:
+    from .onnx_model import load_model
     from .predict import inference_streams, run
 
-    if args.engine == "onnx":
-        from .onnx_model import OnnxModel
-
-        if not args.model:
-            print("error: --engine onnx needs --model FILE.onnx, written by `melanoma export --onnx FILE.onnx`", file=sys.stderr)
-            return 2
-        model = OnnxModel(args.model, threads=inference_streams(cam=bool(args.cam))[1])
-        info = model.info
-        if args.cam and not model.has_cam:
-            print(f"error: {args.model}: this ONNX model carries no Grad-CAM map; use --engine torch for --cam", file=sys.stderr)
-            return 2
-    else:
-        from .model import load
-
-        model, info = load(args.model)
-    return run(args.paths, model, info, args.csv, args.cam, workers=args.workers)
+    model, info = load_model(args.model, threads=inference_streams(cam=bool(args.cam))[1])
+    cam = args.cam
+    if cam and not model.maps:
+        print(f"note: {args.model}: this model file carries no Grad-CAM map: no overlays written", file=sys.stderr)
+        cam = None
+    return run(args.paths, model, info, args.csv, cam, workers=args.workers)
 
 
 def _export(args) -> int:
@@ -198,9 +189,9 @@ def _serve(args) -> int:
 
     from . import MALLOC_ENVIRONMENT
     from .images import MAX_FILE_BYTES
-    from .model import load
+    from .onnx_model import load_model
 
-    load(args.model)  # a bad model file fails here, with a clear message, not on the page
+    load_model(args.model)  # a bad model file fails here, with a clear message, not on the page
     env = dict(os.environ, MELANOMA_MODEL=str(Path(args.model).resolve()) if args.model else "", **MALLOC_ENVIRONMENT)
     app = Path(__file__).with_name("app.py")
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.host, "--server.port", str(args.port),
@@ -219,12 +210,12 @@ def _api(args) -> int:
     import uvicorn
 
     from .api import create_app, limits_text
-    from .model import load
+    from .onnx_model import load_model
 
     key = args.api_key or os.environ.get("MELANOMA_API_KEY") or None
     threads = max(1, (os.cpu_count() or 1) // args.workers)  # the model's thread pool in each worker process
     # a bad model file fails here, in one line, before anything listens
-    app = create_app(args.model, key, args.cors_origin, threads=threads) if args.workers == 1 else load(args.model)
+    app = create_app(args.model, key, args.cors_origin, threads=threads) if args.workers == 1 else load_model(args.model)
     print(f"API on http://{args.host}:{args.port} (docs at /docs; {'an API key is required' if key else 'no API key'}; "
           f"{limits_text()}; Ctrl-C stops)", file=sys.stderr)
     if args.workers == 1:
@@ -325,11 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("predict", help="classify images (files or folders, searched recursively)")
     r.add_argument("paths", nargs="+", metavar="PATH")
-    r.add_argument("--model", help="model file (default: the bundled model)")
+    r.add_argument("--model", help="model file: .safetensors, or .onnx from `melanoma export` (run by ONNX Runtime) "
+                                   "(default: the bundled model)")
     r.add_argument("--csv", help="write path,p_malignant,label rows to this file")
     r.add_argument("--cam", metavar="DIR", help="write a Grad-CAM overlay PNG per image into DIR")
-    r.add_argument("--engine", choices=["torch", "onnx"], default="torch",
-                   help="torch (the .safetensors model) or onnx (ONNX Runtime on a file from `melanoma export --onnx`)")
     r.add_argument("--workers", type=whole(0), help="processes decoding images (default: none on 2 cores, else one per core beyond 2, up to 4)")
     r.set_defaults(func=_predict)
 

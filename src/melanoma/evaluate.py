@@ -18,12 +18,11 @@ import cv2
 import numpy as np
 
 from .audit import read_thumbnails, test_duplicates_in_train, thumbnail
-from .calibration import calibrated_probability
 from .data import labelled_set, read_samples, scan
 from .errors import UsageError
 from .explain import infer
 from .model import ModelInfo, file_sha256
-from .onnx_model import OnnxModel, load_any
+from .onnx_model import load_model
 from .preprocess import model_view, normalize
 from .quality import MIN_LESION, lesion_mask, lit_pixels
 
@@ -145,12 +144,15 @@ def score_views(model, info: ModelInfo, views: list[np.ndarray] | np.ndarray, ba
                 cam: bool = True) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """P(malignant), the Grad-CAM maps (with `cam`; None without) and the OOD scores (NaN where the
     model carries no fit) of model views (H x W x 3 uint8), a batch at a time."""
+    from .predict import predictions
+
     probs, cams, oods = [], [], []
     for start in range(0, len(views), batch_size):
         out = infer(model, normalize(np.stack(views[start : start + batch_size]), info.preprocess), cam=cam)
-        probs.append(calibrated_probability(out.logits.detach().numpy(), info.temperature))
+        preds = predictions(out, info)  # what predict, the API and the page return for these images
+        probs.append(np.array([r.p_malignant for r in preds]))
         cams.append(out.cam)
-        oods.append(out.ood if out.ood is not None else np.full(len(out.logits), np.nan))
+        oods.append(np.array([np.nan if r.ood_score is None else r.ood_score for r in preds]))
     if not probs:
         return np.zeros(0), np.zeros((0, info.preprocess.image_size, info.preprocess.image_size), np.float32), np.zeros(0)
     return np.concatenate(probs), np.concatenate(cams) if cam else None, np.concatenate(oods)
@@ -178,10 +180,10 @@ def score_images(model, info: ModelInfo, samples, batch_size: int = 64, thumbs: 
             if thumbs is not None:
                 thumbs.append(thumbnail(im))
         if batch_views:
-            p, cams, ood = score_views(model, info, batch_views, batch_size)
+            p, cams, ood = score_views(model, info, batch_views, batch_size, cam=model.maps)
             probs.append(p)
             oods.append(ood)
-            placements += [cam_placement(v, c) for v, c in zip(batch_views, cams)]
+            placements += [cam_placement(v, c) for v, c in zip(batch_views, cams)] if cams is not None else []
             views += batch_views
     join = lambda parts: np.concatenate(parts) if parts else np.zeros(0)  # noqa: E731
     return Scored(kept, join(probs), views, np.array(placements).reshape(-1, 5), join(oods))
@@ -250,14 +252,14 @@ def faithfulness(model, info: ModelInfo, views: list[np.ndarray], n: int, seed: 
     with `seed`."""
     import torch
 
-    from .explain import linear_head
+    from .explain import linear_head, margin_weights
 
     fc = linear_head(model)
     if fc is None or not len(views) or n <= 0:
         return None
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(len(views), min(n, len(views)), replace=False).tolist())
-    maps = {"margin": fc.weight[1] - fc.weight[0], "malignant_logit": fc.weight[1]}
+    maps = {"margin": margin_weights(fc), "malignant_logit": fc.weight[1]}
     curves: dict[str, list] = {name: [] for name in ("margin", "margin_lerf", "malignant_logit", "malignant_logit_lerf", "random")}
     for start in range(0, len(chosen), 16):
         batch = np.stack([views[i] for i in chosen[start : start + 16]])
@@ -342,13 +344,13 @@ def run(model_path: str | None, data_dir: Path | None, out: Path, bootstrap: int
 
     evalset = labelled_set(data_dir, labels, by_kind)
     out.mkdir(parents=True, exist_ok=True)
-    model, info = load_any(model_path)
+    model, info = load_model(model_path)
     thumbs: list[np.ndarray] = []
     samples, p, views, placements, ood = score_images(model, info, evalset.samples, thumbs=thumbs if evalset.train_dir else None)
     if not samples:
         raise UsageError(f"{evalset.source}: none of the images could be read")
     y = np.array([s.label for s in samples])
-    notes = []
+    notes = [] if model.maps else [f"{model_path}: this model file carries no Grad-CAM map: no map placement, no Grad-CAM examples"]
     if len(set(y)) < 2:
         notes.append(f"only {info.class_names[int(y[0])]} images: no ROC AUC, and only "
                      + ("specificity" if y[0] == 0 else "sensitivity") + " is measured")
@@ -373,7 +375,7 @@ def run(model_path: str | None, data_dir: Path | None, out: Path, bootstrap: int
         "test": binary_metrics(y, p, info.threshold, bootstrap),
         "clean_test": binary_metrics(y[clean], p[clean], info.threshold, bootstrap) if has_clean else None,
         "near_duplicates_excluded": int(leaked.sum()) if has_clean else None,
-        "attention_clean_test" if has_clean else "attention": attention_summary(placements[clean]),
+        "attention_clean_test" if has_clean else "attention": attention_summary(placements[clean]) if model.maps else None,
         "validation": info.validation,
         "ood": ood_report(y[clean], p[clean], ood[clean], info,
                           {Path(f).name: folder_ood_scores(model, info, f) for f in ood_against or []}),
@@ -400,8 +402,9 @@ def run(model_path: str | None, data_dir: Path | None, out: Path, bootstrap: int
     if len(set(y)) == 2:
         plots.plot_roc(y, p, clean if has_clean else None, out / "roc_curve.png")
     plots.plot_reliability(y, p, out / "reliability.png")
-    plots.plot_cam_grid(model, info, views, y, p, out / "gradcam_examples.png")
-    if not isinstance(model, OnnxModel):  # drawn from the torch network's modules
+    if model.maps:
+        plots.plot_cam_grid(model, info, views, y, p, out / "gradcam_examples.png")
+    if model.engine == "torch":  # drawn from the torch network's modules
         plots.plot_architecture(model, info, out / "architecture.png")
     if metrics["ood"]:
         plots.plot_coverage(metrics["ood"], out / "ood_coverage.png")

@@ -37,6 +37,12 @@ def margin(model: torch.nn.Module, target: int = 1):
     return forward
 
 
+def margin_weights(fc: nn.Linear, target: int = 1) -> torch.Tensor:
+    """The weights of class `target`'s margin over a linear head's input (its map is the class
+    activation map of the margin: explain's, the ONNX graph's and the deletion test's)."""
+    return fc.weight[target] - fc.weight[1 - target]
+
+
 def grad_cam(model: torch.nn.Module, x: torch.Tensor, target: int = 1) -> np.ndarray:
     """B x H x W maps in [0, 1] of the regions that raise the margin of class `target`, at the
     input's size (captum's LayerGradCam on `model.features`; its hooks are removed when the call ends)."""
@@ -51,7 +57,7 @@ def grad_cam(model: torch.nn.Module, x: torch.Tensor, target: int = 1) -> np.nda
 def linear_head(model: torch.nn.Module) -> nn.Linear | None:
     """The head's linear layer when the head is global average pooling then (dropout and) one linear
     layer, the case where Grad-CAM equals the class activation map; otherwise None."""
-    if not hasattr(model, "head"):  # an onnx_model.OnnxModel: no modules to look at
+    if model.engine != "torch":  # an onnx_model.OnnxModel: no modules to look at
         return None
     layers = [m for m in model.head if not isinstance(m, (nn.Flatten, nn.Dropout))]
     if (len(layers) == 2 and isinstance(layers[0], nn.AdaptiveAvgPool2d) and layers[0].output_size in (1, (1, 1))
@@ -70,7 +76,7 @@ def infer(model: torch.nn.Module, x: torch.Tensor, target: int = 1, cam: bool = 
     """The one pass every entry point scores a normalised batch through: logits, the Grad-CAM maps
     of class `target`'s margin (in the same forward pass when the head allows it, see the module docstring)
     and the OOD score. `model` is the torch Classifier or an onnx_model.OnnxModel."""
-    if hasattr(model, "session"):  # an onnx_model.OnnxModel: the map and the score are outputs of its graph
+    if model.engine == "onnx":  # the map and the score are outputs of its graph
         logits, maps, ood = model.outputs(x, target, cam)
         return Inference(logits, _to_input_size(maps, x) if cam else None, ood)
     model.eval()
@@ -81,8 +87,7 @@ def infer(model: torch.nn.Module, x: torch.Tensor, target: int = 1, cam: bool = 
             logits = model.head(maps)
             ood = model.ood(probe).numpy() if model.ood is not None else None
             if cam and fc is not None:
-                weights = fc.weight[target] - fc.weight[1 - target]  # the margin's weights
-                cams = _to_input_size(torch.einsum("c,bchw->bhw", weights, maps)[:, None].clamp(min=0), x)
+                cams = _to_input_size(torch.einsum("c,bchw->bhw", margin_weights(fc, target), maps)[:, None].clamp(min=0), x)
         if cam and fc is None:
             cams = grad_cam(model, x, target)
     return Inference(logits, cams if cam else None, ood)

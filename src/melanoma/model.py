@@ -32,6 +32,10 @@ class Classifier(nn.Module):
     """`features` (the last convolutional stage: the Grad-CAM target) followed by `head`; `ood`, when
     the model file carries one, scores how unlike the training images an input is (ood.py)."""
 
+    engine = "torch"
+    maps = True  # Grad-CAM of either class (explain.infer), so lowering_maps too
+    lowering_maps = True
+
     def __init__(self, features: nn.Module, head: nn.Module):
         super().__init__()
         self.features = features

@@ -2,7 +2,7 @@
 
 The exported graph takes the normalised image batch and returns the logits, for a head of
 pooling + one linear layer the class activation map of the positive class's margin (= Grad-CAM, see
-explain.py), so `predict --engine onnx --cam` needs no torch model, and the out-of-distribution
+explain.py), so `predict --model FILE.onnx --cam` needs no torch model, and the out-of-distribution
 score when the model carries one (ood.py). The model's ModelInfo (threshold,
 temperature, preprocessing, ...) travels in the ONNX file's metadata, so the file stands alone.
 """
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .explain import linear_head
+from .explain import linear_head, margin_weights
 from .model import METADATA_KEY, Classifier, ModelFileError, ModelInfo, error_summary, replace_atomically
 
 DIGEST_KEY = "melanoma_sha256"
@@ -44,8 +44,7 @@ class _Graph(nn.Module):
         maps, probe = self.model.features_and_probe(image_nhwc.permute(0, 3, 1, 2))
         out = [self.model.head(maps)]
         if self.fc is not None:
-            weights = self.fc.weight[self.target] - self.fc.weight[1 - self.target]  # the margin's (explain.py)
-            out.append(torch.relu(torch.einsum("c,bchw->bhw", weights, maps)))
+            out.append(torch.relu(torch.einsum("c,bchw->bhw", margin_weights(self.fc, self.target), maps)))
         if self.model.ood is not None:
             out.append(self.model.ood(probe))
         return tuple(out)
@@ -161,7 +160,12 @@ def save(proto, info: ModelInfo, path: str | os.PathLike) -> None:
 
 
 class OnnxModel:
-    """An exported model run by ONNX Runtime; called like the torch Classifier (batch -> logits)."""
+    """An exported model run by ONNX Runtime; called like the torch Classifier (batch -> logits).
+    Abilities, as the Classifier declares them: `maps` when the graph outputs the class activation map
+    (a head of pooling + one linear layer; only of the positive class), never `lowering_maps`."""
+
+    engine = "onnx"
+    lowering_maps = False
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         import onnxruntime as ort
@@ -184,7 +188,7 @@ class OnnxModel:
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own error types
             raise ModelFileError(f"{path}: not a usable melanoma ONNX file (made by `melanoma export --onnx`): {error_summary(exc)}") from None
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self.has_cam = "cam" in self.output_names
+        self.maps = "cam" in self.output_names
         self.int8 = any(n.op_type == "QuantizeLinear" for n in proto.graph.node)
 
     def eval(self) -> "OnnxModel":
@@ -200,17 +204,18 @@ class OnnxModel:
     def outputs(self, x: torch.Tensor, target: int, cam: bool) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray | None]:
         """Logits, B x 1 x h x w class activation maps (feature resolution, not normalised; with
         `cam`) and the OOD scores (None when the model carries none); see explain.infer."""
-        if cam and (not self.has_cam or target != len(self.info.class_names) - 1):
+        if cam and (not self.maps or target != len(self.info.class_names) - 1):
             raise ModelFileError("this ONNX model carries no class activation map; use the .safetensors model it was exported from for Grad-CAM")
         out = self._run(x)
         return torch.from_numpy(out["logits"]), torch.from_numpy(out["cam"])[:, None] if cam else None, out.get("ood")
 
 
-def load_any(path: str | os.PathLike | None):
-    """(model, info) of a model file: an .onnx file through ONNX Runtime, anything else (or the
-    bundled model, for None) through model.load."""
+def load_model(path: str | os.PathLike | None = None, threads: int | None = None):
+    """(model, info) of any model file, the one loader of every entry point: an .onnx file (float or
+    int8) through ONNX Runtime, anything else (or the bundled model, for None) through model.load.
+    Either declares what it can do: `engine` ("torch" or "onnx"), `maps`, `lowering_maps`."""
     if path is not None and str(path).lower().endswith(".onnx"):
-        m = OnnxModel(path)
+        m = OnnxModel(path, threads=threads)
         return m, m.info
     from .model import load
 

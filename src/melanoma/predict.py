@@ -56,11 +56,12 @@ def classify(model: Classifier, info: ModelInfo, images: list[Image.Image]) -> l
     return predict_views(model, info, np.stack([model_view(im, info.preprocess) for im in images]))
 
 
-def analyse(model: Classifier, info: ModelInfo, image: Image.Image) -> tuple[Prediction, np.ndarray, np.ndarray]:
-    """Prediction, Grad-CAM map (model-view resolution) and the model view, from one preprocessing."""
+def analyse(model: Classifier, info: ModelInfo, image: Image.Image) -> tuple[Prediction, np.ndarray | None, np.ndarray]:
+    """Prediction, Grad-CAM map (model-view resolution; None for a model file without maps) and the
+    model view, from one preprocessing."""
     view = model_view(image, info.preprocess)
-    out = infer(model, normalize(view[None], info.preprocess), target=len(info.class_names) - 1)
-    return predictions(out, info)[0], out.cam[0], view
+    out = infer(model, normalize(view[None], info.preprocess), target=len(info.class_names) - 1, cam=model.maps)
+    return predictions(out, info)[0], None if out.cam is None else out.cam[0], view
 
 
 def explain(model: Classifier, info: ModelInfo, image: Image.Image, alpha: float = 0.45) -> tuple[Prediction, np.ndarray]:
