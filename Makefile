@@ -6,23 +6,31 @@ DATA   ?= $(or $(MELANOMA_DATA),../shared/data/melanoma)
 
 .PHONY: run test test-fast clean
 
-$(BIN)/.installed: pyproject.toml
+# Each target installs what it needs (pyproject.toml's extras), torch at the tested release (constraints.txt).
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch is pinned to 2.13.0 (pyproject.toml); on these machines pip takes its local CPU wheel
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+
+$(BIN)/.installed-app: pyproject.toml constraints.txt | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[app]'
 	touch $@
+
+$(BIN)/.installed-dev: pyproject.toml constraints.txt | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@ $(BIN)/.installed-app
 
 # The web page on the bundled model: open http://127.0.0.1:8501 (PORT=... to change it).
 PORT ?= 8501
-run: $(BIN)/.installed
+run: $(BIN)/.installed-app
 	$(BIN)/melanoma serve --port $(PORT)
 
-test: $(BIN)/.installed
+test: $(BIN)/.installed-dev
+	$(BIN)/ruff check src tests tools
 	$(BIN)/python -m pytest -q
 
 # The quick ones only (tests marked slow left out), while developing; `make test` runs all.
-test-fast: $(BIN)/.installed
+test-fast: $(BIN)/.installed-dev
+	$(BIN)/ruff check src tests tools
 	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:

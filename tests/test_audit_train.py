@@ -1,10 +1,10 @@
-import pytest
 import json
 import os
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from melanoma.audit import near_duplicate_groups, run_audit, thumbnail

@@ -14,8 +14,8 @@ from torch import nn
 from melanoma.checkpoint import Progress
 from melanoma.loadtest import free_port
 from melanoma.model import Classifier, load
-from melanoma.preprocess import Preprocess, train_augment
 from melanoma.parallel import Parallel
+from melanoma.preprocess import Preprocess, train_augment
 from melanoma.train import ArrayDataset, Fitting, StopRequest, TrainConfig, sample_weights, train_one_epoch
 
 

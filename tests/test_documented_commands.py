@@ -106,3 +106,4 @@ def check(command: str, whole: bool) -> None:
             build_parser().parse_args(words)
         except SystemExit as exc:
             assert exc.code == 0, f"`{command}`: {err.getvalue().strip().splitlines()[-1]}"
+

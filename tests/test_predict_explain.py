@@ -63,7 +63,7 @@ def test_seed_cnn_map_is_captum_grad_cam_of_the_margin(tiny_model_file):
     blank, differs = 0, 0.0
     for target in (0, 1):
         cam = infer(model, x, target).cam
-        ref = normalised(LayerGradCam(lambda t: (lambda l: l[:, target] - l[:, 1 - target])(model(t)), model.features).attribute(x, relu_attributions=True))
+        ref = normalised(LayerGradCam(lambda t: (lambda z: z[:, target] - z[:, 1 - target])(model(t)), model.features).attribute(x, relu_attributions=True))
         assert cam.shape == ref.shape and np.abs(cam - ref).max() < 1e-4
         blank += int((cam.reshape(len(cam), -1).max(1) == 0).sum())
         one_logit = normalised(LayerGradCam(model, model.features).attribute(x, target=target, relu_attributions=True))

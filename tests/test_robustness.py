@@ -202,8 +202,8 @@ def test_evaluate_a_folder_of_benign_and_malignant_with_the_shift_suite(folder_s
 def test_evaluate_a_labels_csv_and_its_errors(folder_set, tiny_model_file, tmp_path):
     files = sorted(p.relative_to(folder_set).as_posix() for p in folder_set.rglob("*.jpg") if p.name != "broken.jpg")
     csv = folder_set.parent / "labels.csv"
-    csv.write_text("file,label,Source\n" + "".join(f"{folder_set.name}/{f},{'malignant' if f.startswith('M') else 'BENIGN'},{'MEL' if f.startswith('M') else 'NV' if i % 3 else 'BKL'}\n"
-                                                    for i, f in enumerate(files)))
+    row = lambda i, f: f"{folder_set.name}/{f},{'malignant' if f.startswith('M') else 'BENIGN'},{'MEL' if f.startswith('M') else 'NV' if i % 3 else 'BKL'}\n"  # noqa: E731
+    csv.write_text("file,label,Source\n" + "".join(row(i, f) for i, f in enumerate(files)))
     r = melanoma_cli("evaluate", "--model", tiny_model_file, "--labels", csv, "--by-kind", "source", "--out", tmp_path / "csv", "--bootstrap", "0")
     assert r.returncode == 0, r.stderr[-2000:]
     m = json.loads((tmp_path / "csv" / "metrics.json").read_text())

@@ -10,8 +10,7 @@ import pytest
 
 from melanoma.errors import UsageError
 from melanoma.model import load
-from melanoma.sources import (Source, join_lesions, kaggle_source, read_sources_file, scan_source, scan_sources,
-                              source_record, weights_licence)
+from melanoma.sources import Source, join_lesions, kaggle_source, read_sources_file, scan_source, scan_sources, source_record, weights_licence
 from melanoma.train import by_source, epoch_batches, epoch_pool, sample_weights, sampled_kinds
 
 from .conftest import DATA, ROOT, lesion_image

@@ -116,8 +116,8 @@ def train_throughput(model_file: str, data: Path, n: int) -> dict:
     from .data import scan
     from .model import load
     from .parallel import Parallel
-    from .train import ArrayDataset, Fitting, StopRequest, TrainConfig, freeze_early_layers, initial_model, load_split, train_one_epoch
     from .preprocess import train_augment
+    from .train import ArrayDataset, Fitting, StopRequest, TrainConfig, freeze_early_layers, initial_model, load_split, train_one_epoch
 
     _, info = load(model_file)
     config = TrainConfig(arch=info.arch, img_size=info.preprocess.image_size, epochs=1)

@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import Interrupted, UsageError
+from .errors import Interrupted, UsageError, require_extra
 from .model import ARCHITECTURES, ModelFileError
-
 
 RUNTIME = ("workers",)  # how this machine runs a training run, not its recipe: free to change on --resume
 
@@ -152,6 +151,7 @@ def _predict(args) -> int:
 
 
 def _export(args) -> int:
+    require_extra("onnx", "melanoma export")
     from .model import load
     from .onnx_model import export, quantize
 
@@ -173,6 +173,7 @@ def _export(args) -> int:
 
 
 def _bench(args) -> int:
+    require_extra("onnx", "melanoma bench")
     from .bench import run
     from .data import check_outside, resolve_data_dir
 
@@ -185,6 +186,7 @@ def _bench(args) -> int:
 
 
 def _serve(args) -> int:
+    require_extra("app", "melanoma serve")
     import os
 
     from . import MALLOC_ENVIRONMENT
@@ -205,6 +207,7 @@ def _serve(args) -> int:
 
 
 def _api(args) -> int:
+    require_extra("api", "melanoma api")
     import os
 
     import uvicorn
@@ -228,6 +231,7 @@ def _api(args) -> int:
 
 
 def _loadtest(args) -> int:
+    require_extra("api", "melanoma loadtest")
     from .data import resolve_data_dir
     from .loadtest import run
 

@@ -8,5 +8,18 @@ class UsageError(Exception):
     or `cli.train_config_problem`: exit code 2)."""
 
 
+EXTRAS = {"app": ("streamlit", "pandas"), "api": ("fastapi", "uvicorn", "multipart", "httpx2"),
+          "onnx": ("onnx", "onnxscript", "onnxruntime")}  # pyproject.toml's optional dependencies, as imported
+
+
+def require_extra(extra: str, what: str) -> None:
+    """UsageError naming the pip command when a package of `extra` is not installed (`what` needs it)."""
+    from importlib.util import find_spec
+
+    missing = [m for m in EXTRAS[extra] if find_spec(m) is None]
+    if missing:
+        raise UsageError(f"{what} needs the {extra} extra ({', '.join(missing)} not installed): pip install 'melanoma[{extra}]'")
+
+
 class Interrupted(Exception):
     """Ctrl-C (or SIGTERM) stopped a training run after its checkpoint was saved. Exit code 130."""

@@ -39,7 +39,8 @@ def text(rng: np.random.Generator) -> Image.Image:
     draw = ImageDraw.Draw(im)
     for line in range(int(rng.integers(2, 6))):
         font = ImageFont.load_default(size=int(rng.integers(18, 44)))
-        draw.text((int(rng.integers(5, 60)), 20 + 60 * line), str(rng.choice(WORDS)), fill=(0, 0, 0) if background == (255, 255, 255) else _colour(rng), font=font)
+        ink = (0, 0, 0) if background == (255, 255, 255) else _colour(rng)
+        draw.text((int(rng.integers(5, 60)), 20 + 60 * line), str(rng.choice(WORDS)), fill=ink, font=font)
     return im
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import require_extra
 from .explain import linear_head, margin_weights
 from .model import METADATA_KEY, Classifier, ModelFileError, ModelInfo, error_summary, replace_atomically
 
@@ -52,7 +53,6 @@ class _Graph(nn.Module):
 
 def export(model: Classifier, info: ModelInfo, path: str | os.PathLike) -> None:
     """Write `model` as ONNX (batch size free) with `info` in its metadata, atomically."""
-    import onnx
 
     model = model.eval()
     graph = _Graph(model, target=len(info.class_names) - 1).eval()
@@ -88,8 +88,7 @@ def quantize(model: Classifier, info: ModelInfo, calibration: np.ndarray, valida
     import tempfile
 
     import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quant_pre_process,
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 
     from .preprocess import normalize
 
@@ -168,6 +167,7 @@ class OnnxModel:
     lowering_maps = False
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        require_extra("onnx", f"{path}: an .onnx model file")
         import onnxruntime as ort
 
         path = Path(path)

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-
 RGB = tuple[float, float, float]
 
 # The mean and standard deviation of each channel over an image's lit pixels (those not in a black

@@ -13,8 +13,8 @@ from functools import partial
 
 import numpy as np
 
-from .seeding import derive_seed
 from .preprocess import _albumentations, random_vignette
+from .seeding import derive_seed
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,11 @@ import csv
 import hashlib
 import logging
 import math
-import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import tomllib
 
 from .data import CLASS_NAMES, Sample, scan
 from .errors import UsageError
@@ -257,7 +258,7 @@ def weights_licence(records: list[dict]) -> str:
     return f"Trained on {named}: {use}."
 
 
-def join_lesions(groups, samples) -> "np.ndarray":
+def join_lesions(groups, samples):
     """Near-duplicate group ids (audit.near_duplicate_groups) joined where images share a lesion id:
     a group per connected component of both relations."""
     import numpy as np

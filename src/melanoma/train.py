@@ -28,8 +28,8 @@ from torch.utils.data import DataLoader, Dataset
 from . import checkpoint, ood
 from . import model as models
 from .audit import near_duplicate_groups, thumbnail
-from .checkpoint import Progress
 from .calibration import calibrated_probability, operating_point
+from .checkpoint import Progress
 from .data import CLASS_NAMES, fingerprint, read_samples, split_train_val
 from .errors import Interrupted, UsageError
 from .explain import infer
@@ -412,7 +412,8 @@ def record_data(run: Run, data_dir: Path, saved: checkpoint.Checkpoint | None) -
     if saved is not None and saved.fingerprint != d.fingerprint:
         raise UsageError(data_changed_message(run.out_dir, run.config.sources or data_dir, d.samples))
     LOG.info(f"{len(d.samples)} training images ({len(d.unreadable)} unreadable skipped), {len(d.samples) - len(set(d.groups))} "
-             f"near-duplicates (or images of one lesion) grouped; train {len(d.tr)}, validation {len(d.va)}" + (f"; {par.world} processes" if par.world > 1 else ""))
+             f"near-duplicates (or images of one lesion) grouped; train {len(d.tr)}, validation {len(d.va)}"
+             + (f"; {par.world} processes" if par.world > 1 else ""))
     if par.main:
         run.out_dir.mkdir(parents=True, exist_ok=True)
         (run.out_dir / "unreadable.json").write_text(json.dumps(d.unreadable, indent=1))

@@ -23,8 +23,8 @@ from melanoma.audit import near_duplicate_groups, test_duplicates_in_train, thum
 from melanoma.calibration import calibrated_probability, fit_temperature, threshold_for_sensitivity
 from melanoma.data import read_samples, scan, split_train_val
 from melanoma.evaluate import binary_metrics
-from melanoma.preprocess import model_view
 from melanoma.lineage import split_digest
+from melanoma.preprocess import model_view
 from melanoma.train import load_split, predict_logits
 
 FLIPS = {"id": lambda a: a, "h": lambda a: a[:, :, ::-1], "v": lambda a: a[:, ::-1], "hv": lambda a: a[:, ::-1, ::-1]}

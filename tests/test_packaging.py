@@ -1,0 +1,37 @@
+"""What a user installs: the optional extras and the one place the version is written."""
+
+from pathlib import Path
+
+import pytest
+import tomllib
+
+import melanoma
+from melanoma import errors
+
+PYPROJECT = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+
+
+def test_a_missing_extra_is_named_with_its_pip_command(monkeypatch):
+    """`melanoma serve` without the app extra (and the like): one line naming what to install."""
+    import importlib.util
+
+    from melanoma import errors
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "streamlit" else real(name, *a))
+    with pytest.raises(errors.UsageError, match=r"melanoma serve needs the app extra \(streamlit not installed\): pip install 'melanoma\[app\]'"):
+        errors.require_extra("app", "melanoma serve")
+    errors.require_extra("onnx", "melanoma export")  # installed here: no error
+
+
+def test_the_extras_the_code_checks_are_the_ones_pyproject_declares():
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    for extra, modules in errors.EXTRAS.items():
+        assert len(extras[extra]) == len(modules), extra  # one importable module per declared package
+    assert set(errors.EXTRAS) <= set(extras) and "melanoma[app,api,onnx]" in extras["dev"]
+
+
+def test_the_version_is_written_once():
+    assert "version" not in PYPROJECT["project"] and PYPROJECT["project"]["dynamic"] == ["version"]
+    assert PYPROJECT["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "melanoma.__version__"}
+    assert melanoma.__version__
