@@ -62,7 +62,7 @@ BARS = {
     "shift suite: no more flips than candidate E (mild)": lambda: mean_flips(metrics("kaggle"), "mild") <= E_FLIPS_MILD,
     "shift suite: no more flips than candidate E (strong)": lambda: mean_flips(metrics("kaggle"), "strong") <= E_FLIPS_STRONG,
 }
-# bar -> what was measured (filled in only after the model was measured; README "Which model is bundled")
+# bar -> what was measured (filled in only after the model was measured; docs/results.md "Which model is bundled, and why")
 MISSED: dict[str, str] = {
     "ISIC 2018 ROC AUC >= 0.93": "0.880 (multi_a 0.882, E 0.864): keratoses and dermatofibromas still read as melanoma",
     "ISIC 2018 specificity >= 0.75": "58.2% at sensitivity 95.8% (multi_a 57.4%, E 51.9%)",

@@ -1,9 +1,9 @@
 """What a user installs: the optional extras and the one place the version is written."""
 
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 import melanoma
 from melanoma import errors

@@ -8,7 +8,7 @@ files fitted before `BLOCK` existed: `ModelInfo.ood_block` None) the last stage'
 unit length. The last stage stopped telling pictures of anything else from lesions once the model
 learned several archives; the last block still does, while earlier blocks also flag ordinary phone
 photos and noisy copies (chosen on validation, the external development sets and the non-lesion
-pictures; README, "Knowing when not to trust it"). It is fitted on the training images of the
+pictures; docs/ood.md). It is fitted on the training images of the
 model's own split; the cut-off is the score that `QUANTILE` of the validation images stay under. Both
 travel in the model file: the class means and whitening matrix as tensors (`ood.*`), the cut-off and
 block in its metadata (`ModelInfo.ood_cutoff`, `ood_block`). Hand-written because it is a few lines

@@ -28,11 +28,10 @@ import csv
 import hashlib
 import logging
 import math
+import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import tomllib
 
 from .data import CLASS_NAMES, Sample, scan
 from .errors import UsageError
