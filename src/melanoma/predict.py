@@ -148,8 +148,8 @@ def run(paths: list[str], model: Classifier, info: ModelInfo, csv_path: str | No
     `unlike-training` by the OOD score, `-` when the model carries none); optional CSV and overlays
     (from the same pass and the same decoded image). Bad files: a line on stderr, exit 1 at the end.
     `model` is the torch Classifier or an onnx_model.OnnxModel (made with `inference_streams(cam)[1]` threads).
-    Batches are decoded by the DataLoader and predicted
-    `inference_streams(cam)[0]` at a time in threads (torch and ONNX Runtime release the GIL)."""
+    Batches are decoded by the DataLoader and predicted `inference_streams(cam)[0]` at a time in threads
+    (torch and ONNX Runtime release the GIL)."""
     files, empty = find_images(paths)
     for folder in empty:
         print(f"error: {folder}: a folder with no image files in it", file=sys.stderr)
