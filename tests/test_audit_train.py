@@ -181,7 +181,7 @@ def test_audit_and_evaluate_on_a_small_folder_with_a_broken_file(small_data, tin
 def test_attention_figures_follow_where_a_map_falls():
     """cam_placement and attention_summary on a map that is not blank (the tiny model's often are, so the
     evaluate test above can only check ranges): skin with a dark spot in the middle and a black vignette."""
-    from melanoma.evaluate import attention_summary, cam_placement
+    from melanoma.metrics import attention_summary, cam_placement
 
     yy, xx = np.mgrid[:224, :224]
     r = np.hypot(yy - 112, xx - 112)

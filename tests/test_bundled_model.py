@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from melanoma.data import fingerprint, scan
-from melanoma.evaluate import binary_metrics, score_images
+from melanoma.metrics import binary_metrics
+from melanoma.scoring import score_images
 from melanoma.model import BUNDLED_MODEL, file_sha256, load
 from melanoma.sources import kaggle_source, read_sources_file, scan_sources, source_record
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from melanoma.calibration import fit_temperature, threshold_for_sensitivity
-from melanoma.evaluate import binary_metrics, expected_calibration_error
+from melanoma.metrics import binary_metrics, expected_calibration_error
 
 
 def test_temperature_recovers_overconfidence():
@@ -57,7 +57,7 @@ def _spot_photo(size: int = 224, vignette: bool = False) -> np.ndarray:
 
 
 def test_cam_placement_on_the_spot_off_it_and_on_the_vignette():
-    from melanoma.evaluate import attention_summary, cam_placement
+    from melanoma.metrics import attention_summary, cam_placement
 
     size = 224
     yy, xx = np.mgrid[0:size, 0:size]

@@ -29,7 +29,7 @@ def nonlesion(tmp_path_factory):
 def bundled_ood(data_dir, nonlesion):
     """The bundled model's OOD scores on 100 test images and the 60 non-lesion pictures, and which of the
     pictures the score and the photo checks warn about."""
-    from melanoma.evaluate import folder_ood_scores
+    from melanoma.scoring import folder_ood_scores
 
     model, info = load()
     assert info.ood_cutoff is not None and model.ood is not None

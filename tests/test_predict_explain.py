@@ -148,7 +148,7 @@ def test_faithfulness_deletes_whole_cells_in_map_order(data_dir, monkeypatch, ti
     """The deletion test: every order starts from the unchanged image; most- and least-relevant
     first delete disjoint cells (the ranked map reversed); it is seeded; heads without a linear
     layer get None."""
-    from melanoma import evaluate
+    from melanoma import experiments
     from melanoma.images import load_image
     from melanoma.preprocess import model_view
 
@@ -156,14 +156,14 @@ def test_faithfulness_deletes_whole_cells_in_map_order(data_dir, monkeypatch, ti
     files = sorted((data_dir / "test" / "Malignant").glob("*.jpg"))[:3] + sorted((data_dir / "test" / "Benign").glob("*.jpg"))[:2]
     views = [model_view(load_image(f), info.preprocess) for f in files]
     scored = []
-    real = evaluate.score_views
+    real = experiments.score_views
 
     def spy(model, info, views, cam=True):
         scored.append(np.stack(views))
         return real(model, info, views, cam=cam)
-    monkeypatch.setattr(evaluate, "score_views", spy)
-    r = evaluate.faithfulness(model, info, views, 4, seed=1)
-    assert r["images"] == 4 and r["cells"] == 49 and r == evaluate.faithfulness(model, info, views, 4, seed=1)
+    monkeypatch.setattr(experiments, "score_views", spy)
+    r = experiments.faithfulness(model, info, views, 4, seed=1)
+    assert r["images"] == 4 and r["cells"] == 49 and r == experiments.faithfulness(model, info, views, 4, seed=1)
     starts = {r[k]["mean_curve"][0] for k in ("margin", "malignant_logit", "random")} | {r["margin"]["lerf_mean_curve"][0]}
     assert len(starts) == 1
     assert abs(r["margin"]["gap"] - (r["margin"]["lerf_score"] - r["margin"]["deletion_score"])) < 1e-12
@@ -176,4 +176,4 @@ def test_faithfulness_deletes_whole_cells_in_map_order(data_dir, monkeypatch, ti
     assert not (changed_morf & changed_lerf).any()
     assert (changed_morf.reshape(4, 7, 32, 7, 32).any((2, 4)).sum((1, 2)) <= 24).all()
     tiny, tiny_info = load(tiny_model_file)
-    assert evaluate.faithfulness(tiny, tiny_info, views, 4) is None
+    assert experiments.faithfulness(tiny, tiny_info, views, 4) is None

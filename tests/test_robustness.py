@@ -93,7 +93,7 @@ def matched_model_file(tmp_path_factory):
 @pytest.mark.slow
 def test_every_entry_point_applies_the_colour_matching_the_model_file_carries(matched_model_file, tmp_path):
     """train (validation scores), evaluate, predict (CLI and page), ONNX: one preprocessing (colours and framing)."""
-    from melanoma.evaluate import score_views
+    from melanoma.scoring import score_views
     from melanoma.onnx_model import OnnxModel
     from melanoma.predict import analyse, classify
     from melanoma.train import predict_logits
@@ -253,7 +253,7 @@ def test_evaluate_refuses_a_folder_without_labels_and_notes_a_single_class(folde
 
 
 def test_kinds_report_scores_each_kind_against_the_other_class():
-    from melanoma.evaluate import kinds_report
+    from melanoma.metrics import kinds_report
 
     y = np.array([0, 0, 0, 0, 1, 1])
     p = np.array([0.1, 0.2, 0.7, 0.9, 0.8, 0.6])

@@ -127,7 +127,7 @@ def refit(int8: "OnnxModel", info: ModelInfo, views: np.ndarray, labels: np.ndar
     from dataclasses import replace
 
     from .calibration import operating_point
-    from .evaluate import binary_metrics
+    from .metrics import binary_metrics
     from .explain import infer
     from .ood import cutoff_of
     from .preprocess import normalize

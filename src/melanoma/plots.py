@@ -102,7 +102,7 @@ def plot_cam_grid(model, info, views: list[np.ndarray], y: np.ndarray, p: np.nda
 
 
 def plot_shifts(suite: dict, path: Path) -> None:
-    """The shift suite (evaluate.shift_suite): specificity, sensitivity and ROC AUC under each change,
+    """The shift suite (experiments.shift_suite): specificity, sensitivity and ROC AUC under each change,
     mild and strong, against the unchanged images (dotted line)."""
     rows = suite["shifts"]
     names = list(dict.fromkeys(r["shift"] for r in rows))
@@ -123,7 +123,7 @@ def plot_shifts(suite: dict, path: Path) -> None:
 
 
 def plot_coverage(report: dict, path: Path) -> None:
-    """The OOD coverage curve (evaluate.ood_report): balanced accuracy, sensitivity and specificity on
+    """The OOD coverage curve (metrics.ood_report): balanced accuracy, sensitivity and specificity on
     the images kept when the highest-scoring share is set aside; the model's own cut-off marked."""
     c = report["coverage"]
     x = [r["set_aside"] for r in c]

@@ -2,7 +2,7 @@
 
 Every change is applied to the model's view (the square it sees, `preprocess.model_view`) by
 albumentations with fixed parameters, seeded per image, so every run sees the same images:
-`apply(shift, views)`. `evaluate --shifts` scores a set under each change (`evaluate.shift_suite`).
+`apply(shift, views)`. `evaluate --shifts` scores a set under each change (`experiments.shift_suite`).
 The vignette is the project's own transform (albumentations has none).
 """
 

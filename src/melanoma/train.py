@@ -506,7 +506,7 @@ def fit(run: Run, model: nn.Module, frozen: list[nn.Module], optimizer, schedule
 def calibrate_and_save(run: Run, model: nn.Module, progress: Progress) -> Path:
     """Temperature and threshold on validation, the OOD score on train (cut-off on validation), the
     model file and the training curves (process 0 only)."""
-    from .evaluate import binary_metrics
+    from .metrics import binary_metrics
     from .plots import plot_history
 
     config, d, par = run.config, run.data, run.par
@@ -541,7 +541,7 @@ def calibrate_and_save(run: Run, model: nn.Module, progress: Progress) -> Path:
 def by_source(samples, labels: np.ndarray, p: np.ndarray, threshold: float) -> dict:
     """Validation figures of each source's images at the run's threshold: ROC AUC where it has both
     classes, and the share of each class called right."""
-    from .evaluate import binary_metrics
+    from .metrics import binary_metrics
 
     out = {}
     for name in dict.fromkeys(s.source for s in samples):

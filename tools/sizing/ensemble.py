@@ -22,7 +22,7 @@ from melanoma import model as models
 from melanoma.audit import near_duplicate_groups, test_duplicates_in_train, thumbnail
 from melanoma.calibration import calibrated_probability, fit_temperature, threshold_for_sensitivity
 from melanoma.data import read_samples, scan, split_train_val
-from melanoma.evaluate import binary_metrics
+from melanoma.metrics import binary_metrics
 from melanoma.lineage import split_digest
 from melanoma.preprocess import model_view
 from melanoma.train import load_split, predict_logits

@@ -1,0 +1,160 @@
+"""Figures computed from labels, probabilities and maps: no model, no files.
+
+Metrics come from scikit-learn; only the expected calibration error is hand-written (scikit-learn
+has no ECE; it is one histogram). Where the Grad-CAM maps fall (on the spot, on the black vignette)
+is a few sums over the masks that the photo checks (quality.py) already compute.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from .quality import MIN_LESION, lesion_mask, lit_pixels
+
+if TYPE_CHECKING:
+    from .model import ModelInfo
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """ECE of P(malignant): bin-weighted |observed rate - mean predicted| over equal-width bins."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    idx = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            ece += m.mean() * abs(y[m].mean() - p[m].mean())
+    return float(ece)
+
+
+def auc_interval(y: np.ndarray, p: np.ndarray, resamples: int, seed: int = 0) -> list[float]:
+    """95% percentile bootstrap interval of the ROC AUC, resampling within each class.
+
+    By hand rather than scipy.stats.bootstrap: resampling within each class keeps both classes in
+    every resample (scipy's resamples can lose one on small sets and make the interval NaN).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    aucs = []
+    for _ in range(resamples):
+        idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
+        aucs.append(roc_auc_score(y[idx], p[idx]))
+    return [float(np.percentile(aucs, 2.5)), float(np.percentile(aucs, 97.5))]
+
+
+def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float, bootstrap: int = 1000, seed: int = 0) -> dict:
+    from sklearn.metrics import balanced_accuracy_score, brier_score_loss, confusion_matrix, roc_auc_score
+
+    pred = (p >= threshold).astype(int)
+    tn, fp, fn, tp = confusion_matrix(y, pred, labels=[0, 1]).ravel()
+    out = {
+        "images": int(len(y)),
+        "benign": int((y == 0).sum()),
+        "malignant": int((y == 1).sum()),
+        "threshold": float(threshold),
+        "accuracy": float((tp + tn) / len(y)),
+        "sensitivity": float(tp / (tp + fn)) if tp + fn else None,
+        "specificity": float(tn / (tn + fp)) if tn + fp else None,
+        "balanced_accuracy": float(balanced_accuracy_score(y, pred)) if len(set(y)) == 2 else None,
+        "confusion_matrix": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
+        "brier": float(brier_score_loss(y, p)),
+        "ece": expected_calibration_error(y, p),
+        "roc_auc": None,
+        "roc_auc_ci95": None,
+    }
+    if len(set(y)) == 2:
+        out["roc_auc"] = float(roc_auc_score(y, p))
+        if bootstrap:
+            out["roc_auc_ci95"] = auc_interval(y, p, bootstrap, seed)
+    return out
+
+
+def kinds_report(y: np.ndarray, p: np.ndarray, kinds: list[str], threshold: float, class_names, bootstrap: int = 1000) -> list[dict]:
+    """Per kind of image within each class (`Sample.kind`, e.g. the diagnosis): how many, the share
+    called right at the threshold, and the ROC AUC of that kind against all images of the other
+    class (so "Benign / keratosis" is how well the melanomas are told from keratoses)."""
+    from sklearn.metrics import roc_auc_score
+
+    rows, kinds = [], np.array(kinds)
+    for label in (0, 1):
+        for kind in sorted(set(kinds[y == label])):
+            this, other = (y == label) & (kinds == kind), y != label
+            pair = this | other
+            row = {"class": class_names[label], "kind": kind, "images": int(this.sum()),
+                   "called_right": float(((p[this] >= threshold) == bool(label)).mean()), "roc_auc": None, "roc_auc_ci95": None}
+            if other.any():
+                row["roc_auc"] = float(roc_auc_score(y[pair], p[pair]))
+                if bootstrap:
+                    row["roc_auc_ci95"] = auc_interval(y[pair], p[pair], bootstrap)
+            rows.append(row)
+    return rows
+
+
+def cam_placement(view: np.ndarray, cam: np.ndarray) -> list[float]:
+    """Where one image's Grad-CAM map falls: [share of the map on the spot, the spot's share of the
+    image, 1 if the map's peak is on the spot, share of the map on the black vignette, the vignette's
+    share of the image]. The spot and the vignette are found as the photo-quality checks find them
+    (quality.lesion_mask: darker than Otsu's threshold; quality.lit_pixels). A map spread evenly
+    would put on each region its share of the image."""
+    lit = lit_pixels(cv2.cvtColor(view, cv2.COLOR_RGB2YCrCb))
+    spot, _ = lesion_mask(cv2.cvtColor(view, cv2.COLOR_RGB2GRAY), lit)
+    total = float(cam.sum())
+    if total <= 0:
+        return [float("nan")] * 5
+    peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
+    return [float(cam[spot].sum()) / total, float(spot.mean()), float(spot[peak]), float(cam[~lit].sum()) / total, float((~lit).mean())]
+
+
+def attention_summary(placements: np.ndarray, min_spot: float = MIN_LESION, min_vignette: float = 0.05) -> dict:
+    """`cam_placement` rows of many images -> means over the images with a spot (at least
+    `min_spot` of the image) and over those with a vignette (at least `min_vignette` of it). Images
+    whose map is empty (nothing raises the malignant score: clear benign ones) are left out."""
+    rows = placements[~np.isnan(placements).any(1)]
+    spot = rows[rows[:, 1] >= min_spot]
+    vig = rows[rows[:, 4] >= min_vignette]
+    mean = lambda a: float(a.mean()) if len(a) else None  # noqa: E731
+    return {
+        "images_with_spot": int(len(spot)),
+        "cam_on_spot": mean(spot[:, 0]),
+        "spot_area": mean(spot[:, 1]),
+        "cam_peak_on_spot": mean(spot[:, 2]),
+        "images_with_vignette": int(len(vig)),
+        "cam_on_vignette": mean(vig[:, 3]),
+        "vignette_area": mean(vig[:, 4]),
+    }
+
+
+def ood_report(y: np.ndarray, p: np.ndarray, ood: np.ndarray, info: ModelInfo, against: dict[str, np.ndarray] | None = None) -> dict | None:
+    """How the OOD score (ood.py) sits on a labelled set: the share flagged, sensitivity, specificity
+    and balanced accuracy on the images it does not flag against all, the coverage curve (balanced
+    accuracy on the images kept when the highest-scoring share is set aside), and for each other
+    set in `against` (name -> its OOD scores) the share flagged and the ROC AUC of telling it from
+    this set. None when the model carries no OOD fit."""
+    from sklearn.metrics import roc_auc_score
+
+    if info.ood_cutoff is None:
+        return None
+    flagged = ood > info.ood_cutoff
+
+    def kept_metrics(keep: np.ndarray) -> dict:
+        m = binary_metrics(y[keep], p[keep], info.threshold, bootstrap=0) if keep.any() else None
+        return {k: m[k] if m else None for k in ("images", "sensitivity", "specificity", "balanced_accuracy")}
+
+    order = np.argsort(-ood, kind="stable")
+    coverage = []
+    for share in (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5):
+        keep = np.ones(len(y), bool)
+        keep[order[: int(round(share * len(y)))]] = False
+        coverage.append({"set_aside": share} | kept_metrics(keep))
+    others = {}
+    for name, scores in (against or {}).items():
+        both = np.r_[np.zeros(len(ood)), np.ones(len(scores))]
+        others[name] = {"images": int(len(scores)), "flagged": float((scores > info.ood_cutoff).mean()) if len(scores) else None,
+                        "roc_auc": float(roc_auc_score(both, np.r_[ood, scores])) if len(scores) and len(ood) else None}
+    return {"cutoff": info.ood_cutoff, "images": int(len(y)), "flagged": float(flagged.mean()) if len(y) else None,
+            "all": kept_metrics(np.ones(len(y), bool)), "not_flagged": kept_metrics(~flagged), "coverage": coverage, "against": others}
