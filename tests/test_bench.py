@@ -30,3 +30,20 @@ def test_bench_writes_both_models_side_by_side(data_dir, tmp_path):
     table = (tmp_path / "bench.md").read_text()
     assert table.count("\n| efficientnet_lite0") == 1 and table.count("\n| seed_cnn") == 1
     assert table in r.stdout
+
+
+def test_bench_times_an_onnx_file_as_it_is(tiny_model_file, data_dir, tmp_path):
+    """The bench reads its model file through `load_model`: an .onnx file is timed as itself (its ONNX
+    phase; a float file has no int8 phase, no file has a torch one), and the table says "—" for the rest."""
+    from melanoma import bench
+
+    onnx = tmp_path / "tiny.onnx"
+    r = melanoma_cli("export", "--onnx", onnx, "--model", tiny_model_file)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert bench.predict_throughput(str(onnx), data_dir, 8, "torch") == bench.predict_throughput(str(onnx), data_dir, 8, "int8") == {}
+    row = bench.predict_throughput(str(onnx), data_dir, 8, "onnx") | bench.latency(str(onnx), data_dir, 2)  # seed_cnn: no map, the prediction alone
+    assert row["predict_onnx_images_per_s"] > 0 and row["latency_ms_median"] > 0
+    row |= {"latency_ms_p90": 1.0, "predict_onnx_peak_rss_mib": 100.0, "train_images_per_s": 1.0, "train_peak_rss_mib": 200.0}
+    machine = {"date": "today", "cpu": "cpu", "cores": 2, "torch": "2", "torch_threads": 2}
+    table = bench.markdown({"machine": machine, "models": {"seed_cnn (tiny.onnx)": row}})
+    assert "| seed_cnn (tiny.onnx) |" in table and "| — |" in table and "| 100 / 200 MiB |" in table

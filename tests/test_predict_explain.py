@@ -109,6 +109,39 @@ def test_predict_cli_on_real_images_with_a_bad_file(tmp_path, data_dir, tiny_mod
     assert len(r.stdout.strip().splitlines()) == 5
 
 
+def test_maps_are_resized_as_torch_resizes_them():
+    """explain's bilinear resizing of a map to the input's size (OpenCV, so an ONNX model needs no torch)
+    is torch's interpolate(align_corners=False), then scaled to a peak of 1."""
+    from melanoma.explain import _to_input_size
+
+    rng = np.random.default_rng(0)
+    for h, side in ((7, 224), (12, 100), (8, 260)):
+        cam = rng.random((3, 1, h, h)).astype(np.float32)
+        ref = torch.nn.functional.interpolate(torch.from_numpy(cam), size=(side, side), mode="bilinear", align_corners=False)[:, 0].numpy()
+        assert np.abs(_to_input_size(cam, (side, side)) - ref / ref.reshape(3, -1).max(1).reshape(-1, 1, 1)).max() < 1e-5
+    assert _to_input_size(np.zeros((0, 7, 7), np.float32), (224, 224)).shape == (0, 224, 224)
+
+
+def test_predict_decodes_ahead_in_threads_and_keeps_the_order(tmp_path, data_dir, tiny_model_file, capsys):
+    """Several batches with a bad file among them: the same lines, in the order found, whether images are
+    decoded in the calling thread (workers 0) or by threads ahead of the model."""
+    from melanoma.predict import run
+
+    reals = sorted((data_dir / "test" / "Benign").glob("*.jpg"))[:40]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really")
+    paths = [*reals[:20], broken, *reals[20:]]
+    model, info = load(tiny_model_file)
+    outputs = []
+    for workers in (0, 1, 3):
+        assert run(paths, model, info, None, None, batch_size=8, workers=workers) == 1
+        out, err = capsys.readouterr()
+        assert [line.split("\t")[0] for line in out.splitlines()] == [str(p) for p in reals]
+        assert err.count("broken.jpg") == 1 and "1 of 41 path(s) could not be classified" in err
+        outputs.append(out)
+    assert outputs[0] == outputs[1] == outputs[2]
+
+
 def test_predict_cli_model_errors(tmp_path, data_dir):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"garbage")

@@ -1,11 +1,16 @@
-"""`melanoma bench`: speed and memory of the bundled model and the seed_cnn baseline, side by side.
+"""`melanoma bench`: speed and memory of a model file (the bundled model by default) and the seed_cnn
+baseline, side by side.
 
 Each measurement runs in its own child process (`python -m melanoma.bench PHASE MODEL DATA N`)
-so that its peak memory (ru_maxrss) is its own. Phases:
-- latency: one image, prediction + Grad-CAM + overlay (`predict.explain`), warm; median and p90;
-- predict_torch / predict_onnx / predict_int8: `melanoma predict`'s loop (DataLoader, default workers,
-  batches of 32) over N test images, images/s, output discarded; for int8 (`export --int8`, bundled
-  model only) also its verdicts against the float export's;
+so that its peak memory (ru_maxrss) is its own. The model file is read by `onnx_model.load_model`,
+a .safetensors or an .onnx file alike. Phases:
+- latency: one image, prediction + Grad-CAM + overlay (`predict.explain`; prediction alone for a file
+  without maps), warm; median and p90;
+- predict_torch / predict_onnx / predict_int8: `melanoma predict`'s loop (default decoding threads,
+  batches of 32) over N test images, images/s, output discarded. A .safetensors file is timed as the
+  torch model, its float ONNX export and its int8 export (`export --int8`, models with a recorded
+  training run only; also its verdicts against the float export's); an .onnx file as itself, in the
+  ONNX or the int8 phase by what it is;
 - train: training steps through the real loop (`train.train_one_epoch`, augmentation included)
   on N real training images, images/s.
 The seed_cnn baseline is timed with random weights (its speed does not depend on them; its
@@ -42,17 +47,18 @@ def _test_images(data: Path, n: int) -> list[Path]:
 def latency(model_file: str, data: Path, n: int) -> dict:
     from PIL import Image
 
-    from .model import load
-    from .predict import explain
+    from .onnx_model import load_model
+    from .predict import analyse, explain
 
-    model, info = load(model_file)
+    model, info = load_model(model_file)
+    step = explain if model.maps else analyse  # a file without maps: the prediction alone
     images = [Image.open(f).convert("RGB") for f in _test_images(data, 40)]
     for im in images[:5]:
-        explain(model, info, im)  # warm-up
+        step(model, info, im)  # warm-up
     times = []
     for i in range(n):
         t = time.perf_counter()
-        explain(model, info, images[i % len(images)])
+        step(model, info, images[i % len(images)])
         times.append(time.perf_counter() - t)
     return {"latency_ms_median": 1000 * float(np.median(times)), "latency_ms_p90": 1000 * float(np.percentile(times, 90))}
 
@@ -60,17 +66,22 @@ def latency(model_file: str, data: Path, n: int) -> dict:
 def predict_throughput(model_file: str, data: Path, n: int, engine: str) -> dict:
     """`melanoma predict`'s loop over n test images with the torch model, its float ONNX export or its
     int8 export (`export --int8`: ranges from CALIBRATION_IMAGES of its validation images; models with a recorded
-    training run only). For int8, also its verdicts and ROC AUC against the float export's on the
-    same images."""
-    from .model import load
+    training run only); an .onnx file as it is, under "onnx" or "int8" by what it is (nothing for the
+    other engines). For int8 from a .safetensors file, also its verdicts and ROC AUC against the float
+    export's on the same images."""
+    from .onnx_model import load_model
     from .predict import inference_streams, run
 
-    model, info = load(model_file)
+    threads = inference_streams()[1]
+    model, info = load_model(model_file, threads=threads)
     files = [str(f) for f in _test_images(data, n)]
-    if engine == "int8" and not info.data_fingerprint:
+    exports = model.engine == "torch" and engine != "torch"  # else the file is timed as it is
+    if model.engine == "onnx" and engine != ("int8" if model.int8 else "onnx"):
+        return {}  # an exported file is timed once, as what it is
+    if exports and engine == "int8" and not info.data_fingerprint:
         return {}  # no training run to draw validation images from (the random-weight baseline)
-    if engine in ("onnx", "int8"):
-        from .onnx_model import CALIBRATION_IMAGES, OnnxModel, export, quantize
+    if exports:
+        from .onnx_model import CALIBRATION_IMAGES, export, quantize
         from .train import validation_views
 
         tmp = tempfile.TemporaryDirectory(prefix="melanoma-bench-")  # removed when this phase's process ends
@@ -80,15 +91,15 @@ def predict_throughput(model_file: str, data: Path, n: int, engine: str) -> dict
             if engine == "int8":
                 views, labels = validation_views(info, data)
                 quantize(model, info, views[:CALIBRATION_IMAGES], (views, labels), onnx_file.with_name("int8.onnx"))
-        plain = OnnxModel(onnx_file, threads=inference_streams()[1])
-        model, info = (OnnxModel(onnx_file.with_name("int8.onnx"), threads=inference_streams()[1]) if engine == "int8" else plain), plain.info
+        plain, info = load_model(onnx_file, threads=threads)
+        model = load_model(onnx_file.with_name("int8.onnx"), threads=threads)[0] if engine == "int8" else plain
     with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
         run(files[:64], model, info, None, None)  # warm-up
         t = time.perf_counter()
         run(files, model, info, None, None)
         seconds = time.perf_counter() - t
     result = {f"predict_{engine}_images_per_s": len(files) / seconds}
-    if engine == "int8":
+    if exports and engine == "int8":
         result |= agreement(plain, model, info, files)
     return result
 
@@ -114,12 +125,12 @@ def train_throughput(model_file: str, data: Path, n: int) -> dict:
 
     from .checkpoint import Progress
     from .data import scan
-    from .model import load
+    from .onnx_model import load_model
     from .parallel import Parallel
     from .preprocess import train_augment
     from .train import ArrayDataset, Fitting, StopRequest, TrainConfig, freeze_early_layers, initial_model, load_split, train_one_epoch
 
-    _, info = load(model_file)
+    _, info = load_model(model_file)  # the architecture and input size; training starts from random weights
     config = TrainConfig(arch=info.arch, img_size=info.preprocess.image_size, epochs=1)
     model, pre = initial_model(config, pretrained=False)
     frozen = freeze_early_layers(model, config.arch, config.freeze_blocks)
@@ -144,7 +155,8 @@ def _phase(phase: str, model_file: str, data: str, n: int) -> None:
         result = predict_throughput(model_file, data_dir, n, phase.split("_")[1])
     else:
         result = train_throughput(model_file, data_dir, n)
-    result[f"{phase}_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if result:  # not for a phase that does not apply (an .onnx file's torch phase, int8 of the baseline)
+        result[f"{phase}_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
 
@@ -157,15 +169,19 @@ def machine() -> dict:
             "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
 
 
-def run(data: Path, out_dir: Path, sizes: dict[str, int]) -> dict:
+def run(data: Path, out_dir: Path, sizes: dict[str, int], model_file: str | os.PathLike | None = None) -> dict:
+    """Every phase for `model_file` (.safetensors or .onnx; the bundled model for None) and the
+    seed_cnn baseline; writes bench.json and bench.md into `out_dir`."""
     from .model import BUNDLED_MODEL, ModelInfo, build, save
+    from .onnx_model import load_model
 
+    label = f"{load_model(model_file)[1].arch} ({Path(model_file).name})" if model_file else "efficientnet_lite0 (bundled)"
     report = {"machine": machine(), "sizes": sizes, "models": {}}
     with tempfile.TemporaryDirectory(prefix="melanoma-bench-") as tmp:
         baseline = Path(tmp) / "seed_cnn_random.safetensors"
         model, pre = build("seed_cnn")
         save(baseline, model, ModelInfo("seed_cnn", pre))
-        for name, model_file in (("efficientnet_lite0 (bundled)", BUNDLED_MODEL), ("seed_cnn (random weights)", baseline)):
+        for name, model_file in ((label, model_file or BUNDLED_MODEL), ("seed_cnn (random weights)", baseline)):
             row: dict = {}
             for phase in PHASES:
                 n = sizes["latency_runs" if phase == "latency" else "train_images" if phase == "train" else "predict_images"]
@@ -193,11 +209,11 @@ def markdown(report: dict) -> str:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, r in report["models"].items():
-        int8 = f"{r['predict_int8_images_per_s']:.0f} img/s" if "predict_int8_images_per_s" in r else "—"
+        speed = {e: f"{r[f'predict_{e}_images_per_s']:.0f} img/s" if f"predict_{e}_images_per_s" in r else "—" for e in ("torch", "onnx", "int8")}
+        memory = next(r[f"predict_{e}_peak_rss_mib"] for e in ("torch", "onnx", "int8") if f"predict_{e}_peak_rss_mib" in r)
         lines.append(
-            f"| {name} | {r['latency_ms_median']:.0f} / {r['latency_ms_p90']:.0f} ms | {r['predict_torch_images_per_s']:.0f} img/s "
-            f"| {r['predict_onnx_images_per_s']:.0f} img/s | {int8} | {r['train_images_per_s']:.1f} img/s "
-            f"| {r['predict_torch_peak_rss_mib']:.0f} / {r['train_peak_rss_mib']:.0f} MiB |"
+            f"| {name} | {r['latency_ms_median']:.0f} / {r['latency_ms_p90']:.0f} ms | {speed['torch']} | {speed['onnx']} | {speed['int8']} "
+            f"| {r['train_images_per_s']:.1f} img/s | {memory:.0f} / {r['train_peak_rss_mib']:.0f} MiB |"
         )
     for name, r in report["models"].items():
         if "int8_same_verdict" in r:

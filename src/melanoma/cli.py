@@ -180,7 +180,7 @@ def _bench(args) -> int:
     data = resolve_data_dir(args.data)
     check_outside(data, args.out)
     run(data, Path(args.out), {"latency_runs": args.latency_runs, "predict_images": args.predict_images,
-                               "train_images": args.train_images})
+                               "train_images": args.train_images}, args.model)
     print((Path(args.out) / "bench.md").read_text(), end="")
     return 0
 
@@ -324,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(default: the bundled model)")
     r.add_argument("--csv", help="write path,p_malignant,label rows to this file")
     r.add_argument("--cam", metavar="DIR", help="write a Grad-CAM overlay PNG per image into DIR")
-    r.add_argument("--workers", type=whole(0), help="processes decoding images (default: none on 2 cores, else one per core beyond 2, up to 4)")
+    r.add_argument("--workers", type=whole(0), help="threads decoding images ahead of the model (default: 1, or one per core beyond 2, "
+                                                    "up to 4; 0: decoded between batches)")
     r.set_defaults(func=_predict)
 
     o = sub.add_parser("fit-ood", help="fit the out-of-distribution score of a model file anew (weights, threshold and temperature unchanged)")
@@ -346,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="time prediction, Grad-CAM, ONNX Runtime and training; writes bench.json and bench.md")
     b.add_argument("--data", help=data_help)
     b.add_argument("--out", required=True, help="folder for bench.json and bench.md")
+    b.add_argument("--model", help="model file: .safetensors (timed as torch, ONNX and int8 exports) or .onnx (timed as it is) "
+                                   "(default: the bundled model)")
     b.add_argument("--latency-runs", dest="latency_runs", type=whole(1), default=50, help="single-image runs (default %(default)s)")
     b.add_argument("--predict-images", dest="predict_images", type=whole(1), default=1000, help="test images for batch prediction (default %(default)s)")
     b.add_argument("--train-images", dest="train_images", type=whole(1), default=320, help="training images for the training speed (default %(default)s)")

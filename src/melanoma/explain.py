@@ -11,18 +11,21 @@ is that class's linear weight divided by the map's area, the same at every posit
 is the class activation map relu(sum_k w_k A_k) up to a constant that the normalisation removes.
 `infer` uses that (one forward pass, no hooks); other heads (seed_cnn) go through captum's
 LayerGradCam, the reference that tests/test_predict_explain.py compares the shortcut against.
+An ONNX model's map is an output of its graph (onnx_model.py); that path needs no torch.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import torch
 from PIL import Image
-from torch import nn
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 # captum's hooks sit on the model, which the page's sessions and the API's threads share: while they
 # are on, no other forward pass may run through it (`infer` holds this for every pass of such a model)
@@ -51,7 +54,7 @@ def grad_cam(model: torch.nn.Module, x: torch.Tensor, target: int = 1) -> np.nda
     model.eval()
     with _HOOKS:
         cam = LayerGradCam(margin(model, target), model.features).attribute(x, relu_attributions=True)
-    return _to_input_size(cam.detach(), x)
+    return _to_input_size(cam.detach().float().numpy(), tuple(x.shape[-2:]))
 
 
 def linear_head(model: torch.nn.Module) -> nn.Linear | None:
@@ -59,6 +62,8 @@ def linear_head(model: torch.nn.Module) -> nn.Linear | None:
     layer, the case where Grad-CAM equals the class activation map; otherwise None."""
     if model.engine != "torch":  # an onnx_model.OnnxModel: no modules to look at
         return None
+    from torch import nn
+
     layers = [m for m in model.head if not isinstance(m, (nn.Flatten, nn.Dropout))]
     if (len(layers) == 2 and isinstance(layers[0], nn.AdaptiveAvgPool2d) and layers[0].output_size in (1, (1, 1))
             and isinstance(layers[1], nn.Linear)):
@@ -67,18 +72,21 @@ def linear_head(model: torch.nn.Module) -> nn.Linear | None:
 
 
 class Inference(NamedTuple):
-    logits: torch.Tensor  # B x classes
+    logits: torch.Tensor | np.ndarray  # B x classes (numpy from an ONNX model)
     cam: np.ndarray | None  # B x H x W Grad-CAM maps in [0, 1] (with cam=True)
     ood: np.ndarray | None  # B out-of-distribution scores (when the model carries the fit, see ood.py)
 
 
-def infer(model: torch.nn.Module, x: torch.Tensor, target: int = 1, cam: bool = True) -> Inference:
+def infer(model: torch.nn.Module, x: torch.Tensor | np.ndarray, target: int = 1, cam: bool = True) -> Inference:
     """The one pass every entry point scores a normalised batch through: logits, the Grad-CAM maps
     of class `target`'s margin (in the same forward pass when the head allows it, see the module docstring)
-    and the OOD score. `model` is the torch Classifier or an onnx_model.OnnxModel."""
+    and the OOD score. `model` is the torch Classifier or an onnx_model.OnnxModel, which also takes the
+    batch as numpy (`preprocess.normalize_nhwc`)."""
     if model.engine == "onnx":  # the map and the score are outputs of its graph
         logits, maps, ood = model.outputs(x, target, cam)
-        return Inference(logits, _to_input_size(maps, x) if cam else None, ood)
+        return Inference(logits, _to_input_size(maps, (model.info.preprocess.image_size,) * 2) if cam else None, ood)
+    import torch
+
     model.eval()
     fc = linear_head(model)
     with _HOOKS if fc is None else contextlib.nullcontext():  # a head that needs captum: its hooks may be on the model
@@ -87,15 +95,21 @@ def infer(model: torch.nn.Module, x: torch.Tensor, target: int = 1, cam: bool = 
             logits = model.head(maps)
             ood = model.ood(probe).numpy() if model.ood is not None else None
             if cam and fc is not None:
-                cams = _to_input_size(torch.einsum("c,bchw->bhw", margin_weights(fc, target), maps)[:, None].clamp(min=0), x)
+                cams = torch.einsum("c,bchw->bhw", margin_weights(fc, target), maps).clamp(min=0)
+                cams = _to_input_size(cams.float().numpy(), tuple(x.shape[-2:]))
         if cam and fc is None:
             cams = grad_cam(model, x, target)
     return Inference(logits, cams if cam else None, ood)
 
 
-def _to_input_size(cam: torch.Tensor, x: torch.Tensor) -> np.ndarray:
-    """B x 1 x h x w non-negative maps -> B x H x W in [0, 1], bilinear to the input's size."""
-    cam = torch.nn.functional.interpolate(cam.float(), size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[:, 0].numpy()
+def _to_input_size(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """B x h x w (or B x 1 x h x w) non-negative maps -> B x H x W in [0, 1], bilinear to the input's
+    size `size` (H, W): OpenCV's, which is torch's `interpolate(mode="bilinear", align_corners=False)` to 1e-6."""
+    import cv2
+
+    if len(cam) == 0:
+        return np.zeros((0, *size), np.float32)
+    cam = np.stack([cv2.resize(np.asarray(c, np.float32).reshape(c.shape[-2:]), size[::-1], interpolation=cv2.INTER_LINEAR) for c in cam])
     peak = cam.reshape(len(cam), -1).max(1).reshape(-1, 1, 1)
     return np.where(peak > 0, cam / np.maximum(peak, 1e-12), 0.0).astype(np.float32)
 

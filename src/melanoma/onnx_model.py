@@ -5,20 +5,24 @@ pooling + one linear layer the class activation map of the positive class's marg
 explain.py), so `predict --model FILE.onnx --cam` needs no torch model, and the out-of-distribution
 score when the model carries one (ood.py). The model's ModelInfo (threshold,
 temperature, preprocessing, ...) travels in the ONNX file's metadata, so the file stands alone.
+Running a file (`OnnxModel`) needs numpy and ONNX Runtime, not torch; exporting one needs torch.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
 from .errors import require_extra
-from .explain import linear_head, margin_weights
-from .model import METADATA_KEY, Classifier, ModelFileError, ModelInfo, error_summary, replace_atomically
+from .model import METADATA_KEY, ModelFileError, ModelInfo, error_summary, replace_atomically
+
+if TYPE_CHECKING:
+    import torch
+
+    from .model import Classifier
 
 DIGEST_KEY = "melanoma_sha256"
 
@@ -31,35 +35,43 @@ def digest(graph_proto, info_json: str) -> str:
     return hashlib.sha256(graph_proto.SerializeToString(deterministic=True) + info_json.encode()).hexdigest()
 
 
-class _Graph(nn.Module):
-    def __init__(self, model: Classifier, target: int):
-        super().__init__()
-        self.model, self.fc, self.target = model, linear_head(model), target
+def _graph(model: Classifier, target: int) -> torch.nn.Module:
+    """The module `export` traces: normalised NHWC batch -> logits, map (with a linear head), OOD score."""
+    import torch
+    from torch import nn
 
-    def outputs(self) -> list[str]:
-        return ["logits"] + ["cam"] * (self.fc is not None) + ["ood"] * (self.model.ood is not None)
+    from .explain import linear_head, margin_weights
 
-    def forward(self, image_nhwc: torch.Tensor):
-        # The input is the normalised batch in NHWC order, the memory order of our channels_last
-        # tensors, so handing it over needs no copy.
-        maps, probe = self.model.features_and_probe(image_nhwc.permute(0, 3, 1, 2))
-        out = [self.model.head(maps)]
-        if self.fc is not None:
-            out.append(torch.relu(torch.einsum("c,bchw->bhw", margin_weights(self.fc, self.target), maps)))
-        if self.model.ood is not None:
-            out.append(self.model.ood(probe))
-        return tuple(out)
+    class Graph(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model, self.fc, self.target = model, linear_head(model), target
+
+        def outputs(self) -> list[str]:
+            return ["logits"] + ["cam"] * (self.fc is not None) + ["ood"] * (self.model.ood is not None)
+
+        def forward(self, image_nhwc: torch.Tensor):
+            # The input is the normalised batch in NHWC order, the memory order of our channels_last
+            # tensors, so handing it over needs no copy.
+            maps, probe = self.model.features_and_probe(image_nhwc.permute(0, 3, 1, 2))
+            out = [self.model.head(maps)]
+            if self.fc is not None:
+                out.append(torch.relu(torch.einsum("c,bchw->bhw", margin_weights(self.fc, self.target), maps)))
+            if self.model.ood is not None:
+                out.append(self.model.ood(probe))
+            return tuple(out)
+
+    return Graph().eval()
 
 
 def export(model: Classifier, info: ModelInfo, path: str | os.PathLike) -> None:
     """Write `model` as ONNX (batch size free) with `info` in its metadata, atomically."""
+    import torch
 
-    model = model.eval()
-    graph = _Graph(model, target=len(info.class_names) - 1).eval()
+    graph = _graph(model.eval(), target=len(info.class_names) - 1)
     size = info.preprocess.image_size
     example = torch.zeros(2, size, size, 3)
-    names = graph.outputs()
-    program = torch.onnx.export(graph, (example,), None, input_names=["image_nhwc"], output_names=names,
+    program = torch.onnx.export(graph, (example,), None, input_names=["image_nhwc"], output_names=graph.outputs(),
                                 dynamic_shapes={"image_nhwc": {0: torch.export.Dim("batch")}}, dynamo=True, verbose=False)
     save(program.model_proto, info, path)
 
@@ -90,9 +102,9 @@ def quantize(model: Classifier, info: ModelInfo, calibration: np.ndarray, valida
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 
-    from .preprocess import normalize
+    from .preprocess import normalize_nhwc
 
-    x = normalize(calibration, info.preprocess).permute(0, 2, 3, 1).contiguous().numpy()
+    x = normalize_nhwc(calibration, info.preprocess)
 
     class Batches(CalibrationDataReader):
         def __init__(self):
@@ -127,13 +139,13 @@ def refit(int8: "OnnxModel", info: ModelInfo, views: np.ndarray, labels: np.ndar
     from dataclasses import replace
 
     from .calibration import operating_point
-    from .metrics import binary_metrics
     from .explain import infer
+    from .metrics import binary_metrics
     from .ood import cutoff_of
-    from .preprocess import normalize
+    from .preprocess import normalize_nhwc
 
-    outs = [infer(int8, normalize(views[i : i + 64], info.preprocess), cam=False) for i in range(0, len(views), 64)]
-    logits = torch.cat([o.logits for o in outs]).float().numpy()
+    outs = [infer(int8, normalize_nhwc(views[i : i + 64], info.preprocess), cam=False) for i in range(0, len(views), 64)]
+    logits = np.concatenate([o.logits for o in outs])
     temperature, p, threshold = operating_point(logits, labels, info.target_sensitivity)
     threshold = info.threshold if threshold is None else threshold
     m = binary_metrics(labels, p, threshold, bootstrap=0)
@@ -159,9 +171,11 @@ def save(proto, info: ModelInfo, path: str | os.PathLike) -> None:
 
 
 class OnnxModel:
-    """An exported model run by ONNX Runtime; called like the torch Classifier (batch -> logits).
-    Abilities, as the Classifier declares them: `maps` when the graph outputs the class activation map
-    (a head of pooling + one linear layer; only of the positive class), never `lowering_maps`."""
+    """An exported model run by ONNX Runtime on a normalised batch: numpy N x H x W x 3 float32
+    (`preprocess.normalize_nhwc`), or the torch batch of `preprocess.normalize` (N x 3 x H x W); it
+    answers in numpy arrays. Abilities, as the Classifier declares them: `maps` when the graph outputs
+    the class activation map (a head of pooling + one linear layer; only of the positive class), never
+    `lowering_maps`."""
 
     engine = "onnx"
     lowering_maps = False
@@ -194,20 +208,21 @@ class OnnxModel:
     def eval(self) -> "OnnxModel":
         return self
 
-    def _run(self, x: torch.Tensor) -> dict[str, np.ndarray]:
-        nhwc = x.permute(0, 2, 3, 1)  # a view: x is channels_last (see preprocess.normalize)
-        return dict(zip(self.output_names, self.session.run(None, {"image_nhwc": np.ascontiguousarray(nhwc.numpy(), dtype=np.float32)})))
+    def _run(self, x: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:
+        if not isinstance(x, np.ndarray):  # a torch batch: N x 3 x H x W, channels_last, so NHWC is a view
+            x = x.permute(0, 2, 3, 1).numpy()
+        return dict(zip(self.output_names, self.session.run(None, {"image_nhwc": np.ascontiguousarray(x, dtype=np.float32)})))
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self._run(x)["logits"])
+    def __call__(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        return self._run(x)["logits"]
 
-    def outputs(self, x: torch.Tensor, target: int, cam: bool) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray | None]:
-        """Logits, B x 1 x h x w class activation maps (feature resolution, not normalised; with
-        `cam`) and the OOD scores (None when the model carries none); see explain.infer."""
+    def outputs(self, x: np.ndarray | torch.Tensor, target: int, cam: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Logits, B x h x w class activation maps (feature resolution, not normalised; with `cam`)
+        and the OOD scores (None when the model carries none); see explain.infer."""
         if cam and (not self.maps or target != len(self.info.class_names) - 1):
             raise ModelFileError("this ONNX model carries no class activation map; use the .safetensors model it was exported from for Grad-CAM")
         out = self._run(x)
-        return torch.from_numpy(out["logits"]), torch.from_numpy(out["cam"])[:, None] if cam else None, out.get("ood")
+        return out["logits"], out["cam"] if cam else None, out.get("ood")
 
 
 def load_model(path: str | os.PathLike | None = None, threads: int | None = None):

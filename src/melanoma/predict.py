@@ -1,4 +1,6 @@
-"""Prediction on images: calibrated probability of malignancy, label at the model's threshold, Grad-CAM."""
+"""Prediction on images: calibrated probability of malignancy, label at the model's threshold, Grad-CAM.
+
+With an ONNX model (onnx_model.OnnxModel) nothing here imports torch."""
 
 from __future__ import annotations
 
@@ -7,20 +9,22 @@ import csv
 import os
 import sys
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
 
 from .calibration import calibrated_probability
 from .explain import Inference, infer, overlay
 from .images import ImageError, find_images, load_image
-from .model import Classifier, ModelInfo
-from .preprocess import Preprocess, model_view, normalize, view_box
+from .preprocess import Preprocess, model_view, normalize, normalize_nhwc, view_box
+
+if TYPE_CHECKING:
+    from .model import Classifier, ModelInfo
 
 NOT_A_DIAGNOSIS = (
     "This is not a diagnosis. It is a research tool that can be wrong in both directions. "
@@ -42,14 +46,20 @@ def label_of(p: float, info: ModelInfo) -> str:
 
 
 def predictions(out: Inference, info: ModelInfo) -> list[Prediction]:
-    ps = calibrated_probability(out.logits.numpy(), info.temperature)
+    ps = calibrated_probability(np.asarray(out.logits), info.temperature)
     scores = [None] * len(ps) if out.ood is None else [float(s) for s in out.ood]
     return [Prediction(float(p), label_of(float(p), info), s, None if s is None else s > info.ood_cutoff) for p, s in zip(ps, scores)]
 
 
+def model_input(model: Classifier, views: np.ndarray, pre: Preprocess):
+    """A stack of model views (N x H x W x 3 uint8) normalised for `model`: numpy NHWC for ONNX
+    Runtime (`normalize_nhwc`, no torch), a torch batch for the torch model (`normalize`)."""
+    return normalize_nhwc(views, pre) if model.engine == "onnx" else normalize(views, pre)
+
+
 def predict_views(model: Classifier, info: ModelInfo, views: np.ndarray) -> list[Prediction]:
     """Predictions for a stack of model views (N x H x W x 3 uint8, see preprocess.model_view)."""
-    return predictions(infer(model, normalize(views, info.preprocess), cam=False), info)
+    return predictions(infer(model, model_input(model, views, info.preprocess), cam=False), info)
 
 
 def classify(model: Classifier, info: ModelInfo, images: list[Image.Image]) -> list[Prediction]:
@@ -60,7 +70,7 @@ def analyse(model: Classifier, info: ModelInfo, image: Image.Image) -> tuple[Pre
     """Prediction, Grad-CAM map (model-view resolution; None for a model file without maps) and the
     model view, from one preprocessing."""
     view = model_view(image, info.preprocess)
-    out = infer(model, normalize(view[None], info.preprocess), target=len(info.class_names) - 1, cam=model.maps)
+    out = infer(model, model_input(model, view[None], info.preprocess), target=len(info.class_names) - 1, cam=model.maps)
     return predictions(out, info)[0], None if out.cam is None else out.cam[0], view
 
 
@@ -82,27 +92,34 @@ def common_folder(files: list[Path]) -> Path:
     return Path(os.path.commonpath([f.resolve().parent for f in files]))
 
 
-class _Views(Dataset):
-    """Files -> the model's views (decoded in DataLoader workers when there are any), with the
-    decoded image itself when `keep_image` (for the overlay); a bad file gives its error."""
+def decode(file: Path, pre: Preprocess, keep_image: bool = False) -> tuple[np.ndarray | None, Image.Image | None, str | None]:
+    """A file -> its model view, with the decoded image itself when `keep_image` (for the overlay);
+    a bad file gives its error instead."""
+    try:
+        image = load_image(file)
+        return model_view(image, pre), image if keep_image else None, None
+    except ImageError as exc:
+        return None, None, str(exc)
 
-    def __init__(self, files: list[Path], pre: Preprocess, keep_image: bool = False):
-        self.files, self.pre, self.keep_image = files, pre, keep_image
 
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, Image.Image | None, str | None]:
-        try:
-            image = load_image(self.files[i])
-            return i, model_view(image, self.pre), image if self.keep_image else None, None
-        except ImageError as exc:
-            return i, None, None, str(exc)
+def ahead(pool: Executor | None, fn: Callable, items: Iterable, depth: int) -> Iterator:
+    """fn(item) for each item, in order, computed in `pool` up to `depth` items ahead of the one the
+    caller has (in the calling thread, one at a time, without a pool)."""
+    if pool is None:
+        yield from map(fn, items)
+        return
+    queue: deque = deque()
+    for item in items:
+        queue.append(pool.submit(fn, item))
+        if len(queue) > depth:
+            yield queue.popleft().result()
+    while queue:
+        yield queue.popleft().result()
 
 
 def predict_with_cam(model: Classifier, info: ModelInfo, views: np.ndarray) -> tuple[list[Prediction], np.ndarray]:
     """Predictions and Grad-CAM maps for a stack of model views, from one pass."""
-    out = infer(model, normalize(views, info.preprocess), target=len(info.class_names) - 1)
+    out = infer(model, model_input(model, views, info.preprocess), target=len(info.class_names) - 1)
     return predictions(out, info), out.cam
 
 
@@ -111,10 +128,10 @@ def ood_word(pred: Prediction) -> str:
 
 
 def default_workers() -> int:
-    """Decoding processes beside the model: none on 2 cores, where they only take cores from the
-    model (ONNX Runtime, 1,000 test images: 103 images/s with none, 87-93 with 1 or 2; measured),
-    then one per spare core up to 4."""
-    return max(0, min(4, (os.cpu_count() or 1) - 2))
+    """Threads decoding images beside the model's: one, then one per core beyond 2, up to 4. (Decoding
+    a 224-px test image takes about 0.5 ms, a twentieth of its int8 ONNX inference; Pillow lets other
+    threads run while it decodes.)"""
+    return max(1, min(4, (os.cpu_count() or 1) - 2))
 
 
 def inference_streams(cam: bool = False, cores: int | None = None) -> tuple[int, int]:
@@ -131,9 +148,17 @@ def inference_streams(cam: bool = False, cores: int | None = None) -> tuple[int,
     return streams, max(1, cores // streams)
 
 
+def _set_torch_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
 @contextlib.contextmanager
 def torch_threads(n: int):
     """torch's intra-op threads for the calling thread, restored afterwards."""
+    import torch
+
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
@@ -148,8 +173,8 @@ def run(paths: list[str], model: Classifier, info: ModelInfo, csv_path: str | No
     `unlike-training` by the OOD score, `-` when the model carries none); optional CSV and overlays
     (from the same pass and the same decoded image). Bad files: a line on stderr, exit 1 at the end.
     `model` is the torch Classifier or an onnx_model.OnnxModel (made with `inference_streams(cam)[1]` threads).
-    Batches are decoded by the DataLoader and predicted `inference_streams(cam)[0]` at a time in threads
-    (torch and ONNX Runtime release the GIL)."""
+    Batches are decoded `workers` threads beside the model (`default_workers`), ahead of the model, and
+    predicted `inference_streams(cam)[0]` at a time in threads (torch and ONNX Runtime release the GIL)."""
     files, empty = find_images(paths)
     for folder in empty:
         print(f"error: {folder}: a folder with no image files in it", file=sys.stderr)
@@ -162,11 +187,17 @@ def run(paths: list[str], model: Classifier, info: ModelInfo, csv_path: str | No
     if csv_path:
         Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
     workers = default_workers() if workers is None else workers
-    loader = DataLoader(_Views(files, info.preprocess, keep_image=bool(cam_dir)), batch_size=batch_size,
-                        num_workers=workers if len(files) > batch_size else 0, collate_fn=list)
     streams, threads = inference_streams(cam=bool(cam_dir))
-    with (open(csv_path, "w", newline="") if csv_path else contextlib.nullcontext()) as f_csv, torch_threads(threads), \
-            ThreadPoolExecutor(streams, initializer=torch.set_num_threads, initargs=(threads,)) as pool:
+    batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
+    on_torch = model.engine == "torch"
+
+    def decode_batch(batch: list[Path]) -> list[tuple]:
+        return [decode(f, info.preprocess, keep_image=bool(cam_dir)) for f in batch]
+
+    with (open(csv_path, "w", newline="") if csv_path else contextlib.nullcontext()) as f_csv, \
+            torch_threads(threads) if on_torch else contextlib.nullcontext(), \
+            ThreadPoolExecutor(streams, initializer=_set_torch_threads if on_torch else None, initargs=(threads,)) as pool, \
+            ThreadPoolExecutor(workers) if workers and len(batches) > 1 else contextlib.nullcontext() as decoders:
         writer = csv.writer(f_csv) if f_csv else None
         if writer:
             writer.writerow(["path", "p_malignant", "label", "ood_score", "ood"])
@@ -185,12 +216,14 @@ def run(paths: list[str], model: Classifier, info: ModelInfo, csv_path: str | No
                     Image.fromarray(ov).save(target)
 
         pending: deque = deque()  # (files, views and images; future predictions), oldest first
-        for batch in loader:
-            for _, _, _, error in batch:
+        for batch, decoded in zip(batches, ahead(decoders, decode_batch, batches, depth=max(streams, workers))):
+            good = []
+            for path, (view, image, error) in zip(batch, decoded):
                 if error:
                     print(f"error: {error}", file=sys.stderr)
                     failed += 1
-            good = [(files[i], view, image) for i, view, image, error in batch if error is None]
+                else:
+                    good.append((path, view, image))
             if good:
                 views = np.stack([v for _, v, _ in good])
                 pending.append((good, pool.submit(predict_with_cam if cam_dir else predict_views, model, info, views)))

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
 
 RGB = tuple[float, float, float]
 
@@ -113,7 +116,10 @@ def overlay_copy(im: Image.Image, pre: Preprocess) -> tuple[Image.Image, tuple[i
 
 def normalize(batch_uint8: np.ndarray | torch.Tensor, pre: Preprocess) -> torch.Tensor:
     """N x H x W x 3 uint8 -> N x 3 x H x W float, normalised (channels_last memory: NHWC order
-    underneath, which is what the uint8 input already is, so this is one conversion and one scaling)."""
+    underneath, which is what the uint8 input already is, so this is one conversion and one scaling).
+    The torch model's input (training, on any device); `normalize_nhwc` gives the same values in numpy."""
+    import torch
+
     x = batch_uint8 if isinstance(batch_uint8, torch.Tensor) else torch.from_numpy(np.array(batch_uint8, copy=True))
     x = x.permute(0, 3, 1, 2).float()
     if pre.colour_reference is not None:
@@ -124,6 +130,18 @@ def normalize(batch_uint8: np.ndarray | torch.Tensor, pre: Preprocess) -> torch.
     return x.mul_(scale).add_(shift).contiguous(memory_format=torch.channels_last)
 
 
+def normalize_nhwc(batch_uint8: np.ndarray, pre: Preprocess) -> np.ndarray:
+    """`normalize` in numpy, N x H x W x 3 float32 (the ONNX graph's input, no torch needed): the same
+    operations in the same float32 order, so the same values (tests/test_preprocess.py)."""
+    x = np.asarray(batch_uint8).astype(np.float32)
+    if pre.colour_reference is not None:
+        x = match_colour_nhwc(x, *pre.colour_reference)
+    std = np.array(pre.std, np.float32)
+    x *= np.float32(1.0) / (np.float32(255.0) * std)
+    x += -np.array(pre.mean, np.float32) / std
+    return x
+
+
 def match_colour(x: torch.Tensor, mean: RGB, std: RGB, dark: float = 20.0, min_std: float = 4.0) -> torch.Tensor:
     """Give each image of a N x 3 x H x W batch (0-255 floats) the reference per-channel mean and
     standard deviation (`mean`, `std` in [0, 1] units) over its lit pixels, clipped to 0-255.
@@ -132,7 +150,10 @@ def match_colour(x: torch.Tensor, mean: RGB, std: RGB, dark: float = 20.0, min_s
     cast of the camera and its light are taken out, so the model cannot tell a photo's source by
     them. Pixels whose brightest channel is `dark` or less (a dermoscope's black vignette) are left
     out of the statistics and as they are. Hand-written: a few tensor lines, applied where the model
-    input is made (`normalize`), so training, evaluate, predict, ONNX and the page all share it."""
+    input is made (`normalize`, and `match_colour_nhwc` for `normalize_nhwc`), so training, evaluate,
+    predict, ONNX and the page all share it."""
+    import torch
+
     lit = x.amax(1, keepdim=True) > dark
     w = lit.float()
     n = w.sum((2, 3), keepdim=True).clamp(min=1.0)
@@ -141,6 +162,26 @@ def match_colour(x: torch.Tensor, mean: RGB, std: RGB, dark: float = 20.0, min_s
     ref_m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1) * 255.0
     ref_s = torch.tensor(std, device=x.device).view(1, 3, 1, 1) * 255.0
     return torch.where(lit, ((x - m) / s * ref_s + ref_m).clamp(0.0, 255.0), x)
+
+
+def match_colour_nhwc(x: np.ndarray, mean: RGB, std: RGB, dark: float = 20.0, min_std: float = 4.0) -> np.ndarray:
+    """`match_colour` on a N x H x W x 3 float32 numpy batch, line for line."""
+    lit = x.max(3, keepdims=True) > dark
+    w = lit.astype(np.float32)
+    n = np.maximum(_pixel_sums(w), np.float32(1.0))
+    m = _pixel_sums(x * w) / n
+    s = np.maximum(np.sqrt(_pixel_sums((x - m) ** 2 * w) / n), np.float32(min_std))
+    ref_m = np.array(mean, np.float32) * np.float32(255.0)
+    ref_s = np.array(std, np.float32) * np.float32(255.0)
+    return np.where(lit, np.clip((x - m) / s * ref_s + ref_m, 0.0, 255.0), x)
+
+
+def _pixel_sums(a: np.ndarray) -> np.ndarray:
+    """N x H x W x C -> N x 1 x 1 x C sums over each image's pixels, each channel's summed over its
+    contiguous values as torch sums them (numpy's sum over the outer axes of NHWC adds row by row and
+    strays from torch's by 1e-4 after normalising)."""
+    per_channel = np.ascontiguousarray(a.reshape(len(a), -1, a.shape[-1]).transpose(0, 2, 1))
+    return per_channel.sum(2)[:, None, None, :]
 
 
 def model_view(im: Image.Image, pre: Preprocess) -> np.ndarray:
