@@ -10,7 +10,7 @@ from PIL import Image
 from melanoma.audit import near_duplicate_groups, run_audit, thumbnail
 from melanoma.data import split_train_val
 from melanoma.model import load
-from melanoma.train import mix_targets, mixup_batch, sample_weights
+from melanoma.sampling import mix_targets, mixup_batch, sample_weights
 
 from .conftest import TINY_THRESHOLD, lesion_image
 from .test_predict_explain import melanoma_cli

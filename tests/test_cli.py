@@ -33,3 +33,15 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--version"])
     assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"melanoma {__version__}"
+
+
+@pytest.mark.parametrize("settings, words", [({"epochs": 0}, "--epochs must be between 1 and 30"), ({"mixup": -1}, "--mixup"),
+                                             ({"distill": 0.3}, "--distill needs at least one --teacher")])
+def test_a_recipe_checks_itself_when_made_from_python(settings, words):
+    """`train.main(TrainConfig(epochs=0))` from Python is refused as the command line is, before anything runs."""
+    from melanoma.errors import UsageError
+    from melanoma.recipe import TrainConfig
+
+    with pytest.raises(UsageError, match=words.replace("-", r"\-")):
+        TrainConfig(**settings)
+    assert TrainConfig().problem() is None

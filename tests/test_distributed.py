@@ -16,7 +16,9 @@ from melanoma.loadtest import free_port
 from melanoma.model import Classifier, load
 from melanoma.parallel import Parallel
 from melanoma.preprocess import Preprocess, train_augment
-from melanoma.train import ArrayDataset, Fitting, StopRequest, TrainConfig, sample_weights, train_one_epoch
+from melanoma.recipe import TrainConfig
+from melanoma.sampling import ArrayDataset, sample_weights
+from melanoma.train import Fitting, StopRequest, train_one_epoch
 
 
 def tiny_net() -> Classifier:

@@ -93,9 +93,9 @@ def matched_model_file(tmp_path_factory):
 @pytest.mark.slow
 def test_every_entry_point_applies_the_colour_matching_the_model_file_carries(matched_model_file, tmp_path):
     """train (validation scores), evaluate, predict (CLI and page), ONNX: one preprocessing (colours and framing)."""
-    from melanoma.scoring import score_views
     from melanoma.onnx_model import OnnxModel
     from melanoma.predict import analyse, classify
+    from melanoma.scoring import score_views
     from melanoma.train import predict_logits
 
     model, info = load(matched_model_file)
@@ -270,7 +270,7 @@ def test_init_may_change_colour_matching_and_framing_but_a_teacher_may_not():
     a teacher's probabilities are computed on this run's views, so its preprocessing must match."""
     from melanoma.errors import UsageError
     from melanoma.lineage import check_same_run
-    from melanoma.train import TrainConfig
+    from melanoma.recipe import TrainConfig
 
     _, old = build("efficientnet_lite0", image_size=64)
     _, new = build("efficientnet_lite0", image_size=64, colour_reference=TRAINING_LOOK, framing="lesion")

@@ -10,8 +10,9 @@ import pytest
 
 from melanoma.errors import UsageError
 from melanoma.model import load
+from melanoma.sampling import epoch_batches, epoch_pool, sample_weights, sampled_kinds
 from melanoma.sources import Source, join_lesions, kaggle_source, read_sources_file, scan_source, scan_sources, source_record, weights_licence
-from melanoma.train import by_source, epoch_batches, epoch_pool, sample_weights, sampled_kinds
+from melanoma.train import by_source
 
 from .conftest import DATA, ROOT, lesion_image
 from .test_predict_explain import melanoma_cli
@@ -223,7 +224,7 @@ def test_the_split_across_sources_keeps_every_same_photo_pair_on_one_side(extra_
 
     from melanoma.audit import test_duplicates_in_train, thumbnail
     from melanoma.data import scan
-    from melanoma.train import group_and_split
+    from melanoma.split import group_and_split
 
     sources = read_sources_file(SOURCES_FILE)
     samples = scan_sources(sources)

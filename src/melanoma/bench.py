@@ -82,7 +82,7 @@ def predict_throughput(model_file: str, data: Path, n: int, engine: str) -> dict
         return {}  # no training run to draw validation images from (the random-weight baseline)
     if exports:
         from .onnx_model import CALIBRATION_IMAGES, export, quantize
-        from .train import validation_views
+        from .split import validation_views
 
         tmp = tempfile.TemporaryDirectory(prefix="melanoma-bench-")  # removed when this phase's process ends
         onnx_file = Path(tmp.name) / "model.onnx"
@@ -128,7 +128,10 @@ def train_throughput(model_file: str, data: Path, n: int) -> dict:
     from .onnx_model import load_model
     from .parallel import Parallel
     from .preprocess import train_augment
-    from .train import ArrayDataset, Fitting, StopRequest, TrainConfig, freeze_early_layers, initial_model, load_split, train_one_epoch
+    from .recipe import TrainConfig
+    from .sampling import ArrayDataset
+    from .split import load_split
+    from .train import Fitting, StopRequest, freeze_early_layers, initial_model, train_one_epoch
 
     _, info = load_model(model_file)  # the architecture and input size; training starts from random weights
     config = TrainConfig(arch=info.arch, img_size=info.preprocess.image_size, epochs=1)

@@ -10,8 +10,6 @@ from . import __version__
 from .errors import Interrupted, UsageError, require_extra
 from .model import ARCHITECTURES, ModelFileError
 
-RUNTIME = ("workers",)  # how this machine runs a training run, not its recipe: free to change on --resume
-
 
 def whole(low: int, high: int | None = None):
     """An argparse type: a whole number in [low, high]; anything else is a usage error (exit 2)."""
@@ -39,12 +37,13 @@ def positive(text: str) -> float:
 
 def _train(args) -> int:
     from .data import check_outside, data_dir, resolve_data_dir
-    from .train import TrainConfig, main
+    from .recipe import TrainConfig
+    from .train import main
 
     given = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
-    runtime = {k: v for k, v in given.items() if k in RUNTIME}
+    runtime = {k: v for k, v in given.items() if k in TrainConfig.RUNTIME}
     if args.resume:
-        if set(given) - set(RUNTIME) or args.out:
+        if set(given) - set(TrainConfig.RUNTIME) or args.out:
             print("error: --resume continues with the run's own recipe; give only --data and --workers besides it", file=sys.stderr)
             return 2
         out = Path(args.resume)
@@ -53,12 +52,13 @@ def _train(args) -> int:
     else:
         print("error: give --out RUN_DIR for a new run, or --resume RUN_DIR to continue one", file=sys.stderr)
         return 2
-    config = TrainConfig(**given)
-    problem = train_config_problem(config)
-    if not problem and config.sources and args.data:
-        problem = "--sources names every training source (the Kaggle data too); give it or --data, not both"
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
+    try:
+        config = TrainConfig(**given)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if config.sources and args.data:
+        print("error: --sources names every training source (the Kaggle data too); give it or --data, not both", file=sys.stderr)
         return 2
     if config.sources:
         from .sources import read_sources_file
@@ -128,12 +128,19 @@ def _evaluate(args) -> int:
 
 
 def _fit_ood(args) -> int:
+    from dataclasses import replace
+
+    from . import model as models
+    from . import ood
     from .data import check_outside, resolve_data_dir
-    from .train import fit_ood
+    from .split import model_split
 
     data = resolve_data_dir(args.data)
     check_outside(data, args.out)
-    cutoff = fit_ood(args.model, data, Path(args.out))
+    model, info = models.load(args.model)  # fitted on its run's training images, its cut-off set on its validation split
+    d = model_split(info, data)
+    cutoff = ood.attach(model, info.preprocess, d.views_of(d.tr), d.labels[d.tr], d.views_of(d.va))
+    models.save(Path(args.out), model, replace(info, ood_cutoff=cutoff, ood_block=model.ood.block))
     print(f"wrote {args.out} (out-of-distribution cut-off {cutoff:.4g})", file=sys.stderr)
     return 0
 
@@ -160,7 +167,7 @@ def _export(args) -> int:
         export(model, info, args.onnx)
     else:
         from .data import resolve_data_dir
-        from .train import validation_views
+        from .split import validation_views
 
         views, labels = validation_views(info, resolve_data_dir(args.data))
         refitted = quantize(model, info, views[: args.calibration_images], (views, labels), args.onnx)
@@ -245,7 +252,7 @@ def _loadtest(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .onnx_model import CALIBRATION_IMAGES
-    from .train import TrainConfig
+    from .recipe import TrainConfig
 
     p = argparse.ArgumentParser(prog="melanoma", description="Melanoma classifier for dermoscopy images (not a medical device).",
                                 epilog="exit status: 0 done, 1 something named could not be used or the run failed, "
@@ -383,36 +390,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--time-limit", dest="time_limit", type=positive, default=600, help="seconds before the load is stopped (default %(default)s)")
     g.set_defaults(func=_loadtest)
     return p
-
-
-def train_config_problem(c) -> str | None:
-    if not 1 <= c.epochs <= 30:
-        return "--epochs must be between 1 and 30"
-    if not 0 < c.val_fraction <= 0.5:
-        return "--val-fraction must be in (0, 0.5]"
-    parts = round(1 / c.val_fraction)  # the split is one of `parts` group-stratified folds (data.split_train_val)
-    if abs(1 / parts - c.val_fraction) > 0.005:
-        return (f"--val-fraction {c.val_fraction:g} cannot be honoured: validation is one of k equal parts, and the nearest, "
-                f"1/{parts}, is {1 / parts:.3f}; use 1/k (0.5, 0.333, 0.25, 0.2, ..., 0.1, ...)")
-    if not 0 < c.target_sensitivity <= 1:
-        return "--target-sensitivity is a fraction in (0, 1], e.g. 0.95"
-    if c.batch_size < 1 or c.patience < 1 or (c.img_size is not None and c.img_size < 32):
-        return "--batch-size and --patience must be at least 1, --img-size at least 32"
-    if not 0 <= c.distill <= 1:
-        return "--distill is a fraction in [0, 1], e.g. 0.5"
-    if c.distill != type(c).distill and not c.teacher:
-        return "--distill needs at least one --teacher"
-    if not 0 <= c.label_smoothing <= 0.5:
-        return "--label-smoothing is in [0, 0.5], e.g. 0.1"
-    if not 0 <= c.mixup <= 10:
-        return "--mixup is a Beta parameter in [0, 10] (0 turns it off), e.g. 0.2"
-    if not 0 < c.lr < 1 or not 0 <= c.weight_decay < 1:
-        return "--lr must be in (0, 1) and --weight-decay in [0, 1), e.g. 0.001 and 0.0001"
-    if c.freeze_blocks < 0 or c.workers < 0:
-        return "--freeze-blocks and --workers must be 0 or more"
-    if c.limit is not None and c.limit < 2:
-        return "--limit must be at least 2 images per class"
-    return None
 
 
 def log_to_stderr() -> None:

@@ -5,7 +5,7 @@
 class UsageError(Exception):
     """Something the user named cannot be used (a folder, a file, a sources file, a run to resume):
     the message names it and says why. Exit code 1 (a wrong command line is refused by the parser
-    or `cli.train_config_problem`: exit code 2)."""
+    or a `recipe.TrainConfig` that refuses its settings: exit code 2)."""
 
 
 EXTRAS = {"app": ("streamlit", "pandas"), "api": ("fastapi", "uvicorn", "multipart", "httpx2"),

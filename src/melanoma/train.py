@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import random
 import signal
 import sys
 import time
@@ -23,106 +22,25 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from . import checkpoint, ood
 from . import model as models
-from .audit import near_duplicate_groups, thumbnail
 from .calibration import calibrated_probability, operating_point
 from .checkpoint import Progress
-from .data import CLASS_NAMES, fingerprint, read_samples, split_train_val
+from .data import CLASS_NAMES
 from .errors import Interrupted, UsageError
 from .explain import infer
-from .lineage import check_same_run, split_digest
+from .lineage import check_same_run
 from .parallel import Parallel
-from .preprocess import TRAINING_LOOK, Preprocess, model_view, normalize, train_augment
+from .preprocess import TRAINING_LOOK, Preprocess, normalize, train_augment
+from .recipe import TrainConfig
+from .sampling import ArrayDataset, epoch_batches, epoch_pool, mix_targets, mixup_batch, sample_weights, sampled_kinds
 from .seeding import derive_seed, seed_everything
-from .sources import Source, join_lesions, kaggle_source, read_sources_file, scan_sources, source_record
+from .sources import source_record
+from .split import Split, data_changed_message, prepare_data, run_sources
 
 LOG = logging.getLogger(__name__)  # shown on stderr by process 0 alone (cli.log_to_stderr)
-
-
-@dataclass
-class TrainConfig:
-    arch: str = "efficientnet_lite0"  # or efficientnet_lite1/2 (bigger, slower), or "seed_cnn", the original project's network
-    epochs: int = 30  # upper bound; early stopping usually ends sooner
-    patience: int = 4  # epochs without a better validation AUC before stopping
-    img_size: int | None = None  # default: the architecture's own (224 / 100)
-    batch_size: int = 32
-    lr: float = 1e-3  # peak of the one-cycle schedule
-    weight_decay: float = 1e-2
-    freeze_blocks: int = 4  # efficientnet_lite*: keep the stem and first N blocks at ImageNet weights (2-3x faster on CPU)
-    val_fraction: float = 0.1
-    target_sensitivity: float = 0.95  # the threshold is picked on validation to reach this
-    seed: int = 0
-    limit: int | None = None  # at most this many training images per class (quick runs, tests)
-    workers: int = 0  # DataLoader worker processes
-    init: str | None = None  # start from this model file's weights (same data, seed and split) instead of ImageNet's
-    teacher: list[str] | None = None  # model files (same data and split) whose mean probability is part of the target
-    distill: float = 0.5  # with teachers: target = (1 - distill) * true label + distill * teachers' probability
-    augment: str = "standard"  # or "robust": also the ways real photos differ (preprocess.train_augment)
-    colour: str = "fixed"  # or "matched": each image's colours matched to the training look (preprocess.match_colour)
-    framing: str = "centre"  # or "lesion": the model sees a square around the spot (preprocess.lesion_box)
-    label_smoothing: float = 0.0  # cross-entropy label smoothing (tempers over-confidence)
-    duplicates: str = "each"  # or "once": a near-duplicate group weighs as much as one image (sample_weights)
-    mixup: float = 0.0  # Beta(a, a) mixing of each batch with itself shuffled (tempers over-confidence); 0: off
-    sources: str | None = None  # a sources file (sources.py) naming every training source; default: the Kaggle data alone
-
-
-class ArrayDataset(Dataset):
-    """Decoded training views; sample i of epoch e is augmented with its own seed (seed, e, i), so the
-    result does not depend on worker processes or on where a resumed run picked up."""
-
-    def __init__(self, arrays: list[np.ndarray], labels: np.ndarray, augment, seed: int, targets: torch.Tensor | None = None):
-        self.arrays, self.labels, self.augment, self.seed = arrays, labels, augment, seed
-        self.targets = targets  # N x 2 class probabilities to learn instead of the labels (distillation)
-        self.epoch = 1
-
-    def __len__(self) -> int:
-        return len(self.arrays)
-
-    def __getitem__(self, i: int):
-        self.augment.set_random_seed(derive_seed(self.seed, self.epoch, i))
-        return self.augment(image=self.arrays[i])["image"], int(self.labels[i])
-
-
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, pool: np.ndarray | None = None) -> list[list[int]]:
-    """The shuffled batches of one epoch (a short last batch is dropped when there is more than one),
-    over range(n), or over `pool` (the images this epoch sees, `epoch_pool`) when given."""
-    if pool is not None:
-        return [[int(pool[j]) for j in b] for b in epoch_batches(len(pool), batch_size, seed, epoch)]
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, epoch))).tolist()
-    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
-    if len(batches) > 1 and len(batches[-1]) < batch_size:
-        batches.pop()
-    return batches
-
-
-def sampled_kinds(samples, sources: list[Source]) -> dict[tuple[str, str], tuple[np.ndarray, int]]:
-    """(source, diagnosis) -> (the positions of its images in `samples`, how many an epoch sees), for
-    every diagnosis a source caps with `per_epoch` (it has more images than that)."""
-    out = {}
-    for src in sources:
-        for kind, cap in src.per_epoch.items():
-            idx = np.array([i for i, s in enumerate(samples) if s.source == src.name and s.kind == kind], dtype=np.int64)
-            if not len(idx):
-                LOG.warning(f"note: source {src.name}: per_epoch names {kind!r}, a diagnosis none of its training images has")
-            if len(idx) > cap:
-                out[(src.name, kind)] = (idx, cap)
-    return out
-
-
-def epoch_pool(n: int, capped: dict, seed: int, epoch: int) -> np.ndarray | None:
-    """The training positions one epoch sees: all, except that each capped diagnosis gives a fresh
-    seeded draw of `cap` of its images (sampled, not repeated); None when nothing is capped."""
-    if not capped:
-        return None
-    rng = np.random.default_rng(derive_seed(seed, epoch, 3))
-    keep = np.ones(n, bool)
-    for idx, cap in capped.values():
-        keep[idx] = False
-        keep[rng.choice(idx, cap, replace=False)] = True
-    return np.nonzero(keep)[0]
 
 
 class StopRequest:
@@ -152,31 +70,6 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
-def load_split(samples, pre: Preprocess, quiet: bool = False):
-    """Decode once: the model's square view for training, a thumbnail for near-duplicate groups."""
-    from tqdm import tqdm
-
-    views, thumbs, labels, kept, bad = [], [], [], [], []
-    bar = tqdm(samples, desc="reading images", unit="img", file=sys.stderr, mininterval=2, disable=quiet)
-    for s, im in read_samples(bar, bad):
-        views.append(model_view(im, pre))
-        thumbs.append(thumbnail(im))
-        labels.append(s.label)
-        kept.append(s)
-    return kept, views, np.stack(thumbs), np.array(labels), [{"file": e.name, "reason": e.reason} for e in bad]
-
-
-def subsample(samples, limit: int | None, seed: int):
-    if limit is None:
-        return samples
-    rng = random.Random(seed)
-    out = []
-    for label in range(len(CLASS_NAMES)):
-        of_class = [s for s in samples if s.label == label]
-        out += sorted(rng.sample(of_class, min(limit, len(of_class))), key=lambda s: s.rel)
-    return out
-
-
 def freeze_early_layers(model: nn.Module, arch: str, n_blocks: int) -> list[nn.Module]:
     """Stop gradients into the stem and first n blocks; they also keep their BatchNorm statistics."""
     if not arch.startswith("efficientnet_lite") or n_blocks <= 0:
@@ -186,22 +79,6 @@ def freeze_early_layers(model: nn.Module, arch: str, n_blocks: int) -> list[nn.M
     for m in frozen:
         m.requires_grad_(False)
     return frozen
-
-
-def sample_weights(labels: np.ndarray, groups: np.ndarray, once: bool = False, scale: np.ndarray | None = None,
-                   presence: np.ndarray | None = None) -> torch.Tensor:
-    """Each training image's weight in the loss: the two classes weigh alike in all (as an epoch sees
-    them: `presence` is the share of epochs an image is drawn in, `epoch_pool`); `scale` multiplies
-    each image's weight first (its source's weight); with `once`, the images of a near-duplicate group
-    (joined by lesion id where sources give one) share one image's weight (Kaggle train holds ~490 such
-    groups, nearly all melanomas photographed several times, which otherwise teach those lesions
-    several times over)."""
-    _, group_of, group_size = np.unique(groups, return_inverse=True, return_counts=True)
-    share = 1 / group_size[group_of] if once else np.ones(len(labels))
-    share = share * (1 if scale is None else scale)
-    seen = share * (1 if presence is None else presence)
-    per_class = np.bincount(labels, weights=seen, minlength=2)
-    return torch.tensor(share * (seen.sum() / (2 * np.maximum(per_class, 1e-12)))[labels], dtype=torch.float32)
 
 
 @dataclass
@@ -278,18 +155,6 @@ def train_one_epoch(f: Fitting, progress: Progress, stop: StopRequest) -> bool:
     return True
 
 
-def mixup_batch(x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, alpha: float, seed: int):
-    """mixup (Zhang et al. 2018): the batch blended with a seeded shuffle of itself, one Beta(alpha,
-    alpha) share for the batch; targets (labels or probabilities) and sample weights blended alike."""
-    rng = np.random.default_rng(seed)
-    share = float(rng.beta(alpha, alpha))
-    order = torch.from_numpy(rng.permutation(len(x))).to(x.device)
-    if target.dim() == 1:
-        target = nn.functional.one_hot(target, 2).float()
-    blend = lambda t: share * t + (1 - share) * t[order]  # noqa: E731
-    return blend(x), blend(target), blend(weight)
-
-
 def predict_logits(model, arrays: list[np.ndarray], pre: Preprocess, device=torch.device("cpu"), batch_size: int = 64) -> np.ndarray:
     """Logits of model views (validation, teachers), a batch at a time through `explain.infer`."""
     out = [infer(model, normalize(torch.from_numpy(np.stack(arrays[i : i + batch_size])).to(device), pre), cam=False).logits.float().cpu()
@@ -325,58 +190,6 @@ def main(config: TrainConfig, data_dir: Path, out_dir: Path, resume: bool = Fals
         return _run(config, data_dir, out_dir, saved, par)
     finally:
         par.close()
-
-
-@dataclass
-class Split:
-    """The run's training images, decoded once, and its validation split (near-duplicate groups kept
-    on one side)."""
-
-    samples: list
-    views: list[np.ndarray]
-    labels: np.ndarray
-    groups: np.ndarray
-    tr: np.ndarray
-    va: np.ndarray
-    unreadable: list[dict]
-    fingerprint: str  # of the readable images (data.fingerprint: paths and contents)
-    sources: list[Source]
-
-    @property
-    def digest(self) -> str:
-        return split_digest([self.samples[i].rel for i in self.va])
-
-    def views_of(self, idx: np.ndarray) -> list[np.ndarray]:
-        return [self.views[i] for i in idx]
-
-    def samples_of(self, idx: np.ndarray) -> list:
-        return [self.samples[i] for i in idx]
-
-
-def run_sources(config_sources: str | None, data_dir: Path) -> list[Source]:
-    """A run's training sources: the sources file's, else the Kaggle data at `data_dir` alone."""
-    return read_sources_file(config_sources) if config_sources else [kaggle_source(data_dir)]
-
-
-def prepare_data(sources: list[Source], pre: Preprocess, limit: int | None, val_fraction: float, seed: int, quiet: bool = False) -> Split:
-    """Scan, decode and split the training images as a run with these settings does."""
-    samples = subsample(scan_sources(sources), limit, seed)
-    names = ", ".join(s.name for s in sources)
-    samples, views, thumbs, labels, unreadable = load_split(samples, pre, quiet=quiet)
-    if not samples:
-        raise UsageError(f"{names}: none of the training images could be read")
-    groups, tr, va = group_and_split(samples, thumbs, labels, val_fraction, seed)
-    return Split(samples, views, labels, groups, tr, va, unreadable, fingerprint(samples), sources)
-
-
-def group_and_split(samples, thumbs: np.ndarray, labels: np.ndarray, val_fraction: float, seed: int):
-    """Near-duplicate groups (the audit's, across every source) joined by lesion id, and the
-    stratified train/validation split that keeps each group on one side."""
-    groups = near_duplicate_groups(thumbs)
-    if any(s.lesion for s in samples):  # a Kaggle-only run keeps the audit's groups as they are
-        groups = join_lesions(groups, samples)
-    tr, va = split_train_val(labels, groups, val_fraction, seed)
-    return groups, tr, va
 
 
 @dataclass
@@ -564,36 +377,6 @@ def validation_scores(model, views: list[np.ndarray], labels: np.ndarray, pre: P
     return loss, float((logits.argmax(1) == labels).mean()), float(roc_auc_score(labels, logits[:, 1] - logits[:, 0]))
 
 
-def model_split(info: models.ModelInfo, data_dir: Path) -> Split:
-    """The training images and validation split the run that made a model drew, drawn again from its
-    recorded settings and checked against the digests it carries."""
-    tc = info.train_config
-    d = prepare_data(run_sources(tc.get("sources"), data_dir), info.preprocess, tc.get("limit"), tc.get("val_fraction", 0.1), tc.get("seed", 0))
-    digest = info.validation.get("split_sha256")  # models from before the digest: the split is drawn by the same settings
-    if d.fingerprint != info.data_fingerprint or digest not in (None, d.digest):
-        raise UsageError(f"{data_dir}: not the training images and validation split the model was trained with")
-    return d
-
-
-def validation_views(info: models.ModelInfo, data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """A model's own validation images (`model_split`) as model views, shuffled with seed 0, and
-    their labels: `export --int8` measures activation ranges on the first `--calibration-images`
-    and refits the int8 model's temperature, threshold and OOD cut-off on all of them."""
-    d = model_split(info, data_dir)
-    order = np.random.default_rng(0).permutation(d.va)
-    return np.stack(d.views_of(order)), d.labels[order]
-
-
-def fit_ood(model_path: str | None, data_dir: Path, out: Path) -> float:
-    """Add the out-of-distribution score (ood.py) to a model trained before it existed: fitted on its
-    training images, its cut-off set on its validation split (`model_split`). Returns the cut-off."""
-    model, info = models.load(model_path)
-    d = model_split(info, data_dir)
-    cutoff = ood.attach(model, info.preprocess, d.views_of(d.tr), d.labels[d.tr], d.views_of(d.va))
-    models.save(out, model, replace(info, ood_cutoff=cutoff, ood_block=model.ood.block))
-    return cutoff
-
-
 def start_from(model: nn.Module, config: TrainConfig, pre: Preprocess, data_fingerprint: str, split: str, par: Parallel) -> dict:
     """Load the --init model's weights into `model` (see lineage.check_same_run); returns a copy of them (the best so far)."""
     init, info = models.load(config.init)
@@ -620,34 +403,10 @@ def distillation_targets(config: TrainConfig, pre: Preprocess, data_fingerprint:
     return mix_targets(labels, np.mean(probs, axis=0), config.distill)
 
 
-def mix_targets(labels: np.ndarray, p_malignant: np.ndarray, weight: float) -> torch.Tensor:
-    """N x 2 (benign, malignant) probabilities: (1 - weight) * one-hot label + weight * teacher."""
-    p = (1 - weight) * labels.astype(np.float64) + weight * np.asarray(p_malignant, np.float64)
-    return torch.from_numpy(np.stack([1 - p, p], axis=1)).float()
-
-
 def exit_interrupted(out_dir: Path, progress: Progress) -> None:
     where = f"epoch {progress.epochs_done + 1}, batch {progress.batches_done}" if progress.batches_done else f"after epoch {progress.epochs_done}"
     LOG.info(f"interrupted: checkpoint saved ({where}); continue with: melanoma train --resume {out_dir}")
     raise Interrupted()
-
-
-def data_changed_message(out_dir: Path, data_dir: Path, samples) -> str:
-    """Which files differ from the ones the run started with (split.json lists them)."""
-    try:
-        split = json.loads((out_dir / "split.json").read_text())
-        before = set(split["train"]) | set(split["validation"])
-    except (OSError, ValueError, KeyError):
-        before = None
-    now = {s.rel for s in samples}
-    if before is None:
-        detail = "its file list (split.json) is missing"
-    elif before == now:
-        detail = "the same files, but some contents changed"
-    else:
-        detail = f"{len(now - before)} images added, {len(before - now)} removed"
-    return (f"{data_dir}: the training data changed since {out_dir} was started ({detail}; "
-            "the data fingerprint differs); resuming would mix two data sets: start a new run with a new --out")
 
 
 def write_history(history: list[dict], out_dir: Path) -> None:

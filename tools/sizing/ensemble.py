@@ -22,10 +22,11 @@ from melanoma import model as models
 from melanoma.audit import near_duplicate_groups, test_duplicates_in_train, thumbnail
 from melanoma.calibration import calibrated_probability, fit_temperature, threshold_for_sensitivity
 from melanoma.data import read_samples, scan, split_train_val
-from melanoma.metrics import binary_metrics
 from melanoma.lineage import split_digest
+from melanoma.metrics import binary_metrics
 from melanoma.preprocess import model_view
-from melanoma.train import load_split, predict_logits
+from melanoma.split import load_split
+from melanoma.train import predict_logits
 
 FLIPS = {"id": lambda a: a, "h": lambda a: a[:, :, ::-1], "v": lambda a: a[:, ::-1], "hv": lambda a: a[:, ::-1, ::-1]}
 

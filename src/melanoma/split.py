@@ -1,0 +1,140 @@
+"""A training run's images and its validation split: scanned from the run's sources, decoded once,
+grouped (near-duplicates across every source, joined by lesion id) and split so that each group stays
+on one side. `model_split` draws a model's own split again from the settings its file records (for
+`export --int8`'s calibration and `fit-ood`)."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .audit import near_duplicate_groups, thumbnail
+from .data import CLASS_NAMES, fingerprint, read_samples, split_train_val
+from .errors import UsageError
+from .lineage import split_digest
+from .preprocess import Preprocess, model_view
+from .sources import Source, join_lesions, kaggle_source, read_sources_file, scan_sources
+
+if TYPE_CHECKING:
+    from .model import ModelInfo
+
+
+@dataclass
+class Split:
+    """The run's training images, decoded once, and its validation split (near-duplicate groups kept
+    on one side)."""
+
+    samples: list
+    views: list[np.ndarray]
+    labels: np.ndarray
+    groups: np.ndarray
+    tr: np.ndarray
+    va: np.ndarray
+    unreadable: list[dict]
+    fingerprint: str  # of the readable images (data.fingerprint: paths and contents)
+    sources: list[Source]
+
+    @property
+    def digest(self) -> str:
+        return split_digest([self.samples[i].rel for i in self.va])
+
+    def views_of(self, idx: np.ndarray) -> list[np.ndarray]:
+        return [self.views[i] for i in idx]
+
+    def samples_of(self, idx: np.ndarray) -> list:
+        return [self.samples[i] for i in idx]
+
+
+def load_split(samples, pre: Preprocess, quiet: bool = False):
+    """Decode once: the model's square view for training, a thumbnail for near-duplicate groups."""
+    from tqdm import tqdm
+
+    views, thumbs, labels, kept, bad = [], [], [], [], []
+    bar = tqdm(samples, desc="reading images", unit="img", file=sys.stderr, mininterval=2, disable=quiet)
+    for s, im in read_samples(bar, bad):
+        views.append(model_view(im, pre))
+        thumbs.append(thumbnail(im))
+        labels.append(s.label)
+        kept.append(s)
+    return kept, views, np.stack(thumbs), np.array(labels), [{"file": e.name, "reason": e.reason} for e in bad]
+
+
+def subsample(samples, limit: int | None, seed: int):
+    if limit is None:
+        return samples
+    rng = random.Random(seed)
+    out = []
+    for label in range(len(CLASS_NAMES)):
+        of_class = [s for s in samples if s.label == label]
+        out += sorted(rng.sample(of_class, min(limit, len(of_class))), key=lambda s: s.rel)
+    return out
+
+
+def run_sources(config_sources: str | None, data_dir: Path) -> list[Source]:
+    """A run's training sources: the sources file's, else the Kaggle data at `data_dir` alone."""
+    return read_sources_file(config_sources) if config_sources else [kaggle_source(data_dir)]
+
+
+def prepare_data(sources: list[Source], pre: Preprocess, limit: int | None, val_fraction: float, seed: int, quiet: bool = False) -> Split:
+    """Scan, decode and split the training images as a run with these settings does."""
+    samples = subsample(scan_sources(sources), limit, seed)
+    names = ", ".join(s.name for s in sources)
+    samples, views, thumbs, labels, unreadable = load_split(samples, pre, quiet=quiet)
+    if not samples:
+        raise UsageError(f"{names}: none of the training images could be read")
+    groups, tr, va = group_and_split(samples, thumbs, labels, val_fraction, seed)
+    return Split(samples, views, labels, groups, tr, va, unreadable, fingerprint(samples), sources)
+
+
+def group_and_split(samples, thumbs: np.ndarray, labels: np.ndarray, val_fraction: float, seed: int):
+    """Near-duplicate groups (the audit's, across every source) joined by lesion id, and the
+    stratified train/validation split that keeps each group on one side."""
+    groups = near_duplicate_groups(thumbs)
+    if any(s.lesion for s in samples):  # a Kaggle-only run keeps the audit's groups as they are
+        groups = join_lesions(groups, samples)
+    tr, va = split_train_val(labels, groups, val_fraction, seed)
+    return groups, tr, va
+
+
+def model_split(info: ModelInfo, data_dir: Path) -> Split:
+    """The training images and validation split the run that made a model drew, drawn again from its
+    recorded settings and checked against the digests it carries."""
+    tc = info.train_config
+    d = prepare_data(run_sources(tc.get("sources"), data_dir), info.preprocess, tc.get("limit"), tc.get("val_fraction", 0.1), tc.get("seed", 0))
+    digest = info.validation.get("split_sha256")  # models from before the digest: the split is drawn by the same settings
+    if d.fingerprint != info.data_fingerprint or digest not in (None, d.digest):
+        raise UsageError(f"{data_dir}: not the training images and validation split the model was trained with")
+    return d
+
+
+def validation_views(info: ModelInfo, data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A model's own validation images (`model_split`) as model views, shuffled with seed 0, and
+    their labels: `export --int8` measures activation ranges on the first `--calibration-images`
+    and refits the int8 model's temperature, threshold and OOD cut-off on all of them."""
+    d = model_split(info, data_dir)
+    order = np.random.default_rng(0).permutation(d.va)
+    return np.stack(d.views_of(order)), d.labels[order]
+
+
+def data_changed_message(out_dir: Path, data_dir: Path, samples) -> str:
+    """Which files differ from the ones the run started with (split.json lists them)."""
+    try:
+        split = json.loads((out_dir / "split.json").read_text())
+        before = set(split["train"]) | set(split["validation"])
+    except (OSError, ValueError, KeyError):
+        before = None
+    now = {s.rel for s in samples}
+    if before is None:
+        detail = "its file list (split.json) is missing"
+    elif before == now:
+        detail = "the same files, but some contents changed"
+    else:
+        detail = f"{len(now - before)} images added, {len(before - now)} removed"
+    return (f"{data_dir}: the training data changed since {out_dir} was started ({detail}; "
+            "the data fingerprint differs); resuming would mix two data sets: start a new run with a new --out")
