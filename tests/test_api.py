@@ -242,7 +242,7 @@ def test_errors_are_json_and_a_fault_is_one_log_line(client, caplog, monkeypatch
 
     def broken(*args):
         raise RuntimeError("simulated fault\nsecond line")
-    monkeypatch.setattr(app.state.service, "analyse", broken)
+    monkeypatch.setattr(app.state.service, "answer", broken)
     with caplog.at_level(logging.ERROR, logger="melanoma.api"):
         r = TestClient(app, raise_server_exceptions=False).post("/v1/predict", files=upload(("a.png", png_bytes(lesion_image()))))
     assert r.status_code == 500 and r.json() == {"error": "internal error; the server's log has a line about it"}

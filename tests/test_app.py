@@ -131,7 +131,7 @@ def test_a_session_keeps_a_bounded_number_of_analyses(monkeypatch):
     from melanoma import app
 
     calls = []
-    monkeypatch.setattr(app, "analyse", lambda data, name, model, info: calls.append(name) or {"name": name})
+    monkeypatch.setattr(app, "check_upload", lambda data, name, model, info: calls.append(name) or {"name": name})
     st.session_state.clear() if hasattr(st.session_state, "clear") else None
     for i in range(app.SESSION_CACHE + 5):
         app.cached_analysis(bytes([i]), f"{i}.jpg", None, None)
@@ -158,7 +158,7 @@ def test_page_inference_runs_on_one_torch_thread(tiny_model_file, data_dir, monk
 
     def session():  # as Streamlit runs the page: in a thread of its own
         torch.set_num_threads(2)
-        r = app.analyse(data, "spot.jpg", model, info)
+        r = app.check_upload(data, "spot.jpg", model, info)
         after.append((torch.get_num_threads(), r["pred"].label))
 
     t = threading.Thread(target=session)

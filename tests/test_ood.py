@@ -10,11 +10,11 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from melanoma.model import ModelFileError, load
-from melanoma.nonlesion import write as write_nonlesion
 from melanoma.ood import attach
 from melanoma.predict import classify
 from melanoma.preprocess import model_view
 from melanoma.quality import assess
+from tests.nonlesion import write as write_nonlesion
 
 from .conftest import lesion_image
 from .test_predict_explain import melanoma_cli
@@ -136,11 +136,11 @@ def test_predict_csv_and_lines_carry_the_score_and_the_flag(tmp_path, nonlesion,
 
 
 def test_page_shows_the_model_check_beside_the_photo_checks(nonlesion):
-    from melanoma.app import UNLIKE_TRAINING, analyse, warnings_for
+    from melanoma.app import UNLIKE_TRAINING, check_upload, warnings_for
 
     model, info = load()
     flat = [f for f in flagged_by_the_bundled_model(nonlesion) if f.name.startswith("flat")][0]
-    r = analyse(flat.read_bytes(), flat.name, model, info)  # a flat colour the model flags
+    r = check_upload(flat.read_bytes(), flat.name, model, info)  # a flat colour the model flags
     warnings = warnings_for(r)
     assert r["pred"].ood and warnings[0] == UNLIKE_TRAINING
     assert any(w.startswith("Photo check:") for w in warnings)  # no lesion, no skin: the photo checks fire too

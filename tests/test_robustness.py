@@ -112,11 +112,11 @@ def test_every_entry_point_applies_the_colour_matching_the_model_file_carries(ma
     assert np.allclose(score_views(model, info, v)[0], expected, atol=1e-5)  # evaluate
     assert np.allclose([p.p_malignant for p in classify(model, info, images)], expected, atol=1e-5)  # predict
     assert np.allclose([analyse(model, info, im)[0].p_malignant for im in images], expected, atol=1e-5)  # the page
-    from melanoma.app import analyse as page_analyse
+    from melanoma.app import check_upload
 
     png = io.BytesIO()
     images[0].save(png, format="PNG")
-    page = page_analyse(png.getvalue(), "spot.png", model, info)
+    page = check_upload(png.getvalue(), "spot.png", model, info)
     assert page["box"] == lesion_box(images[0]) and page["pred"].p_malignant == pytest.approx(float(expected[0]), abs=1e-5)
     logits = predict_logits(model, v, info.preprocess)  # training's validation
     assert np.allclose(torch.softmax(torch.from_numpy(logits) / info.temperature, 1)[:, 1].numpy(), expected, atol=1e-5)

@@ -222,7 +222,7 @@ def test_the_split_across_sources_keeps_every_same_photo_pair_on_one_side(extra_
     image has a near-duplicate in an added source."""
     from PIL import Image
 
-    from melanoma.audit import test_duplicates_in_train, thumbnail
+    from melanoma.audit import copies_in_train, thumbnail
     from melanoma.data import scan
     from melanoma.split import group_and_split
 
@@ -255,7 +255,7 @@ def test_the_split_across_sources_keeps_every_same_photo_pair_on_one_side(extra_
     assert pairs > 2500 and straddling == 0
     test = scan(DATA, "test")
     added = np.array([s.source != "kaggle" for s in samples])
-    copied, _, _ = test_duplicates_in_train(thumbs[added], np.stack([thumbnail(Image.open(s.path)) for s in test]))
+    copied, _, _ = copies_in_train(thumbs[added], np.stack([thumbnail(Image.open(s.path)) for s in test]))
     assert not copied.any()
 
 

@@ -153,7 +153,7 @@ class Service:
         path = Path(model_path) if model_path else BUNDLED_MODEL
         return cls(model, info, pool, describe(model, info, path))
 
-    def analyse(self, uploads: list[tuple[str, bytes]], cam: bool) -> list[dict]:
+    def answer(self, uploads: list[tuple[str, bytes]], cam: bool) -> list[dict]:
         """One entry per upload, in order: the prediction (one batch for all readable files) or the
         loader's reason it could not be read."""
         info = self.info
@@ -260,7 +260,7 @@ def create_app(model_path: str | None = None, api_key: str | None = None, cors_o
             if pixels > limits.request_pixels:
                 return error(413, f"the images total {pixels / 1e6:.0f} megapixels, over the {limits.request_pixels / 1e6:.0f} megapixel "
                                   "limit per request; send fewer or smaller images at once")
-            entries = await asyncio.get_running_loop().run_in_executor(service.pool, service.analyse, uploads, cam)
+            entries = await asyncio.get_running_loop().run_in_executor(service.pool, service.answer, uploads, cam)
         finally:
             service.busy, service.busy_bytes = service.busy - 1, service.busy_bytes - size
         status = 200 if any("error" not in e for e in entries) else 422

@@ -32,7 +32,7 @@ def get_model(path: str | None):
     return load_model(path, threads=1)
 
 
-def analyse(data: bytes, name: str, model, info) -> dict:
+def check_upload(data: bytes, name: str, model, info) -> dict:
     """Everything the page shows for one upload, except the overlay blend (which follows the slider)."""
     image = load_image(data, name=name)
     # One torch thread: Streamlit runs the page in threads other than the main one, where torch's
@@ -66,7 +66,7 @@ def cached_analysis(data: bytes, name: str, model, info) -> dict:
     key = hashlib.sha256(data).hexdigest() + name
     cache = st.session_state.setdefault("analyses", OrderedDict())
     if key not in cache:
-        cache[key] = analyse(data, name, model, info)
+        cache[key] = check_upload(data, name, model, info)
         while len(cache) > SESSION_CACHE:
             cache.popitem(last=False)
     cache.move_to_end(key)
@@ -246,4 +246,5 @@ def main() -> None:
         st.download_button("Download as CSV", table.to_csv(index=False), "skin_spot_check.csv", "text/csv")
 
 
-main()
+if __name__ == "__main__":  # streamlit runs this file as __main__; importing it (tests, tools) runs nothing
+    main()

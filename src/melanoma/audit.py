@@ -95,7 +95,7 @@ def read_thumbnails(samples: list[Sample], sizes: Counter | None = None) -> tupl
     return ok, np.stack(thumbs) if thumbs else np.zeros((0, 2, THUMB, THUMB), np.float32), bad
 
 
-def test_duplicates_in_train(train_thumbs: np.ndarray, test_thumbs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def copies_in_train(train_thumbs: np.ndarray, test_thumbs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Boolean mask of test images with a near-duplicate in train, plus best correlation and match."""
     corr = np.full(len(test_thumbs), -np.inf, dtype=np.float32)
     arg = np.zeros(len(test_thumbs), dtype=np.int64)
@@ -139,7 +139,7 @@ def run_audit(root: Path, out: Path) -> dict:
         "by_class": {c: sum(1 for m in dup_groups for r in m if f"/{c}/" in r) for c in CLASS_NAMES},
         "largest_group": len(dup_groups[0]) if dup_groups else 0,
     }
-    mask, corr, arg = test_duplicates_in_train(thumbs["train"], thumbs["test"])
+    mask, corr, arg = copies_in_train(thumbs["train"], thumbs["test"])
     leaked = [
         {"test": s.rel, "train": samples["train"][a].rel, "correlation": round(float(c), 4)}
         for s, m, c, a in zip(samples["test"], mask, corr, arg)

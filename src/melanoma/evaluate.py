@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audit import read_thumbnails, test_duplicates_in_train
+from .audit import copies_in_train, read_thumbnails
 from .data import labelled_set, scan
 from .errors import UsageError
 from .experiments import faithfulness, shift_suite
@@ -50,7 +50,7 @@ def run(model_path: str | None, data_dir: Path | None, out: Path, bootstrap: int
     if evalset.train_dir is not None:
         _, train_thumbs, _ = read_thumbnails(scan(evalset.train_dir.parent, evalset.train_dir.name))
         if len(train_thumbs):
-            leaked, _, _ = test_duplicates_in_train(train_thumbs, np.stack(thumbs))
+            leaked, _, _ = copies_in_train(train_thumbs, np.stack(thumbs))
     clean = ~leaked
     has_clean = evalset.train_dir is not None
 

@@ -123,7 +123,7 @@ def flat_png(side: int) -> bytes:
     return buf.getvalue()
 
 
-async def load(url: str, image: Path, expected: dict, clients: int, requests: int, time_limit: float, abusive: int = 0) -> dict:
+async def send_load(url: str, image: Path, expected: dict, clients: int, requests: int, time_limit: float, abusive: int = 0) -> dict:
     import httpx2
 
     data = image.read_bytes()
@@ -212,7 +212,7 @@ def run(out: Path, image: Path, model: str | None = None, clients: int = 32, req
     expected = expected_answer(image, model)
     with tempfile.TemporaryDirectory() as tmp, Server(model, Path(tmp) / "server.log") as server:
         server.wait_ready()
-        result = asyncio.run(load(server.url, image, expected, clients, requests, time_limit, abusive))
+        result = asyncio.run(send_load(server.url, image, expected, clients, requests, time_limit, abusive))
         result["server_peak_memory_mb"] = round(peak_memory_mb(server.process.pid) or float("nan"), 1)
     report = {"clients": clients, "requests": requests, "image": image.name, "expected": expected, **result,
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},

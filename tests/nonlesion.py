@@ -1,8 +1,8 @@
 """Pictures that are not skin lesions, to check that the out-of-distribution score flags them.
 
-`python -m melanoma.nonlesion OUT_DIR` writes 60 of them (seeded, the same on every run): flat
-colours, colour gradients, printed text, drawn faces, drawn landscapes, stripes, checkerboards and
-noise, and photographs with a free licence that ship with matplotlib (Grace Hopper's US Navy
+A test fixture (tests/test_ood.py); `python tests/nonlesion.py OUT_DIR` writes the same 60 for
+`evaluate --ood-against` (seeded, the same on every run): flat colours, colour gradients, printed
+text, drawn faces, drawn landscapes, stripes, checkerboards and noise, and photographs with a free licence that ship with matplotlib (Grace Hopper's US Navy
 portrait, public domain, whole and cropped; its sample pictures). Nothing is downloaded.
 """
 
@@ -115,5 +115,5 @@ def write(out: str | Path, per_kind: int = 9, seed: int = 0) -> list[Path]:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m melanoma.nonlesion OUT_DIR")
+        sys.exit("usage: python tests/nonlesion.py OUT_DIR")
     print(f"{len(write(sys.argv[1]))} pictures written to {sys.argv[1]}")
