@@ -36,7 +36,7 @@ def test_onnx_runtime_matches_torch_on_the_test_split(bundled_onnx, data_dir, tm
     assert r.returncode == 0, r.stderr[-2000:]
     torch_rows, onnx_rows = read_csv(tmp_path / "torch.csv"), read_csv(tmp_path / "onnx.csv")
     assert len(torch_rows) == 2000 and torch_rows.keys() == onnx_rows.keys()
-    # 63 batches predicted side by side in threads still come out in the order the files were found
+    # batches predicted side by side in threads still come out in the order the files were found
     assert list(torch_rows) == list(onnx_rows) == [str(f) for f in find_images([test])[0]]
     diff = max(abs(torch_rows[k][0] - onnx_rows[k][0]) for k in torch_rows)
     assert diff <= 1e-4
