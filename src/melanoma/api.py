@@ -1,4 +1,5 @@
-"""The HTTP API for programs: `melanoma api` serves it with uvicorn (FastAPI application).
+"""The HTTP API for programs: `melanoma api` serves it with uvicorn (FastAPI application). About 300
+lines: the routes, their limits and the bounded worker pool are one piece that its tests hold together.
 
 - `POST /v1/predict` (multipart, one or more files in the field `file`; `?cam=true` adds the
   Grad-CAM overlay as a base64 PNG): one entry per file, in order, from the same path as `melanoma

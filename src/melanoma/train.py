@@ -6,6 +6,10 @@
 and threshold on validation, the OOD score, one model file with everything in it). A checkpoint
 after every epoch (and on Ctrl-C) lets `--resume` continue exactly (checkpoint.py); under torchrun
 the same code runs data-parallel (parallel.py). Messages go to the `melanoma.train` logger.
+
+The recipe is recipe.py, the images and split split.py, what each epoch sees sampling.py. This file is
+over 300 lines because it is the run itself, step after step as `_run` calls them: split further, a
+reader would jump between files to follow one run.
 """
 
 from __future__ import annotations
