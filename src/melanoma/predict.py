@@ -127,11 +127,10 @@ def ood_word(pred: Prediction) -> str:
     return "-" if pred.ood is None else ("unlike-training" if pred.ood else "ok")
 
 
-# Images a batch: ONNX Runtime spends less CPU an image on small batches (int8, 2 batches side by side,
-# one thread each: 6.3-7.2 ms an image at 1-8 images against 7.5-7.7 at 32 and 8.1 at 64; the float
-# export 9.4-9.9 ms at 4-8 against 9.9-10.0 at 32; measured on 2 busy cores). `predict` on the 2,000
-# test images with the int8 file: 4-8% less time than at 32, peak memory 305 MB instead of 870.
-BATCH_SIZE = {"torch": 32, "onnx": 8}
+# Images a batch. ONNX Runtime spends less CPU an image on small batches: `predict` on the 2,000 test
+# images with the int8 file, 2 idle cores, took 7.9-8.0 s at 4 images (peak memory 215 MB), 8.1-8.6 s
+# at 8 (305 MB) and 8.2 s at 2; at 32, 4-8% longer than at 8 (busy cores) and 870 MB (measured).
+BATCH_SIZE = {"torch": 32, "onnx": 4}
 
 
 def default_workers() -> int:
