@@ -5,13 +5,11 @@ __version__ = "0.1.0"
 
 def keep_freed_memory_in_the_heap() -> None:
     """glibc returns large freed blocks (a network's activations) to the OS and page-faults them in
-    again at the next allocation; on the 2-core machines here that was most of the run time:
-    EfficientNet-Lite0 inference at batch 32 went from 25 to 62 images/s and a training step from
-    2.4 to 1.7 s with this (measured). Threads other than the main one get heaps of their own
-    (arenas) where these settings do not help: batch prediction in 2 threads ran at 33 images/s
-    with them, 65 with one heap for all (M_ARENA_MAX 1). Same as MALLOC_MMAP_MAX_=0
-    MALLOC_TRIM_THRESHOLD_=1GiB MALLOC_ARENA_MAX=1 (MALLOC_ENVIRONMENT below, for processes such as the
-    page's server that start threads before this runs); freed memory is kept for reuse instead.
+    again at the next allocation, which on small machines can take much of the run time; threads
+    other than the main one get heaps of their own (arenas) where these settings do not help, hence
+    one heap for all (M_ARENA_MAX 1). Same as MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1GiB
+    MALLOC_ARENA_MAX=1 (MALLOC_ENVIRONMENT below, for processes such as the page's server that start
+    threads before this runs); freed memory is kept for reuse instead.
     Does nothing off glibc. Process-wide, so the CLI calls it (`cli.main`), never `import melanoma`."""
     import ctypes
     import ctypes.util
