@@ -2,6 +2,8 @@
 
 import csv
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -111,6 +113,25 @@ def test_an_onnx_file_without_maps_serves_every_entry_point_with_a_note(tiny_mod
         assert answer.status_code == 200
         entry = answer.json()["results"][0]
         assert "cam_png" not in entry and 0 <= entry["p_malignant"] <= 1
+
+
+def test_predict_on_an_onnx_file_never_imports_torch(bundled_onnx, data_dir, tmp_path):
+    """An .onnx file is run by numpy, OpenCV, Pillow and ONNX Runtime alone: `melanoma predict` on it (with
+    overlays), `--version` and `predict --help` never import torch (a second of start-up)."""
+    images = [f for c in ("Benign", "Malignant") for f in sorted((data_dir / "test" / c).glob("*.jpg"))[:2]]
+    watch = "import sys\nfrom melanoma.cli import main\ntry:\n    sys.exit(main(sys.argv[1:]))\nfinally:\n    print('torch' in sys.modules, file=sys.stderr)\n"
+    for args in (["predict", *images, "--model", bundled_onnx, "--csv", tmp_path / "p.csv", "--cam", tmp_path / "cams"], ["--version"],
+                 ["predict", "--help"]):
+        r = subprocess.run([sys.executable, "-c", watch, *map(str, args)], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0 and r.stderr.splitlines()[-1] == "False", (args, r.stderr[-2000:])
+    assert len(list((tmp_path / "cams").rglob("*.png"))) == 4 and len(read_csv(tmp_path / "p.csv")) == 4
+
+
+def test_architecture_names_without_torch_are_the_models():
+    from melanoma.model import ARCHITECTURES
+    from melanoma.modelinfo import ARCHITECTURE_NAMES
+
+    assert ARCHITECTURE_NAMES == tuple(ARCHITECTURES)
 
 
 def test_inference_streams_split_the_cores():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import Interrupted, UsageError, require_extra
-from .model import ARCHITECTURES, ModelFileError
+from .modelinfo import ARCHITECTURE_NAMES, ModelFileError
 
 
 def whole(low: int, high: int | None = None):
@@ -297,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     ]:
         dest = flag[2:].replace("-", "_")
         default = getattr(d, dest)
-        kw = {"--arch": {"choices": list(ARCHITECTURES)}, "--augment": {"choices": ["standard", "robust"]},
+        kw = {"--arch": {"choices": list(ARCHITECTURE_NAMES)}, "--augment": {"choices": ["standard", "robust"]},
               "--colour": {"choices": ["fixed", "matched"]}, "--framing": {"choices": ["centre", "lesion"]},
               "--duplicates": {"choices": ["each", "once"]}}.get(flag, {})
         t.add_argument(flag, dest=dest, type=kind, help=f"{text} (default {default})" if default is not None else text, **kw)

@@ -12,18 +12,17 @@ import hashlib
 import json
 import os
 import platform
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .modelinfo import ARCHITECTURE_NAMES, FORMAT_VERSION, METADATA_KEY, ModelFileError, ModelInfo, error_summary  # noqa: F401 - re-exported
 from .ood import FeatureDistance
 from .preprocess import Preprocess
 
-FORMAT_VERSION = 1
-METADATA_KEY = "melanoma"
 CHECKSUM_KEY = "melanoma_weights_sha256"
 BUNDLED_MODEL = Path(__file__).resolve().parent / "bundled" / "melanoma_efficientnet_lite0.safetensors"
 
@@ -136,52 +135,6 @@ def build(arch: str, pretrained: bool = False, image_size: int | None = None,
     return make(pretrained, pre.image_size), pre
 
 
-@dataclass
-class ModelInfo:
-    """Everything inference needs, and the record of how the model was made."""
-
-    arch: str
-    preprocess: Preprocess
-    class_names: tuple[str, ...] = ("Benign", "Malignant")
-    threshold: float = 0.5  # on the calibrated probability of the positive (last) class
-    temperature: float = 1.0  # logits are divided by this before the softmax
-    target_sensitivity: float | None = None
-    train_config: dict = field(default_factory=dict)
-    data_fingerprint: str | None = None
-    validation: dict = field(default_factory=dict)
-    history: list = field(default_factory=list)  # per-epoch losses/accuracies, for the curves
-    versions: dict = field(default_factory=dict)
-    ood_cutoff: float | None = None  # OOD scores above this are flagged (with the `ood.*` tensors; see ood.py)
-    ood_block: int | None = None  # the block whose output the OOD score reads; None: the last stage (ood.py)
-    sources: list = field(default_factory=list)  # the training sources: name, licence, images per label and diagnosis (sources.py)
-
-    @property
-    def licence(self) -> str:
-        """The weights' licence in one sentence, from the sources they were trained on."""
-        from .sources import weights_licence
-
-        return weights_licence(self.sources)
-
-    def to_json(self) -> str:
-        d = asdict(self)
-        d["preprocess"] = self.preprocess.to_dict()
-        d["format_version"] = FORMAT_VERSION
-        return json.dumps(d, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "ModelInfo":
-        d = json.loads(text)
-        if d.pop("format_version", None) != FORMAT_VERSION:
-            raise ValueError(f"model file format is not version {FORMAT_VERSION}")
-        d["preprocess"] = Preprocess.from_dict(d["preprocess"])
-        d["class_names"] = tuple(d["class_names"])
-        return cls(**d)
-
-
-class ModelFileError(ValueError):
-    """A model file, or the pretrained weights a network is built from, that cannot be used (one-line message)."""
-
-
 def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -266,12 +219,6 @@ def measured_figures(path: str | os.PathLike | None = None) -> dict | None:
     except (OSError, ValueError):
         return None
     return m if isinstance(m, dict) and m.get("model_sha256") == file_sha256(model_file) else None
-
-
-def error_summary(exc: BaseException) -> str:
-    """The first line of an exception's message (its type when it has none), for one-line errors."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load(path: str | os.PathLike | None = None) -> tuple[Classifier, ModelInfo]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import require_extra
-from .model import METADATA_KEY, ModelFileError, ModelInfo, error_summary, replace_atomically
+from .modelinfo import METADATA_KEY, ModelFileError, ModelInfo, error_summary
 
 if TYPE_CHECKING:
     import torch
@@ -159,6 +159,8 @@ def refit(int8: "OnnxModel", info: ModelInfo, views: np.ndarray, labels: np.ndar
 def save(proto, info: ModelInfo, path: str | os.PathLike) -> None:
     """The graph with `info` and the digest of both in its metadata, written atomically."""
     import onnx
+
+    from .model import replace_atomically
 
     for key, value in ((METADATA_KEY, info.to_json()), (DIGEST_KEY, digest(proto.graph, info.to_json()))):
         entry = proto.metadata_props.add()
