@@ -27,6 +27,10 @@ def test_bench_writes_both_models_side_by_side(data_dir, tmp_path):
                     "train_images_per_s", "predict_torch_peak_rss_mib", "train_peak_rss_mib"):
             assert row[key] > 0, key
         assert row["latency_ms_p90"] >= row["latency_ms_median"]
+        assert row["process_images"] == 40 and row["process_images_per_s"] > 0 and row["process_one_image_seconds"] > 0
+        assert row["process_peak_rss_mib"] > 0
+    # the whole-process run of `melanoma predict` uses the int8 export where one can be made (a recorded training run)
+    assert [row["process_model"] for row in report["models"].values()] == ["its int8 export", "the file itself"]
     table = (tmp_path / "bench.md").read_text()
     assert table.count("\n| efficientnet_lite0") == 1 and table.count("\n| seed_cnn") == 1
     assert table in r.stdout
@@ -42,6 +46,8 @@ def test_bench_times_an_onnx_file_as_it_is(tiny_model_file, data_dir, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert bench.predict_throughput(str(onnx), data_dir, 8, "torch") == bench.predict_throughput(str(onnx), data_dir, 8, "int8") == {}
     row = bench.predict_throughput(str(onnx), data_dir, 8, "onnx") | bench.latency(str(onnx), data_dir, 2)  # seed_cnn: no map, the prediction alone
+    row |= bench.process_time(str(onnx), data_dir, 4)
+    assert row["process_model"] == "the file itself" and row["process_images"] == 4 and row["process_seconds"] > 0
     assert row["predict_onnx_images_per_s"] > 0 and row["latency_ms_median"] > 0
     row |= {"latency_ms_p90": 1.0, "predict_onnx_peak_rss_mib": 100.0, "train_images_per_s": 1.0, "train_peak_rss_mib": 200.0}
     machine = {"date": "today", "cpu": "cpu", "cores": 2, "torch": "2", "torch_threads": 2}

@@ -11,6 +11,9 @@ a .safetensors or an .onnx file alike. Phases:
   torch model, its float ONNX export and its int8 export (`export --int8`, models with a recorded
   training run only; also its verdicts against the float export's); an .onnx file as itself, in the
   ONNX or the int8 phase by what it is;
+- process: `melanoma predict` as a user runs it, the whole process (start-up, imports, decoding, the
+  CSV) on N test images and on one, with the int8 export of a .safetensors file that has a recorded
+  training run (the file itself otherwise); seconds, images/s and the N-image run's peak memory;
 - train: training steps through the real loop (`train.train_one_epoch`, augmentation included)
   on N real training images, images/s.
 The seed_cnn baseline is timed with random weights (its speed does not depend on them; its
@@ -34,7 +37,7 @@ import numpy as np
 
 from .errors import UsageError
 
-PHASES = ("latency", "predict_torch", "predict_onnx", "predict_int8", "train")
+PHASES = ("latency", "predict_torch", "predict_onnx", "predict_int8", "process", "train")
 
 
 def _test_images(data: Path, n: int) -> list[Path]:
@@ -104,6 +107,34 @@ def predict_throughput(model_file: str, data: Path, n: int, engine: str) -> dict
     return result
 
 
+def process_time(model_file: str, data: Path, n: int) -> dict:
+    """`melanoma predict FILES --model M --csv OUT` in a child process on n test images, then on one:
+    wall seconds from start to exit; M is the int8 export of a .safetensors file with a recorded
+    training run, else the file itself. Peak memory: the n-image child's (the larger of the two)."""
+    from .onnx_model import CALIBRATION_IMAGES, load_model
+
+    model, info = load_model(model_file)
+    files = [str(f) for f in _test_images(data, n)]
+    with tempfile.TemporaryDirectory(prefix="melanoma-bench-") as tmp:
+        target, what = str(model_file), "the file itself"
+        if model.engine == "torch" and info.data_fingerprint:
+            from .onnx_model import quantize
+            from .split import validation_views
+
+            views, labels = validation_views(info, data)
+            target, what = str(Path(tmp) / "int8.onnx"), "its int8 export"
+            with contextlib.redirect_stdout(sys.stderr):
+                quantize(model, info, views[:CALIBRATION_IMAGES], (views, labels), target)
+        seconds = []
+        for paths in (files, files[:1]):
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "melanoma", "predict", *paths, "--model", target, "--csv", str(Path(tmp) / "out.csv")],
+                           check=True, capture_output=True)
+            seconds.append(time.perf_counter() - t)
+    return {"process_model": what, "process_images": len(files), "process_seconds": seconds[0], "process_images_per_s": len(files) / seconds[0],
+            "process_one_image_seconds": seconds[1], "process_peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+
+
 def agreement(plain, int8, info, files: list[str]) -> dict:
     """Verdicts of the int8 model identical to the float one's, and both ROC AUCs, on `files` (decoded once)."""
     from sklearn.metrics import roc_auc_score
@@ -156,6 +187,9 @@ def _phase(phase: str, model_file: str, data: str, n: int) -> None:
         result = latency(model_file, data_dir, n)
     elif phase.startswith("predict_"):
         result = predict_throughput(model_file, data_dir, n, phase.split("_")[1])
+    elif phase == "process":
+        print(json.dumps(process_time(model_file, data_dir, n)))
+        return
     else:
         result = train_throughput(model_file, data_dir, n)
     if result:  # not for a phase that does not apply (an .onnx file's torch phase, int8 of the baseline)
@@ -218,6 +252,11 @@ def markdown(report: dict) -> str:
             f"| {name} | {r['latency_ms_median']:.0f} / {r['latency_ms_p90']:.0f} ms | {speed['torch']} | {speed['onnx']} | {speed['int8']} "
             f"| {r['train_images_per_s']:.1f} img/s | {memory:.0f} / {r['train_peak_rss_mib']:.0f} MiB |"
         )
+    lines += ["", "`melanoma predict` as a user runs it (the whole process: start-up, imports, decoding, the CSV):", ""]
+    for name, r in report["models"].items():
+        lines.append(f"- {name}, {r['process_model']}: {r['process_images']} test images in {r['process_seconds']:.1f} s "
+                     f"({r['process_images_per_s']:.0f} img/s), peak memory {r['process_peak_rss_mib']:.0f} MiB; one image "
+                     f"{r['process_one_image_seconds']:.2f} s")
     for name, r in report["models"].items():
         if "int8_same_verdict" in r:
             lines += ["", f"int8 against the float ONNX export of {name}, on the same {r['int8_images']} test images: the same verdict "
