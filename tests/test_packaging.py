@@ -35,3 +35,33 @@ def test_the_version_is_written_once():
     assert "version" not in PYPROJECT["project"] and PYPROJECT["project"]["dynamic"] == ["version"]
     assert PYPROJECT["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "melanoma.__version__"}
     assert melanoma.__version__
+
+
+def package_imports() -> dict[str, set[str]]:
+    """Each module of the package -> the package modules it imports, at the top or inside a function
+    (an import that only type checkers see, under `if TYPE_CHECKING:`, is left out)."""
+    import ast
+
+    src = Path(melanoma.__file__).parent
+    modules = {p.stem for p in src.glob("*.py")}
+    edges = {}
+    for path in src.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING")
+                       for n in ast.walk(node)}
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and id(node) not in typing_only:
+                names |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+        edges[path.stem] = names & modules
+    return edges
+
+
+def test_no_module_imports_itself_through_others():
+    """No import cycle, hidden inside functions or not: each module can be read without the ones that use it."""
+    import graphlib
+
+    try:
+        list(graphlib.TopologicalSorter(package_imports()).static_order())
+    except graphlib.CycleError as exc:
+        pytest.fail(f"import cycle: {' -> '.join(exc.args[1])}")

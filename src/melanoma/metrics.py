@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from .quality import MIN_LESION, lesion_mask, lit_pixels
+from .lesion import lesion_mask, lit_pixels
+from .quality import MIN_LESION
 
 if TYPE_CHECKING:
     from .model import ModelInfo
@@ -99,7 +100,7 @@ def cam_placement(view: np.ndarray, cam: np.ndarray) -> list[float]:
     """Where one image's Grad-CAM map falls: [share of the map on the spot, the spot's share of the
     image, 1 if the map's peak is on the spot, share of the map on the black vignette, the vignette's
     share of the image]. The spot and the vignette are found as the photo-quality checks find them
-    (quality.lesion_mask: darker than Otsu's threshold; quality.lit_pixels). A map spread evenly
+    (lesion.lesion_mask: darker than Otsu's threshold; lesion.lit_pixels). A map spread evenly
     would put on each region its share of the image."""
     lit = lit_pixels(cv2.cvtColor(view, cv2.COLOR_RGB2YCrCb))
     spot, _ = lesion_mask(cv2.cvtColor(view, cv2.COLOR_RGB2GRAY), lit)

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from .lesion import lesion_mask
+
 if TYPE_CHECKING:
     import torch
 
@@ -64,14 +66,12 @@ def lesion_box(im: Image.Image, margin: float = 1.5, min_share: float = 0.5) -> 
     """A square around the spot: `margin` times the spot's larger side, at least `min_share` and at
     most all of the image's shorter side, kept inside the image; the centred square when no spot is found.
 
-    The spot is found as the photo checks find it (`quality.lesion_mask`: darker than Otsu's
+    The spot is found as the photo checks find it (`lesion.lesion_mask`: darker than Otsu's
     threshold over the lit pixels) on a 128-px copy; of its connected parts, the one that is largest
     for its distance from the centre. So a spot photographed from farther away, or off-centre, is
     seen at about the size a training image shows it, and the field of view stops telling the
     classes apart."""
     import cv2
-
-    from .quality import lesion_mask
 
     w, h = im.size
     scale = 128 / max(w, h)

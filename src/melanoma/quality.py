@@ -15,6 +15,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .lesion import lesion_mask, lit_pixels
+
 MIN_SIDE_OK = 224  # the model's input side: smaller photos are upscaled
 MIN_SHARPNESS = 8.0  # variance of the Laplacian at 224 px; 1st percentile of the training images is 8.3
 DARK, BRIGHT = 50.0, 225.0  # mean gray level; 0.5th and 99.5th percentiles are 53 and 223
@@ -64,21 +66,6 @@ def assess(image: Image.Image, view: np.ndarray) -> Quality:
         elif lesion_offset > MAX_OFFSET:
             warnings.append("The spot is not centred; the model looks at the centre of the photo, so put the spot in the middle.")
     return Quality(sharpness, brightness, skin_fraction, lesion_fraction, lesion_offset, warnings)
-
-
-def lit_pixels(ycc: np.ndarray) -> np.ndarray:
-    """Pixels brighter than the black vignette of round dermoscopes (luma above 40)."""
-    return ycc[..., 0] > 40
-
-
-def lesion_mask(gray: np.ndarray, lit: np.ndarray) -> tuple[np.ndarray, float]:
-    """The spot: lit pixels darker than Otsu's threshold over the lit ones, specks removed (5x5
-    opening); and that threshold. All False when fewer than 100 pixels are lit."""
-    values = gray[lit]
-    if values.size < 100:
-        return np.zeros(gray.shape, bool), 0.0
-    t, _ = cv2.threshold(values.reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    return cv2.morphologyEx(((gray < t) & lit).astype(np.uint8), cv2.MORPH_OPEN, np.ones((5, 5), np.uint8)) > 0, float(t)
 
 
 def _lesion(gray: np.ndarray, lit: np.ndarray) -> tuple[float, float]:
