@@ -40,6 +40,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -49,6 +50,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from PIL import Image
+from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -174,11 +176,13 @@ class Service:
         if not readable:
             return entries
         views = np.stack([view for _, view, _, _ in readable])
-        preds, cams = predict.predict_with_cam(self.model, info, views) if cam else (predict.predict_views(self.model, info, views), None)
+        model = cast(Classifier, self.model)  # predict's functions take an OnnxModel too; their annotations name Classifier alone
+        preds, cams = predict.predict_with_cam(model, info, views) if cam else (predict.predict_views(model, info, views), None)
         for k, ((i, _, warnings, shown), pred) in enumerate(zip(readable, preds)):
             entries[i].update(p_malignant=pred.p_malignant, label=pred.label, threshold=info.threshold,
                               ood=pred.ood, ood_score=pred.ood_score, warnings=warnings)
             if cam:
+                assert shown is not None and cams is not None  # both made with cam
                 png = io.BytesIO()
                 Image.fromarray(overlay(np.asarray(shown[0]), cams[k], shown[1])).save(png, format="PNG")
                 entries[i]["cam_png"] = base64.b64encode(png.getvalue()).decode("ascii")
@@ -285,7 +289,7 @@ async def read_uploads(request: Request, limits: Limits) -> list[tuple[str, byte
         raise HTTPException(413 if too_many else 400, f"at most {limits.files} files per request" if too_many
                             else f"the multipart body could not be read ({exc.message})") from None
     try:
-        files = [f for f in form.getlist("file") if hasattr(f, "read")]
+        files = [f for f in form.getlist("file") if isinstance(f, UploadFile)]  # the files, not text fields
         if not files:
             raise HTTPException(422, "no file: send one or more images in the multipart field 'file'")
         return [(f.filename or f"upload {i + 1}", await f.read()) for i, f in enumerate(files)]

@@ -51,7 +51,9 @@ def lowering_map(r: dict, model, info) -> np.ndarray:
         from melanoma.preprocess import normalize
 
         with predict.torch_threads(1):
-            r["cam_lowered"] = infer(model, normalize(r["view"][None], info.preprocess), target=0).cam[0]
+            cam = infer(model, normalize(r["view"][None], info.preprocess), target=0).cam
+            assert cam is not None  # infer gives the maps by default
+            r["cam_lowered"] = cam[0]
     return r["cam_lowered"]
 
 

@@ -86,7 +86,8 @@ def near_duplicate_groups(thumbs: np.ndarray) -> np.ndarray:
 
 def read_thumbnails(samples: list[Sample], sizes: Counter | None = None) -> tuple[list[Sample], np.ndarray, list[ImageError]]:
     """Thumbnails of the readable samples (the unreadable ones are returned as errors)."""
-    ok, thumbs, bad = [], [], []
+    ok, thumbs = [], []
+    bad: list[ImageError] = []
     for s, im in read_samples(samples, bad):
         thumbs.append(thumbnail(im))
         ok.append(s)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .errors import Interrupted, UsageError, require_extra
@@ -143,6 +144,7 @@ def _fit_ood(args) -> int:
     model, info = models.load(args.model)  # fitted on its run's training images, its cut-off set on its validation split
     d = model_split(info, data)
     cutoff = ood.attach(model, info.preprocess, d.views_of(d.tr), d.labels[d.tr], d.views_of(d.va))
+    assert model.ood is not None  # set by ood.attach
     models.save(Path(args.out), model, replace(info, ood_cutoff=cutoff, ood_block=model.ood.block))
     print(f"wrote {args.out} (out-of-distribution cut-off {cutoff:.4g})", file=sys.stderr)
     return 0
@@ -297,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     ]:
         dest = flag[2:].replace("-", "_")
         default = getattr(d, dest)
-        kw = {"--arch": {"choices": list(ARCHITECTURE_NAMES)}, "--augment": {"choices": ["standard", "robust"]},
+        kw: dict[str, Any] = {"--arch": {"choices": list(ARCHITECTURE_NAMES)}, "--augment": {"choices": ["standard", "robust"]},
               "--colour": {"choices": ["fixed", "matched"]}, "--framing": {"choices": ["centre", "lesion"]},
               "--duplicates": {"choices": ["each", "once"]}}.get(flag, {})
         t.add_argument(flag, dest=dest, type=kind, help=f"{text} (default {default})" if default is not None else text, **kw)

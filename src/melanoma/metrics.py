@@ -7,7 +7,7 @@ is a few sums over the masks that the photo checks (quality.py) already compute.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -53,7 +53,7 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float, bootstrap: in
 
     pred = (p >= threshold).astype(int)
     tn, fp, fn, tp = confusion_matrix(y, pred, labels=[0, 1]).ravel()
-    out = {
+    out: dict[str, Any] = {
         "images": int(len(y)),
         "benign": int((y == 0).sum()),
         "malignant": int((y == 1).sum()),
@@ -75,7 +75,7 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float, bootstrap: in
     return out
 
 
-def kinds_report(y: np.ndarray, p: np.ndarray, kinds: list[str], threshold: float, class_names, bootstrap: int = 1000) -> list[dict]:
+def kinds_report(y: np.ndarray, p: np.ndarray, kinds: list[str] | np.ndarray, threshold: float, class_names, bootstrap: int = 1000) -> list[dict]:
     """Per kind of image within each class (`Sample.kind`, e.g. the diagnosis): how many, the share
     called right at the threshold, and the ROC AUC of that kind against all images of the other
     class (so "Benign / keratosis" is how well the melanomas are told from keratoses)."""

@@ -12,9 +12,11 @@ import hashlib
 import json
 import os
 import platform
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -65,7 +67,7 @@ class _LiteFeatures(nn.Module):
     def __init__(self, net: nn.Module):
         super().__init__()
         net._fc = nn.Identity()  # the ImageNet classifier is replaced by our head
-        self.net = net
+        self.net: Any = net  # efficientnet_lite_pytorch's EfficientNet, which has no type information
 
     def forward(self, x: torch.Tensor, tap: int | None = None):
         # efficientnet_lite_pytorch's extract_features, written out so that one block's output can be kept
@@ -117,7 +119,7 @@ def seed_cnn(pretrained: bool, image_size: int, dropout: float = 0.4) -> Classif
 
 
 # name -> (constructor, default preprocessing)
-ARCHITECTURES = {
+ARCHITECTURES: dict[str, tuple[Callable[[bool, int], Classifier], Preprocess]] = {
     # EfficientNet-Lite was trained on inputs scaled to [-1, 1], each variant at its own size.
     **{f"efficientnet_lite{v}": (partial(efficientnet_lite, v), Preprocess(size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)))
        for v, size in ((0, 224), (1, 240), (2, 260))},
@@ -138,7 +140,7 @@ def build(arch: str, pretrained: bool = False, image_size: int | None = None,
 def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {"python": platform.python_version()}
+    out: dict[str, str | None] = {"python": platform.python_version()}
     for pkg in ("melanoma", "torch", "numpy", "albumentations", "captum", "efficientnet-lite-pytorch", "safetensors", "pillow"):
         try:
             out[pkg] = version(pkg)
@@ -245,4 +247,4 @@ def load(path: str | os.PathLike | None = None) -> tuple[Classifier, ModelInfo]:
     except (SafetensorError, ValueError, KeyError, TypeError, RuntimeError, OSError) as exc:
         raise ModelFileError(f"{path}: not a usable melanoma model file ({error_summary(exc)})") from None
     model.eval()
-    return model.to(memory_format=torch.channels_last), info
+    return model.to(memory_format=torch.channels_last), info  # type: ignore[call-overload]  # Module.to takes memory_format; torch's stubs omit it

@@ -17,9 +17,14 @@ around scikit-learn's covariance estimate, and it has to run inside the model (t
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from .model import Classifier
 
 QUANTILE = 0.99  # share of validation images under the cut-off
 BLOCK = 15  # EfficientNet-Lite block whose output the score reads: the last of its 16
@@ -28,6 +33,9 @@ BLOCK = 15  # EfficientNet-Lite block whose output the score reads: the last of 
 class FeatureDistance(nn.Module):
     """Feature maps (B x C x h x w) -> the OOD score of each image (B,): the squared Mahalanobis
     distance of the pooled features to the nearer class mean."""
+
+    means: torch.Tensor  # buffers (register_buffer)
+    whiten: torch.Tensor
 
     def __init__(self, means: torch.Tensor, whiten: torch.Tensor, block: int | None = None):
         super().__init__()
@@ -48,7 +56,7 @@ def scaled(pooled: torch.Tensor, block: int | None) -> torch.Tensor:
     return pooled if block is not None else pooled / pooled.norm(dim=1, keepdim=True).clamp(min=1e-12)
 
 
-def pooled_features(model: nn.Module, views: list[np.ndarray], pre, device=torch.device("cpu"), block: int | None = None,
+def pooled_features(model: Classifier, views: list[np.ndarray], pre, device=torch.device("cpu"), block: int | None = None,
                     batch_size: int = 64) -> torch.Tensor:
     """N x C: each model view's feature maps after block `block` (or the last stage), averaged over positions."""
     from .preprocess import normalize
@@ -73,7 +81,7 @@ def fit(features: np.ndarray, labels: np.ndarray, block: int | None = None) -> F
     return FeatureDistance(torch.tensor(means, dtype=torch.float32), torch.tensor(whiten, dtype=torch.float32), block)
 
 
-def attach(model: nn.Module, pre, train_views: list[np.ndarray], train_labels: np.ndarray, val_views: list[np.ndarray],
+def attach(model: Classifier, pre, train_views: list[np.ndarray], train_labels: np.ndarray, val_views: list[np.ndarray],
            device=torch.device("cpu")) -> float:
     """Fit the score on the training views, set it on `model` (model.ood; its `block` is what the
     model file records) and return the cut-off: the QUANTILE of the validation views' scores."""

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def _save(fig, path: Path) -> None:
@@ -90,11 +94,12 @@ def plot_cam_grid(model, info, views: list[np.ndarray], y: np.ndarray, p: np.nda
     fig, axes = plt.subplots(len(kinds), per_kind, figsize=(3 * per_kind, 3.2 * len(kinds)), squeeze=False)
     for row, (kind, idx) in enumerate(kinds.items()):
         idx = idx[:per_kind]
-        cams = infer(model, normalize(np.stack([views[i] for i in idx]), info.preprocess)).cam if len(idx) else []
+        cams: np.ndarray | list | None = infer(model, normalize(np.stack([views[i] for i in idx]), info.preprocess)).cam if len(idx) else []
         for col in range(per_kind):
             ax = axes[row, col]
             ax.axis("off")
             if col < len(idx):
+                assert cams is not None  # infer gives the maps by default
                 ax.imshow(overlay(views[idx[col]], cams[col]))
                 ax.set_title(f"{kind}\np(malignant)={p[idx[col]]:.2f}", fontsize=9)
     fig.suptitle("Grad-CAM: regions that raise the malignant score")
@@ -159,7 +164,7 @@ def plot_architecture(model, info, path: Path) -> None:
             boxes[-1][2] += 1
         else:
             boxes.append([name, shape, 1])
-    boxes = [(name + (f" x{n}" if n > 1 else ""), shape) for name, shape, n in boxes]
+    boxes = [[name + (f" x{n}" if n > 1 else ""), shape] for name, shape, n in boxes]
     n_params = sum(p.numel() for p in model.parameters())
     fig, ax = plt.subplots(figsize=(max(8, 1.25 * len(boxes)), 3.2))
     ax.axis("off")
@@ -176,7 +181,7 @@ def plot_architecture(model, info, path: Path) -> None:
     _save(fig, path)
 
 
-def _stages(model, arch: str) -> list[tuple[str, object]]:
+def _stages(model, arch: str) -> list[tuple[str, nn.Module]]:
     if arch.startswith("efficientnet_lite"):
         net = model.features.net
         out = [("stem conv", net._bn0)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 import numpy as np
 
@@ -15,6 +15,9 @@ from .explain import infer
 from .metrics import cam_placement
 from .model import ModelInfo
 from .preprocess import model_view, normalize
+
+if TYPE_CHECKING:
+    from .images import ImageError
 
 LOG = logging.getLogger(__name__)
 
@@ -27,14 +30,14 @@ def score_views(model, info: ModelInfo, views: list[np.ndarray] | np.ndarray, ba
 
     probs, cams, oods = [], [], []
     for start in range(0, len(views), batch_size):
-        out = infer(model, normalize(np.stack(views[start : start + batch_size]), info.preprocess), cam=cam)
+        out = infer(model, normalize(np.stack(views[start : start + batch_size]), info.preprocess), cam=cam)  # type: ignore[arg-type]  # an array stacks too
         preds = predictions(out, info)  # what predict, the API and the page return for these images
         probs.append(np.array([r.p_malignant for r in preds]))
         cams.append(out.cam)
         oods.append(np.array([np.nan if r.ood_score is None else r.ood_score for r in preds]))
     if not probs:
         return np.zeros(0), np.zeros((0, info.preprocess.image_size, info.preprocess.image_size), np.float32), np.zeros(0)
-    return np.concatenate(probs), np.concatenate(cams) if cam else None, np.concatenate(oods)
+    return np.concatenate(probs), np.concatenate(cast("list[np.ndarray]", cams)) if cam else None, np.concatenate(oods)  # with cam, no map is None
 
 
 class Scored(NamedTuple):
@@ -50,7 +53,8 @@ def score_images(model, info: ModelInfo, samples, batch_size: int = 64, thumbs: 
     reported and left out. With `thumbs`, each image's near-duplicate thumbnail is appended to it in the same pass."""
     from tqdm import tqdm
 
-    kept, probs, oods, views, placements, unreadable = [], [], [], [], [], []
+    kept, probs, oods, views, placements = [], [], [], [], []
+    unreadable: list[ImageError] = []
     for start in tqdm(range(0, len(samples), batch_size), desc="scoring", unit="batch", file=sys.stderr, mininterval=2):
         batch_views = []
         for s, im in read_samples(samples[start : start + batch_size], unreadable):

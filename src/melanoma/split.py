@@ -22,6 +22,7 @@ from .preprocess import Preprocess, model_view
 from .sources import Source, join_lesions, kaggle_source, read_sources_file, scan_sources
 
 if TYPE_CHECKING:
+    from .images import ImageError
     from .model import ModelInfo
 
 
@@ -55,7 +56,8 @@ def load_split(samples, pre: Preprocess, quiet: bool = False):
     """Decode once: the model's square view for training, a thumbnail for near-duplicate groups."""
     from tqdm import tqdm
 
-    views, thumbs, labels, kept, bad = [], [], [], [], []
+    views, thumbs, labels, kept = [], [], [], []
+    bad: list[ImageError] = []
     bar = tqdm(samples, desc="reading images", unit="img", file=sys.stderr, mininterval=2, disable=quiet)
     for s, im in read_samples(bar, bad):
         views.append(model_view(im, pre))
@@ -76,9 +78,12 @@ def subsample(samples, limit: int | None, seed: int):
     return out
 
 
-def run_sources(config_sources: str | None, data_dir: Path) -> list[Source]:
-    """A run's training sources: the sources file's, else the Kaggle data at `data_dir` alone."""
-    return read_sources_file(config_sources) if config_sources else [kaggle_source(data_dir)]
+def run_sources(config_sources: str | None, data_dir: Path | None) -> list[Source]:
+    """A run's training sources: the sources file's, else the Kaggle data at `data_dir` alone (None only with a sources file)."""
+    if config_sources:
+        return read_sources_file(config_sources)
+    assert data_dir is not None  # a run without a sources file is given its Kaggle folder (cli._train)
+    return [kaggle_source(data_dir)]
 
 
 def prepare_data(sources: list[Source], pre: Preprocess, limit: int | None, val_fraction: float, seed: int, quiet: bool = False) -> Split:
@@ -122,7 +127,7 @@ def validation_views(info: ModelInfo, data_dir: Path) -> tuple[np.ndarray, np.nd
     return np.stack(d.views_of(order)), d.labels[order]
 
 
-def data_changed_message(out_dir: Path, data_dir: Path, samples) -> str:
+def data_changed_message(out_dir: Path, data_dir: str | Path | None, samples) -> str:
     """Which files differ from the ones the run started with (split.json lists them)."""
     try:
         split = json.loads((out_dir / "split.json").read_text())

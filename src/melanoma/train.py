@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -74,11 +75,11 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
-def freeze_early_layers(model: nn.Module, arch: str, n_blocks: int) -> list[nn.Module]:
+def freeze_early_layers(model: models.Classifier, arch: str, n_blocks: int) -> list[nn.Module]:
     """Stop gradients into the stem and first n blocks; they also keep their BatchNorm statistics."""
     if not arch.startswith("efficientnet_lite") or n_blocks <= 0:
         return []
-    net = model.features.net
+    net: Any = model.features.net  # efficientnet_lite_pytorch's EfficientNet (no type information)
     frozen = [net._conv_stem, net._bn0, *net._blocks[:n_blocks]]
     for m in frozen:
         m.requires_grad_(False)
@@ -161,20 +162,20 @@ def train_one_epoch(f: Fitting, progress: Progress, stop: StopRequest) -> bool:
 
 def predict_logits(model, arrays: list[np.ndarray], pre: Preprocess, device=torch.device("cpu"), batch_size: int = 64) -> np.ndarray:
     """Logits of model views (validation, teachers), a batch at a time through `explain.infer`."""
-    out = [infer(model, normalize(torch.from_numpy(np.stack(arrays[i : i + batch_size])).to(device), pre), cam=False).logits.float().cpu()
+    out = [cast(torch.Tensor, infer(model, normalize(torch.from_numpy(np.stack(arrays[i : i + batch_size])).to(device), pre), cam=False).logits).float().cpu()
            for i in range(0, len(arrays), batch_size)]
     return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
 
 
-def initial_model(config: TrainConfig, pretrained: bool = True) -> tuple[nn.Module, Preprocess]:
+def initial_model(config: TrainConfig, pretrained: bool = True) -> tuple[models.Classifier, Preprocess]:
     """The network a run starts from (seeded), channels_last."""
     seed_everything(config.seed)
     model, pre = models.build(config.arch, pretrained=pretrained and config.arch != "seed_cnn", image_size=config.img_size,
                               colour_reference=TRAINING_LOOK if config.colour == "matched" else None, framing=config.framing)
-    return model.to(memory_format=torch.channels_last), pre
+    return model.to(memory_format=torch.channels_last), pre  # type: ignore[call-overload]  # Module.to takes memory_format; torch's stubs omit it
 
 
-def main(config: TrainConfig, data_dir: Path, out_dir: Path, resume: bool = False, runtime: dict | None = None) -> Path:
+def main(config: TrainConfig, data_dir: Path | None, out_dir: Path, resume: bool = False, runtime: dict | None = None) -> Path:
     """Train into `out_dir`; with `resume`, continue the run saved there (its own config, but the
     `runtime` settings given now, e.g. workers: they do not change the result). Under torchrun every
     process runs this; process 0 alone prints the log and writes files."""
@@ -207,7 +208,7 @@ class Run:
     data: Split
 
 
-def _run(config: TrainConfig, data_dir: Path, out_dir: Path, saved: checkpoint.Checkpoint | None, par: Parallel) -> Path:
+def _run(config: TrainConfig, data_dir: Path | None, out_dir: Path, saved: checkpoint.Checkpoint | None, par: Parallel) -> Path:
     """The run as named steps: build the network, prepare the data, start (ImageNet, --init or the
     checkpoint), fit epoch by epoch, then calibrate, fit the OOD score and save."""
     model, pre = initial_model(config, pretrained=saved is None)
@@ -222,7 +223,7 @@ def _run(config: TrainConfig, data_dir: Path, out_dir: Path, saved: checkpoint.C
     return calibrate_and_save(run, model, progress)
 
 
-def record_data(run: Run, data_dir: Path, saved: checkpoint.Checkpoint | None) -> None:
+def record_data(run: Run, data_dir: Path | None, saved: checkpoint.Checkpoint | None) -> None:
     """Refuse data that changed under a resumed run or a batch too small for the processes; log the
     split and write unreadable.json and split.json."""
     d, par = run.data, run.par
@@ -284,7 +285,9 @@ def fit(run: Run, model: nn.Module, frozen: list[nn.Module], optimizer, schedule
     weights = sample_weights(d.labels[d.tr], d.groups[d.tr], once=config.duplicates == "once",
                              scale=np.array([source[s.source].weight_of(s.kind) for s in train_samples]), presence=presence)
     if capped:
-        LOG.info(f"each epoch sees {len(epoch_pool(len(d.tr), capped, config.seed, 1))} of the {len(d.tr)} training images ("
+        pool = epoch_pool(len(d.tr), capped, config.seed, 1)
+        assert pool is not None  # something is capped
+        LOG.info(f"each epoch sees {len(pool)} of the {len(d.tr)} training images ("
                  + ", ".join(f"{src} {kind}: {cap} of {len(idx)}" for (src, kind), (idx, cap) in capped.items()) + ")")
     fitting = Fitting(par.wrap(model), train_ds, weights, optimizer, scheduler, frozen, config, run.pre, par, capped)
 
@@ -317,10 +320,11 @@ def fit(run: Run, model: nn.Module, frozen: list[nn.Module], optimizer, schedule
             save_checkpoint()
             if stop.requested and not progress.finished:
                 exit_interrupted(run.out_dir, progress)
+    assert best_state is not None  # set by the first epoch (best_auc starts at -1), --init or the checkpoint
     return best_state
 
 
-def calibrate_and_save(run: Run, model: nn.Module, progress: Progress) -> Path:
+def calibrate_and_save(run: Run, model: models.Classifier, progress: Progress) -> Path:
     """Temperature and threshold on validation, the OOD score on train (cut-off on validation), the
     model file and the training curves (process 0 only)."""
     from .metrics import binary_metrics
@@ -334,6 +338,7 @@ def calibrate_and_save(run: Run, model: nn.Module, progress: Progress) -> Path:
         return path
     ood_cutoff = ood.attach(model, run.pre, d.views_of(d.tr), d.labels[d.tr], val_views, par.device)
     temperature, p_val, threshold = operating_point(logits, val_labels, config.target_sensitivity)
+    assert threshold is not None and model.ood is not None  # a run has a target sensitivity; ood.attach set model.ood
     m = binary_metrics(val_labels, p_val, threshold, bootstrap=0)
     validation = {
         "images": int(len(d.va)), "auc": m["roc_auc"], "sensitivity": m["sensitivity"], "specificity": m["specificity"],
@@ -383,6 +388,7 @@ def validation_scores(model, views: list[np.ndarray], labels: np.ndarray, pre: P
 
 def start_from(model: nn.Module, config: TrainConfig, pre: Preprocess, data_fingerprint: str, split: str, par: Parallel) -> dict:
     """Load the --init model's weights into `model` (see lineage.check_same_run); returns a copy of them (the best so far)."""
+    assert config.init is not None  # only a run with --init starts from one
     init, info = models.load(config.init)
     check_same_run(config.init, info, config, pre, data_fingerprint, split, weights_only=True)
     state = {k: v for k, v in init.state_dict().items() if not k.startswith("ood.")}  # refitted at the end
@@ -397,6 +403,7 @@ def distillation_targets(config: TrainConfig, pre: Preprocess, data_fingerprint:
     The teachers must share this run's validation split (lineage.check_same_run), or they would carry
     validation labels into training. Computed once, before the first epoch."""
     probs = []
+    assert config.teacher is not None  # called only for a run with teachers (fit)
     for path in config.teacher:
         teacher, info = models.load(path)
         check_same_run(path, info, config, pre, data_fingerprint, split)
