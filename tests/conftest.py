@@ -39,7 +39,8 @@ def tiny_model_file(tmp_path_factory) -> Path:
     """A randomly initialised seed_cnn saved in the real model format (fast, no training)."""
     import torch
 
-    from melanoma.model import ModelInfo, build, save
+    from melanoma.model import build, save
+    from melanoma.modelinfo import ModelInfo
 
     torch.manual_seed(0)
     model, pre = build("seed_cnn", image_size=64)

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from melanoma.model import ModelFileError, ModelInfo, build, load, save
+from melanoma.model import build, load, save
+from melanoma.modelinfo import ModelFileError, ModelInfo
 from melanoma.preprocess import Preprocess, crop_box, model_view, to_batch
 
 from .conftest import lesion_image

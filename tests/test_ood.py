@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from melanoma.model import ModelFileError, load
+from melanoma.model import load
+from melanoma.modelinfo import ModelFileError
 from melanoma.ood import attach
 from melanoma.predict import classify
 from melanoma.preprocess import model_view
@@ -66,7 +67,8 @@ def test_nearly_every_picture_that_is_not_a_lesion_gets_a_warning(bundled_ood):
 
 
 def test_fit_travels_in_the_model_file_and_a_half_fit_is_refused(tmp_path):
-    from melanoma.model import ModelInfo, build, save
+    from melanoma.model import build, save
+    from melanoma.modelinfo import ModelInfo
 
     torch.manual_seed(0)
     model, pre = build("seed_cnn", image_size=64)
@@ -94,7 +96,8 @@ def test_fit_travels_in_the_model_file_and_a_half_fit_is_refused(tmp_path):
 
 def test_a_lite_model_reads_a_middle_block_in_the_same_pass_and_records_it(tmp_path):
     from melanoma.explain import infer
-    from melanoma.model import ModelInfo, build, save
+    from melanoma.model import build, save
+    from melanoma.modelinfo import ModelInfo
     from melanoma.ood import BLOCK
     from melanoma.preprocess import normalize
 

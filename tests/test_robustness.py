@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from melanoma.model import ModelInfo, build, load, save
+from melanoma.model import build, load, save
+from melanoma.modelinfo import ModelInfo
 from melanoma.preprocess import TRAINING_LOOK, Preprocess, crop_box, lesion_box, match_colour, model_view, normalize
 from melanoma.shifts import SHIFTS, apply
 

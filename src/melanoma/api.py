@@ -58,7 +58,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from . import predict
 from .explain import overlay
 from .images import MAX_FILE_BYTES, MAX_PIXELS, ImageError, load_image, pixel_count
-from .model import BUNDLED_MODEL, CHECKSUM_KEY, Classifier, ModelInfo, file_sha256, measured_figures, read_safetensors
+from .model import BUNDLED_MODEL, CHECKSUM_KEY, Classifier, file_sha256, measured_figures, read_safetensors
+from .modelinfo import ModelInfo
 from .onnx_model import OnnxModel, load_model
 from .preprocess import model_view, overlay_copy
 from .quality import assess
@@ -215,7 +216,7 @@ UPLOAD_SCHEMA = {"requestBody": {"required": True, "content": {"multipart/form-d
 
 def create_app(model_path: str | None = None, api_key: str | None = None, cors_origins: list[str] | None = None,
                limits: Limits = Limits(), threads: int | None = None) -> FastAPI:
-    """The application, with its model loaded (a bad model file raises model.ModelFileError here)."""
+    """The application, with its model loaded (a bad model file raises modelinfo.ModelFileError here)."""
     service = Service.start(model_path, threads)
     app = FastAPI(title="Melanoma classifier API", version="1",
                   description="Estimates of melanoma for skin-spot images, with Grad-CAM maps. " + predict.NOT_A_DIAGNOSIS)

@@ -17,7 +17,7 @@ import streamlit as st
 from melanoma import predict
 from melanoma.explain import overlay
 from melanoma.images import MAX_FILE_BYTES, ImageError, load_image
-from melanoma.model import ModelFileError
+from melanoma.modelinfo import ModelFileError
 from melanoma.onnx_model import load_model
 from melanoma.preprocess import overlay_copy
 from melanoma.quality import assess

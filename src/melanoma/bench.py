@@ -209,7 +209,8 @@ def machine() -> dict:
 def run(data: Path, out_dir: Path, sizes: dict[str, int], model_file: str | os.PathLike | None = None) -> dict:
     """Every phase for `model_file` (.safetensors or .onnx; the bundled model for None) and the
     seed_cnn baseline; writes bench.json and bench.md into `out_dir`."""
-    from .model import BUNDLED_MODEL, ModelInfo, build, save
+    from .model import BUNDLED_MODEL, build, save
+    from .modelinfo import ModelInfo
     from .onnx_model import load_model
 
     label = f"{load_model(model_file)[1].arch} ({Path(model_file).name})" if model_file else "efficientnet_lite0 (bundled)"

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from .model import error_summary, read_safetensors, verify_checksum, write_safetensors
+from .model import read_safetensors, verify_checksum, write_safetensors
+from .modelinfo import error_summary
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 KEY = "melanoma_checkpoint"

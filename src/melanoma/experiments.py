@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from .metrics import binary_metrics
-from .model import ModelInfo
+from .modelinfo import ModelInfo
 from .preprocess import normalize
 from .scoring import score_views
 

@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import replace
 
 from .errors import UsageError
-from .model import ModelInfo
+from .modelinfo import ModelInfo
 from .preprocess import Preprocess
 
 

@@ -16,7 +16,7 @@ from .lesion import lesion_mask, lit_pixels
 from .quality import MIN_LESION
 
 if TYPE_CHECKING:
-    from .model import ModelInfo
+    from .modelinfo import ModelInfo
 
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:

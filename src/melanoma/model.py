@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .modelinfo import ARCHITECTURE_NAMES, FORMAT_VERSION, METADATA_KEY, ModelFileError, ModelInfo, error_summary  # noqa: F401 - re-exported
+from .modelinfo import METADATA_KEY, ModelFileError, ModelInfo, error_summary
 from .ood import FeatureDistance
 from .preprocess import Preprocess
 

@@ -24,7 +24,8 @@ from .images import ImageError, find_images, load_image
 from .preprocess import Preprocess, model_view, normalize, normalize_nhwc, view_box
 
 if TYPE_CHECKING:
-    from .model import Classifier, ModelInfo
+    from .model import Classifier
+    from .modelinfo import ModelInfo
 
 NOT_A_DIAGNOSIS = (
     "This is not a diagnosis. It is a research tool that can be wrong in both directions. "

@@ -13,7 +13,7 @@ from .audit import thumbnail
 from .data import read_samples
 from .explain import infer
 from .metrics import cam_placement
-from .model import ModelInfo
+from .modelinfo import ModelInfo
 from .preprocess import model_view, normalize
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from .sources import Source, join_lesions, kaggle_source, read_sources_file, sca
 
 if TYPE_CHECKING:
     from .images import ImageError
-    from .model import ModelInfo
+    from .modelinfo import ModelInfo
 
 
 @dataclass

@@ -37,6 +37,7 @@ from .data import CLASS_NAMES
 from .errors import Interrupted, UsageError
 from .explain import infer
 from .lineage import check_same_run
+from .modelinfo import ModelInfo
 from .parallel import Parallel
 from .preprocess import TRAINING_LOOK, Preprocess, normalize, train_augment
 from .recipe import TrainConfig
@@ -348,7 +349,7 @@ def calibrate_and_save(run: Run, model: models.Classifier, progress: Progress) -
     }
     if len(d.sources) > 1:
         validation["by_source"] = by_source(d.samples_of(d.va), val_labels, p_val, threshold)
-    info = models.ModelInfo(
+    info = ModelInfo(
         arch=config.arch, preprocess=run.pre, class_names=CLASS_NAMES, threshold=float(threshold), temperature=float(temperature),
         target_sensitivity=config.target_sensitivity, train_config=asdict(config), data_fingerprint=d.fingerprint,
         validation=validation, history=progress.history, versions=models.versions(), ood_cutoff=ood_cutoff, ood_block=model.ood.block,
