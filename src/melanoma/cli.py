@@ -142,8 +142,8 @@ def _fit_ood(args) -> int:
     data = resolve_data_dir(args.data)
     check_outside(data, args.out)
     model, info = models.load(args.model)  # fitted on its run's training images, its cut-off set on its validation split
-    d = model_split(info, data)
-    cutoff = ood.attach(model, info.preprocess, d.views_of(d.tr), d.labels[d.tr], d.views_of(d.va))
+    split = model_split(info, data)
+    cutoff = ood.attach(model, info.preprocess, split.views_of(split.tr), split.labels[split.tr], split.views_of(split.va))
     assert model.ood is not None  # set by ood.attach
     models.save(Path(args.out), model, replace(info, ood_cutoff=cutoff, ood_block=model.ood.block))
     print(f"wrote {args.out} (out-of-distribution cut-off {cutoff:.4g})", file=sys.stderr)

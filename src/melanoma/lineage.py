@@ -28,10 +28,10 @@ def check_same_run(path: str, info: ModelInfo, config, pre: Preprocess, data_fin
     may differ, so a --colour matched or --framing lesion run can start from a model without them).
     Models from before the split digest was stored are compared by the settings that draw the split.
     `config` is the run's train.TrainConfig."""
-    tc = info.train_config
+    recipe = info.train_config
     same_split = info.data_fingerprint == data_fingerprint and (
         info.validation.get("split_sha256") == split if "split_sha256" in info.validation
-        else all(tc.get(k) == getattr(config, k) for k in ("seed", "val_fraction", "limit")))
+        else all(recipe.get(k) == getattr(config, k) for k in ("seed", "val_fraction", "limit")))
     theirs = replace(info.preprocess, colour_reference=pre.colour_reference, framing=pre.framing) if weights_only else info.preprocess
     if info.arch != config.arch or theirs != pre:
         raise UsageError(f"{path}: a {info.arch} model at {info.preprocess.image_size} px; "

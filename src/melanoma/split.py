@@ -110,21 +110,22 @@ def group_and_split(samples, thumbs: np.ndarray, labels: np.ndarray, val_fractio
 def model_split(info: ModelInfo, data_dir: Path) -> Split:
     """The training images and validation split the run that made a model drew, drawn again from its
     recorded settings and checked against the digests it carries."""
-    tc = info.train_config
-    d = prepare_data(run_sources(tc.get("sources"), data_dir), info.preprocess, tc.get("limit"), tc.get("val_fraction", 0.1), tc.get("seed", 0))
+    recipe = info.train_config
+    split = prepare_data(run_sources(recipe.get("sources"), data_dir), info.preprocess, recipe.get("limit"),
+                         recipe.get("val_fraction", 0.1), recipe.get("seed", 0))
     digest = info.validation.get("split_sha256")  # models from before the digest: the split is drawn by the same settings
-    if d.fingerprint != info.data_fingerprint or digest not in (None, d.digest):
+    if split.fingerprint != info.data_fingerprint or digest not in (None, split.digest):
         raise UsageError(f"{data_dir}: not the training images and validation split the model was trained with")
-    return d
+    return split
 
 
 def validation_views(info: ModelInfo, data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """A model's own validation images (`model_split`) as model views, shuffled with seed 0, and
     their labels: `export --int8` measures activation ranges on the first `--calibration-images`
     and refits the int8 model's temperature, threshold and OOD cut-off on all of them."""
-    d = model_split(info, data_dir)
-    order = np.random.default_rng(0).permutation(d.va)
-    return np.stack(d.views_of(order)), d.labels[order]
+    split = model_split(info, data_dir)
+    order = np.random.default_rng(0).permutation(split.va)
+    return np.stack(split.views_of(order)), split.labels[order]
 
 
 def data_changed_message(out_dir: Path, data_dir: str | Path | None, samples) -> str:

@@ -227,17 +227,17 @@ def _run(config: TrainConfig, data_dir: Path | None, out_dir: Path, saved: check
 def record_data(run: Run, data_dir: Path | None, saved: checkpoint.Checkpoint | None) -> None:
     """Refuse data that changed under a resumed run or a batch too small for the processes; log the
     split and write unreadable.json and split.json."""
-    d, par = run.data, run.par
-    if saved is not None and saved.fingerprint != d.fingerprint:
-        raise UsageError(data_changed_message(run.out_dir, run.config.sources or data_dir, d.samples))
-    LOG.info(f"{len(d.samples)} training images ({len(d.unreadable)} unreadable skipped), {len(d.samples) - len(set(d.groups))} "
-             f"near-duplicates (or images of one lesion) grouped; train {len(d.tr)}, validation {len(d.va)}"
+    data, par = run.data, run.par
+    if saved is not None and saved.fingerprint != data.fingerprint:
+        raise UsageError(data_changed_message(run.out_dir, run.config.sources or data_dir, data.samples))
+    LOG.info(f"{len(data.samples)} training images ({len(data.unreadable)} unreadable skipped), {len(data.samples) - len(set(data.groups))} "
+             f"near-duplicates (or images of one lesion) grouped; train {len(data.tr)}, validation {len(data.va)}"
              + (f"; {par.world} processes" if par.world > 1 else ""))
     if par.main:
         run.out_dir.mkdir(parents=True, exist_ok=True)
-        (run.out_dir / "unreadable.json").write_text(json.dumps(d.unreadable, indent=1))
-        (run.out_dir / "split.json").write_text(json.dumps({"train": [d.samples[i].rel for i in d.tr],
-                                                            "validation": [d.samples[i].rel for i in d.va]}))
+        (run.out_dir / "unreadable.json").write_text(json.dumps(data.unreadable, indent=1))
+        (run.out_dir / "split.json").write_text(json.dumps({"train": [data.samples[i].rel for i in data.tr],
+                                                            "validation": [data.samples[i].rel for i in data.va]}))
     if run.config.batch_size < par.world:
         raise UsageError(f"--batch-size {run.config.batch_size} is smaller than the {par.world} processes sharing each batch")
 
@@ -245,15 +245,15 @@ def record_data(run: Run, data_dir: Path | None, saved: checkpoint.Checkpoint | 
 def start(run: Run, model: nn.Module, saved: checkpoint.Checkpoint | None):
     """Optimizer, schedule, progress and best weights so far: fresh, from the --init model (whose
     validation scores an epoch must beat), or from the checkpoint being resumed."""
-    config, d = run.config, run.data
+    config, data = run.config, run.data
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = len(epoch_batches(len(d.tr), config.batch_size, config.seed, 1,
-                                        epoch_pool(len(d.tr), sampled_kinds(d.samples_of(d.tr), d.sources), config.seed, 1)))
+    steps_per_epoch = len(epoch_batches(len(data.tr), config.batch_size, config.seed, 1,
+                                        epoch_pool(len(data.tr), sampled_kinds(data.samples_of(data.tr), data.sources), config.seed, 1)))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15)
     progress, best_state = Progress(), None
     if saved is None and config.init:
-        best_state = start_from(model, config, run.pre, d.fingerprint, d.digest, run.par)
-        progress.best_loss, _, progress.best_auc = validation_scores(model, d.views_of(d.va), d.labels[d.va], run.pre, run.par.device)
+        best_state = start_from(model, config, run.pre, data.fingerprint, data.digest, run.par)
+        progress.best_loss, _, progress.best_auc = validation_scores(model, data.views_of(data.va), data.labels[data.va], run.pre, run.par.device)
         LOG.info(f"starting from {config.init}: val_loss={progress.best_loss:.4f} val_auc={progress.best_auc:.4f} "
                  "(an epoch must beat this to replace it)")
     if saved is not None:
@@ -272,29 +272,29 @@ def start(run: Run, model: nn.Module, saved: checkpoint.Checkpoint | None):
 def fit(run: Run, model: nn.Module, frozen: list[nn.Module], optimizer, scheduler, progress: Progress, best_state: dict | None) -> dict:
     """Epochs until early stopping or the last one, a checkpoint after each (and on Ctrl-C); returns
     the best weights by validation ROC AUC (ties: the lower validation loss)."""
-    config, d, par = run.config, run.data, run.par
-    train_views, val_views, val_labels = d.views_of(d.tr), d.views_of(d.va), d.labels[d.va]
-    targets = distillation_targets(config, run.pre, d.fingerprint, d.digest, train_views, d.labels[d.tr], par) if config.teacher else None
-    train_ds = ArrayDataset(train_views, d.labels[d.tr], train_augment(run.pre.image_size, config.seed, robust=config.augment == "robust"),
+    config, data, par = run.config, run.data, run.par
+    train_views, val_views, val_labels = data.views_of(data.tr), data.views_of(data.va), data.labels[data.va]
+    targets = distillation_targets(config, run.pre, data.fingerprint, data.digest, train_views, data.labels[data.tr], par) if config.teacher else None
+    train_ds = ArrayDataset(train_views, data.labels[data.tr], train_augment(run.pre.image_size, config.seed, robust=config.augment == "robust"),
                             config.seed, targets)
-    train_samples = d.samples_of(d.tr)
-    capped = sampled_kinds(train_samples, d.sources)
-    presence = np.ones(len(d.tr))
+    train_samples = data.samples_of(data.tr)
+    capped = sampled_kinds(train_samples, data.sources)
+    presence = np.ones(len(data.tr))
     for idx, cap in capped.values():
         presence[idx] = cap / len(idx)
-    source = {src.name: src for src in d.sources}
-    weights = sample_weights(d.labels[d.tr], d.groups[d.tr], once=config.duplicates == "once",
+    source = {src.name: src for src in data.sources}
+    weights = sample_weights(data.labels[data.tr], data.groups[data.tr], once=config.duplicates == "once",
                              scale=np.array([source[s.source].weight_of(s.kind) for s in train_samples]), presence=presence)
     if capped:
-        pool = epoch_pool(len(d.tr), capped, config.seed, 1)
+        pool = epoch_pool(len(data.tr), capped, config.seed, 1)
         assert pool is not None  # something is capped
-        LOG.info(f"each epoch sees {len(pool)} of the {len(d.tr)} training images ("
+        LOG.info(f"each epoch sees {len(pool)} of the {len(data.tr)} training images ("
                  + ", ".join(f"{src} {kind}: {cap} of {len(idx)}" for (src, kind), (idx, cap) in capped.items()) + ")")
     fitting = Fitting(par.wrap(model), train_ds, weights, optimizer, scheduler, frozen, config, run.pre, par, capped)
 
     def save_checkpoint():
         if par.main:
-            checkpoint.save(run.out_dir, model, best_state, optimizer, scheduler, asdict(config), d.fingerprint, progress)
+            checkpoint.save(run.out_dir, model, best_state, optimizer, scheduler, asdict(config), data.fingerprint, progress)
 
     with StopRequest() as stop:
         while not progress.finished:
@@ -331,29 +331,29 @@ def calibrate_and_save(run: Run, model: models.Classifier, progress: Progress) -
     from .metrics import binary_metrics
     from .plots import plot_history
 
-    config, d, par = run.config, run.data, run.par
-    val_views, val_labels = d.views_of(d.va), d.labels[d.va]
+    config, data, par = run.config, run.data, run.par
+    val_views, val_labels = data.views_of(data.va), data.labels[data.va]
     logits = predict_logits(model, val_views, run.pre, par.device)
     path = run.out_dir / "model.safetensors"
     if not par.main:
         return path
-    ood_cutoff = ood.attach(model, run.pre, d.views_of(d.tr), d.labels[d.tr], val_views, par.device)
+    ood_cutoff = ood.attach(model, run.pre, data.views_of(data.tr), data.labels[data.tr], val_views, par.device)
     temperature, p_val, threshold = operating_point(logits, val_labels, config.target_sensitivity)
     assert threshold is not None and model.ood is not None  # a run has a target sensitivity; ood.attach set model.ood
     m = binary_metrics(val_labels, p_val, threshold, bootstrap=0)
     validation = {
-        "images": int(len(d.va)), "auc": m["roc_auc"], "sensitivity": m["sensitivity"], "specificity": m["specificity"],
+        "images": int(len(data.va)), "auc": m["roc_auc"], "sensitivity": m["sensitivity"], "specificity": m["specificity"],
         "best_epoch": progress.best_epoch,  # 0: no epoch beat the --init model
-        "split_sha256": d.digest,  # which images were held out (see start_from)
+        "split_sha256": data.digest,  # which images were held out (see start_from)
         "epochs_run": len(progress.history),
     }
-    if len(d.sources) > 1:
-        validation["by_source"] = by_source(d.samples_of(d.va), val_labels, p_val, threshold)
+    if len(data.sources) > 1:
+        validation["by_source"] = by_source(data.samples_of(data.va), val_labels, p_val, threshold)
     info = ModelInfo(
         arch=config.arch, preprocess=run.pre, class_names=CLASS_NAMES, threshold=float(threshold), temperature=float(temperature),
-        target_sensitivity=config.target_sensitivity, train_config=asdict(config), data_fingerprint=d.fingerprint,
+        target_sensitivity=config.target_sensitivity, train_config=asdict(config), data_fingerprint=data.fingerprint,
         validation=validation, history=progress.history, versions=models.versions(), ood_cutoff=ood_cutoff, ood_block=model.ood.block,
-        sources=[source_record(src, d.samples) for src in d.sources],
+        sources=[source_record(src, data.samples) for src in data.sources],
     )
     models.save(path, model.cpu(), info)
     plot_history(progress.history, run.out_dir / "training_curves.png")
