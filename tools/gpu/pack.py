@@ -29,18 +29,20 @@ WHEELS = [  # the versions .venv has; the machine's image has torch, numpy, scip
 MB = 1_000_000
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sources", help="a sources file (default: the Kaggle data at --data alone)")
     ap.add_argument("--data", default="../shared/data/melanoma")
     ap.add_argument("--out", default=".dev")
     ap.add_argument("--call-mb", type=float, default=60, help="megabytes one call may carry beside the repository (default 60)")
-    args = ap.parse_args()
+    ap.add_argument("--no-wheels", action="store_true", help="the images alone (for a machine that has the packages)")
+    args = ap.parse_args(argv)
     out, repo = Path(args.out), Path.cwd().resolve()
     out.mkdir(parents=True, exist_ok=True)
-    platforms = [f"--platform=manylinux{p}_x86_64" for p in ("_2_17", "_2_24", "_2_27", "_2_28", "_2_31", "_2_34", "2014", "1")]
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
-                    "--implementation", "cp", *platforms, "-d", str(out / "whl"), *WHEELS], check=True)
+    if not args.no_wheels:
+        platforms = [f"--platform=manylinux{p}_x86_64" for p in ("_2_17", "_2_24", "_2_27", "_2_28", "_2_31", "_2_34", "2014", "1")]
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
+                        "--implementation", "cp", *platforms, "-d", str(out / "whl"), *WHEELS], check=True)
     wheels = sum(p.stat().st_size for p in (out / "whl").glob("*.whl"))
 
     sources = read_sources_file(args.sources) if args.sources else [kaggle_source(Path(args.data))]
@@ -52,15 +54,19 @@ def main() -> None:
     (out / "data.sha256").write_text("\n".join(sums) + "\n")
     for old in out.glob("data*.tar.gz"):
         old.unlink()
-    n, tar, room = 0, None, 0.0
-    for f in files:  # a new part when this one's compressed size reaches what its call can carry
-        if tar is None or tar.fileobj.fileobj.tell() + f.stat().st_size > room:
+    n, tar, room, used = 0, None, 0.0, 0.0
+    for f in files:  # a new part when this one could outgrow what its call carries
+        # a bound on the part's size: each file with its tar header and padding (JPEGs do not shrink under gzip,
+        # which adds at most about 0.1% and its own header), plus the tar's end blocks
+        size = 1.002 * (512 + 512 * -(-f.stat().st_size // 512))
+        if tar is None or used + size + 11_000 > room:
             if tar is not None:
                 tar.close()
             n += 1
             room = args.call_mb * MB - ((wheels + (out / "data.sha256").stat().st_size) if n == 1 else 0)
-            tar = tarfile.open(out / f"data{n}.tar.gz", "w:gz", compresslevel=1)  # gzip takes out tar's headers and padding
+            tar, used = tarfile.open(out / f"data{n}.tar.gz", "w:gz", compresslevel=1), 0.0
         tar.add(f, arcname=f.relative_to(root).as_posix())
+        used += size
     tar.close()
     for part in sorted(out.glob("data*.tar.gz")):
         print(f"{part}: {part.stat().st_size / MB:.1f} MB")

@@ -2,8 +2,8 @@
 # On the machine, after unpack.sh: check every image against data.sha256, then train the candidates
 # side by side, each given as one argument "NAME TRAIN-OPTIONS...", within BUDGET seconds (the first
 # argument). A run still going at the budget is stopped like Ctrl-C (its checkpoint stays on the
-# machine, its log comes back: resume it there with `--resume runs/gpu/NAME` in a later call). Models and logs come
-# back as $OUT/NAME.safetensors and $OUT/NAME.log.
+# machine, its log comes back: resume it there with `--resume runs/gpu/NAME` in a later call). Models come back as
+# $OUT/NAME.gz.aa, .ab, ... and logs as $OUT/NAME.log.txt.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD/src
 T0=$(date +%s)
@@ -27,8 +27,9 @@ done
 wait
 for name in "${NAMES[@]}"; do
   d=runs/gpu/$name
-  [ -f $d/model.safetensors ] && cp $d/model.safetensors "$OUT/$name.safetensors"
-  tr '\r' '\n' < $d.log | grep -v "batch/s\|s/batch\|img/s\|s/img" > "$OUT/$name.log"
-  echo "== $name"; tail -3 "$OUT/$name.log"
+  # files over a few MB do not come back from a call: the model in gzip'd 6 MB parts (cat NAME.gz.* | gunzip > NAME.safetensors)
+  [ -f $d/model.safetensors ] && gzip -1 -c $d/model.safetensors | split -b 6000000 - "$OUT/$name.gz."
+  tr '\r' '\n' < $d.log | grep -v "batch/s\|s/batch\|img/s\|s/img" > "$OUT/$name.log.txt"
+  echo "== $name"; tail -3 "$OUT/$name.log.txt"
 done
 echo "done in $(( $(date +%s) - T0 )) s"
