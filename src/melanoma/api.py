@@ -40,7 +40,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 import torch
@@ -177,8 +176,7 @@ class Service:
         if not readable:
             return entries
         views = np.stack([view for _, view, _, _ in readable])
-        model = cast(Classifier, self.model)  # predict's functions take an OnnxModel too; their annotations name Classifier alone
-        preds, cams = predict.predict_with_cam(model, info, views) if cam else (predict.predict_views(model, info, views), None)
+        preds, cams = predict.predict_with_cam(self.model, info, views) if cam else (predict.predict_views(self.model, info, views), None)
         for k, ((i, _, warnings, shown), pred) in enumerate(zip(readable, preds)):
             entries[i].update(p_malignant=pred.p_malignant, label=pred.label, threshold=info.threshold,
                               ood=pred.ood, ood_score=pred.ood_score, warnings=warnings)

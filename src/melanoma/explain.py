@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 import numpy as np
 from PIL import Image
@@ -26,6 +26,9 @@ from PIL import Image
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+    from .model import Classifier
+    from .onnx_model import OnnxModel
 
 # captum's hooks sit on the model, which the page's sessions and the API's threads share: while they
 # are on, no other forward pass may run through it (`infer` holds this for every pass of such a model)
@@ -54,17 +57,18 @@ def grad_cam(model: torch.nn.Module, x: torch.Tensor, target: int = 1) -> np.nda
     model.eval()
     with _HOOKS:
         cam = LayerGradCam(margin(model, target), model.features).attribute(x, relu_attributions=True)
-    return _to_input_size(cam.detach().float().numpy(), tuple(x.shape[-2:]))
+    return _to_input_size(cam.detach().float().numpy(), (x.shape[-2], x.shape[-1]))
 
 
-def linear_head(model: torch.nn.Module) -> nn.Linear | None:
+def linear_head(model: Classifier | OnnxModel) -> nn.Linear | None:
     """The head's linear layer when the head is global average pooling then (dropout and) one linear
     layer, the case where Grad-CAM equals the class activation map; otherwise None."""
     if model.engine != "torch":  # an onnx_model.OnnxModel: no modules to look at
         return None
     from torch import nn
 
-    layers = [m for m in model.head if not isinstance(m, (nn.Flatten, nn.Dropout))]
+    head = cast("nn.Sequential", cast("Classifier", model).head)  # model.py's heads are nn.Sequential; it declares nn.Module
+    layers = [m for m in head if not isinstance(m, (nn.Flatten, nn.Dropout))]
     if (len(layers) == 2 and isinstance(layers[0], nn.AdaptiveAvgPool2d) and layers[0].output_size in (1, (1, 1))
             and isinstance(layers[1], nn.Linear)):
         return layers[1]
@@ -77,16 +81,20 @@ class Inference(NamedTuple):
     ood: np.ndarray | None  # B out-of-distribution scores (when the model carries the fit, see ood.py)
 
 
-def infer(model: torch.nn.Module, x: torch.Tensor | np.ndarray, target: int = 1, cam: bool = True) -> Inference:
+def infer(model: Classifier | OnnxModel, x: torch.Tensor | np.ndarray, target: int = 1, cam: bool = True) -> Inference:
     """The one pass every entry point scores a normalised batch through: logits, the Grad-CAM maps
     of class `target`'s margin (in the same forward pass when the head allows it, see the module docstring)
     and the OOD score. `model` is the torch Classifier or an onnx_model.OnnxModel, which also takes the
     batch as numpy (`preprocess.normalize_nhwc`)."""
     if model.engine == "onnx":  # the map and the score are outputs of its graph
-        logits, maps, ood = model.outputs(x, target, cam)
-        return Inference(logits, _to_input_size(maps, (model.info.preprocess.image_size,) * 2) if cam else None, ood)
+        onnx = cast("OnnxModel", model)
+        logits, graph_maps, ood = onnx.outputs(x, target, cam)
+        size = onnx.info.preprocess.image_size
+        return Inference(logits, _to_input_size(cast(np.ndarray, graph_maps), (size, size)) if cam else None, ood)  # with cam, never None
     import torch
 
+    model = cast("Classifier", model)  # engine "torch"
+    assert isinstance(x, torch.Tensor)  # the torch engine's batch is preprocess.normalize's
     model.eval()
     fc = linear_head(model)
     with _HOOKS if fc is None else contextlib.nullcontext():  # a head that needs captum: its hooks may be on the model
@@ -95,8 +103,8 @@ def infer(model: torch.nn.Module, x: torch.Tensor | np.ndarray, target: int = 1,
             logits = model.head(maps)
             ood = model.ood(probe).numpy() if model.ood is not None else None
             if cam and fc is not None:
-                cams = torch.einsum("c,bchw->bhw", margin_weights(fc, target), maps).clamp(min=0)
-                cams = _to_input_size(cams.float().numpy(), tuple(x.shape[-2:]))
+                margin_maps = torch.einsum("c,bchw->bhw", margin_weights(fc, target), maps).clamp(min=0)
+                cams = _to_input_size(margin_maps.float().numpy(), (x.shape[-2], x.shape[-1]))
         if cam and fc is None:
             cams = grad_cam(model, x, target)
     return Inference(logits, cams if cam else None, ood)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -77,8 +78,7 @@ def load_image(source: str | os.PathLike | bytes, name: str | None = None) -> Im
                     raise ImageError(name, f"image is {w}x{h} pixels, over the {MAX_PIXELS // 10**6} megapixel limit")
                 im.seek(0)  # animated images: the first frame
                 im.load()
-                im = ImageOps.exif_transpose(im)
-                rgb = to_rgb(im)
+                rgb = to_rgb(ImageOps.exif_transpose(im))
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -124,7 +124,7 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im
 
 
-def find_images(paths: list[str | os.PathLike]) -> tuple[list[Path], list[Path]]:
+def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], list[Path]]:
     """Files named on the command line and image files found recursively in named folders;
     and the named folders in which no image file was found."""
     found: dict[Path, None] = {}  # ordered, without repeats

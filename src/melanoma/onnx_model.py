@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -68,11 +68,12 @@ def export(model: Classifier, info: ModelInfo, path: str | os.PathLike) -> None:
     """Write `model` as ONNX (batch size free) with `info` in its metadata, atomically."""
     import torch
 
-    graph = _graph(model.eval(), target=len(info.class_names) - 1)
+    graph: Any = _graph(model.eval(), target=len(info.class_names) - 1)  # _graph's local Graph module, with its outputs()
     size = info.preprocess.image_size
     example = torch.zeros(2, size, size, 3)
     program = torch.onnx.export(graph, (example,), None, input_names=["image_nhwc"], output_names=graph.outputs(),
                                 dynamic_shapes={"image_nhwc": {0: torch.export.Dim("batch")}}, dynamo=True, verbose=False)
+    assert program is not None  # dynamo=True returns the ONNXProgram
     save(program.model_proto, info, path)
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 from PIL import Image
@@ -26,6 +26,7 @@ from .preprocess import Preprocess, model_view, normalize, normalize_nhwc, view_
 if TYPE_CHECKING:
     from .model import Classifier
     from .modelinfo import ModelInfo
+    from .onnx_model import OnnxModel
 
 NOT_A_DIAGNOSIS = (
     "This is not a diagnosis. It is a research tool that can be wrong in both directions. "
@@ -49,25 +50,25 @@ def label_of(p: float, info: ModelInfo) -> str:
 def predictions(out: Inference, info: ModelInfo) -> list[Prediction]:
     ps = calibrated_probability(np.asarray(out.logits), info.temperature)
     scores = [None] * len(ps) if out.ood is None else [float(s) for s in out.ood]
-    return [Prediction(float(p), label_of(float(p), info), s, None if s is None else s > info.ood_cutoff) for p, s in zip(ps, scores)]
+    return [Prediction(float(p), label_of(float(p), info), s, None if s is None else s > cast(float, info.ood_cutoff)) for p, s in zip(ps, scores)]
 
 
-def model_input(model: Classifier, views: np.ndarray, pre: Preprocess):
+def model_input(model: Classifier | OnnxModel, views: np.ndarray, pre: Preprocess):
     """A stack of model views (N x H x W x 3 uint8) normalised for `model`: numpy NHWC for ONNX
     Runtime (`normalize_nhwc`, no torch), a torch batch for the torch model (`normalize`)."""
     return normalize_nhwc(views, pre) if model.engine == "onnx" else normalize(views, pre)
 
 
-def predict_views(model: Classifier, info: ModelInfo, views: np.ndarray) -> list[Prediction]:
+def predict_views(model: Classifier | OnnxModel, info: ModelInfo, views: np.ndarray) -> list[Prediction]:
     """Predictions for a stack of model views (N x H x W x 3 uint8, see preprocess.model_view)."""
     return predictions(infer(model, model_input(model, views, info.preprocess), cam=False), info)
 
 
-def classify(model: Classifier, info: ModelInfo, images: list[Image.Image]) -> list[Prediction]:
+def classify(model: Classifier | OnnxModel, info: ModelInfo, images: list[Image.Image]) -> list[Prediction]:
     return predict_views(model, info, np.stack([model_view(im, info.preprocess) for im in images]))
 
 
-def analyse(model: Classifier, info: ModelInfo, image: Image.Image) -> tuple[Prediction, np.ndarray | None, np.ndarray]:
+def analyse(model: Classifier | OnnxModel, info: ModelInfo, image: Image.Image) -> tuple[Prediction, np.ndarray | None, np.ndarray]:
     """Prediction, Grad-CAM map (model-view resolution; None for a model file without maps) and the
     model view, from one preprocessing."""
     view = model_view(image, info.preprocess)
@@ -75,9 +76,10 @@ def analyse(model: Classifier, info: ModelInfo, image: Image.Image) -> tuple[Pre
     return predictions(out, info)[0], None if out.cam is None else out.cam[0], view
 
 
-def explain(model: Classifier, info: ModelInfo, image: Image.Image, alpha: float = 0.45) -> tuple[Prediction, np.ndarray]:
+def explain(model: Classifier | OnnxModel, info: ModelInfo, image: Image.Image, alpha: float = 0.45) -> tuple[Prediction, np.ndarray]:
     """Prediction and a Grad-CAM overlay at the image's own resolution."""
     pred, cam, _ = analyse(model, info, image)
+    assert cam is not None  # a model with maps (callers check model.maps)
     return pred, overlay(np.asarray(image), cam, view_box(image, info.preprocess), alpha)
 
 
@@ -118,9 +120,10 @@ def ahead(pool: Executor | None, fn: Callable, items: Iterable, depth: int) -> I
         yield queue.popleft().result()
 
 
-def predict_with_cam(model: Classifier, info: ModelInfo, views: np.ndarray) -> tuple[list[Prediction], np.ndarray]:
+def predict_with_cam(model: Classifier | OnnxModel, info: ModelInfo, views: np.ndarray) -> tuple[list[Prediction], np.ndarray]:
     """Predictions and Grad-CAM maps for a stack of model views, from one pass."""
     out = infer(model, model_input(model, views, info.preprocess), target=len(info.class_names) - 1)
+    assert out.cam is not None  # infer's cam=True
     return predictions(out, info), out.cam
 
 
@@ -174,7 +177,7 @@ def torch_threads(n: int):
         torch.set_num_threads(before)
 
 
-def run(paths: list[str], model: Classifier, info: ModelInfo, csv_path: str | None, cam_dir: str | None,
+def run(paths: list[str], model: Classifier | OnnxModel, info: ModelInfo, csv_path: str | None, cam_dir: str | None,
         batch_size: int | None = None, workers: int | None = None) -> int:
     """Print a line per image, in the order found (path, P(malignant), label, and `ok` or
     `unlike-training` by the OOD score, `-` when the model carries none); optional CSV and overlays
@@ -199,13 +202,15 @@ def run(paths: list[str], model: Classifier, info: ModelInfo, csv_path: str | No
     batch_size = batch_size or BATCH_SIZE[model.engine]
     batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
     on_torch = model.engine == "torch"
+    # None is a valid initializer at runtime; typeshed's overloads take initargs only with a callable one
+    set_threads = cast("Callable[[int], None]", _set_torch_threads if on_torch else None)
 
     def decode_batch(batch: list[Path]) -> list[tuple]:
         return [decode(f, info.preprocess, keep_image=bool(cam_dir)) for f in batch]
 
     with (open(csv_path, "w", newline="") if csv_path else contextlib.nullcontext()) as f_csv, \
             torch_threads(threads) if on_torch else contextlib.nullcontext(), \
-            ThreadPoolExecutor(streams, initializer=_set_torch_threads if on_torch else None, initargs=(threads,)) as pool, \
+            ThreadPoolExecutor(streams, initializer=set_threads, initargs=(threads,)) as pool, \
             ThreadPoolExecutor(workers) if workers and len(batches) > 1 else contextlib.nullcontext() as decoders:
         writer = csv.writer(f_csv) if f_csv else None
         if writer:
@@ -219,6 +224,7 @@ def run(paths: list[str], model: Classifier, info: ModelInfo, csv_path: str | No
                     writer.writerow([str(path), f"{pred.p_malignant:.6f}", pred.label,
                                      "" if pred.ood is None else f"{pred.ood_score:.4f}", "" if pred.ood is None else int(pred.ood)])
                 if cam_dir:
+                    assert cams is not None  # predict_with_cam's maps
                     ov = overlay(np.asarray(image), cams[k], view_box(image, info.preprocess))
                     target = cam_path(cam_dir, path, root)
                     target.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from PIL import Image
@@ -43,8 +43,8 @@ class Preprocess:
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocess":
         ref = d.get("colour_reference")  # absent in model files from before it existed
-        return cls(int(d["image_size"]), tuple(map(float, d["mean"])), tuple(map(float, d["std"])),
-                   None if ref is None else tuple(tuple(map(float, r)) for r in ref), d.get("framing", "centre"))
+        return cls(int(d["image_size"]), cast(RGB, tuple(map(float, d["mean"]))), cast(RGB, tuple(map(float, d["std"]))),
+                   None if ref is None else cast(tuple[RGB, RGB], tuple(tuple(map(float, r)) for r in ref)), d.get("framing", "centre"))
 
 
 def resize_shorter(im: Image.Image, size: int) -> Image.Image:
@@ -251,7 +251,7 @@ def random_vignette(p: float, radius: tuple[float, float] = (0.5, 0.72)):
     a cue that has nothing to do with the lesion; drawn at random on any image, it stops telling the
     classes apart. `radius` is the circle's radius as a share of the side (0.5 touches the edges).
     Hand-written because albumentations has no such transform (a few lines)."""
-    A = _albumentations()
+    A: Any = _albumentations()  # the module (no type information), so its classes can be bases
 
     class RandomVignette(A.ImageOnlyTransform):
         def get_params_dependent_on_data(self, params, data):
