@@ -26,11 +26,13 @@ run: $(BIN)/.installed-app
 
 test: $(BIN)/.installed-dev
 	$(BIN)/ruff check src tests tools
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 # The quick ones only (tests marked slow left out), while developing; `make test` runs all.
 test-fast: $(BIN)/.installed-dev
 	$(BIN)/ruff check src tests tools
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:
