@@ -36,7 +36,7 @@ def test_page_before_upload_says_not_a_diagnosis(tiny_model_file, monkeypatch):
 def test_real_benign_and_malignant_uploads_bad_file_and_summary(tiny_model_file, monkeypatch, data_dir):
     from melanoma.app import probability_text
     from melanoma.model import load
-    from melanoma.predict import classify
+    from melanoma.predict import analyse
 
     at = page(tiny_model_file, monkeypatch)
     benign = sorted((data_dir / "test" / "Benign").glob("*.jpg"))[0]
@@ -48,7 +48,7 @@ def test_real_benign_and_malignant_uploads_bad_file_and_summary(tiny_model_file,
     text = text_of(at)
     model, info = load(tiny_model_file)
     for (name, data, _), path in zip(uploads, (benign, malignant)):
-        pred = classify(model, info, [Image.open(io.BytesIO(data)).convert("RGB")])[0]
+        pred = analyse(model, info, Image.open(io.BytesIO(data)).convert("RGB"))[0]
         verdicts = [e.value for e in (at.success if pred.label == "Benign" else at.error) if name in e.value or pred.label in e.value]
         assert any(f"**{pred.label}**" in v and probability_text(pred.p_malignant, info.threshold) in v for v in verdicts), text
     assert "broken.jpg** could not be used" in text
@@ -63,7 +63,7 @@ def test_real_benign_and_malignant_uploads_bad_file_and_summary(tiny_model_file,
     assert list(table["file"]) == [u[0] for u in uploads]
     assert list(table["verdict"])[2] == "not read"
     for (name, data, _), estimate in zip(uploads[:2], table["melanoma estimate"]):  # rounded as the verdict is
-        pred = classify(model, info, [Image.open(io.BytesIO(data)).convert("RGB")])[0]
+        pred = analyse(model, info, Image.open(io.BytesIO(data)).convert("RGB"))[0]
         assert estimate == probability_text(pred.p_malignant, info.threshold)
     assert "Traceback" not in text
 

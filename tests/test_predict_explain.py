@@ -9,9 +9,13 @@ from PIL import Image
 from melanoma.explain import grad_cam, infer, linear_head, overlay
 from melanoma.model import load
 from melanoma.predict import explain
-from melanoma.preprocess import to_batch
+from melanoma.preprocess import model_view, normalize
 
 from .conftest import TINY_THRESHOLD, lesion_image
+
+
+def to_batch(images, pre):
+    return normalize(np.stack([model_view(im, pre) for im in images]), pre)
 
 
 def melanoma_cli(*args, cwd=None, env=None):

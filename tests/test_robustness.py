@@ -95,7 +95,7 @@ def matched_model_file(tmp_path_factory):
 def test_every_entry_point_applies_the_colour_matching_the_model_file_carries(matched_model_file, tmp_path):
     """train (validation scores), evaluate, predict (CLI and page), ONNX: one preprocessing (colours and framing)."""
     from melanoma.onnx_model import OnnxModel
-    from melanoma.predict import analyse, classify
+    from melanoma.predict import analyse, predict_views
     from melanoma.scoring import score_views
     from melanoma.train import predict_logits
 
@@ -111,7 +111,7 @@ def test_every_entry_point_applies_the_colour_matching_the_model_file_carries(ma
         expected = torch.softmax(model.eval()(x) / info.temperature, 1)[:, 1].numpy()
 
     assert np.allclose(score_views(model, info, v)[0], expected, atol=1e-5)  # evaluate
-    assert np.allclose([p.p_malignant for p in classify(model, info, images)], expected, atol=1e-5)  # predict
+    assert np.allclose([p.p_malignant for p in predict_views(model, info, np.stack(v))], expected, atol=1e-5)  # predict
     assert np.allclose([analyse(model, info, im)[0].p_malignant for im in images], expected, atol=1e-5)  # the page
     from melanoma.app import check_upload
 
@@ -128,7 +128,7 @@ def test_every_entry_point_applies_the_colour_matching_the_model_file_carries(ma
     assert r.returncode == 0, r.stderr[-2000:]
     onnx = OnnxModel(tmp_path / "m.onnx")
     assert onnx.info.preprocess == info.preprocess
-    assert np.allclose([p.p_malignant for p in classify(onnx, onnx.info, images)], expected, atol=1e-4)  # ONNX
+    assert np.allclose([p.p_malignant for p in predict_views(onnx, onnx.info, np.stack(v))], expected, atol=1e-4)  # ONNX
 
 
 def test_model_files_from_before_colour_matching_and_framing_still_load(tiny_model_file):

@@ -64,10 +64,6 @@ def predict_views(model: Classifier | OnnxModel, info: ModelInfo, views: np.ndar
     return predictions(infer(model, model_input(model, views, info.preprocess), cam=False), info)
 
 
-def classify(model: Classifier | OnnxModel, info: ModelInfo, images: list[Image.Image]) -> list[Prediction]:
-    return predict_views(model, info, np.stack([model_view(im, info.preprocess) for im in images]))
-
-
 def analyse(model: Classifier | OnnxModel, info: ModelInfo, image: Image.Image) -> tuple[Prediction, np.ndarray | None, np.ndarray]:
     """Prediction, Grad-CAM map (model-view resolution; None for a model file without maps) and the
     model view, from one preprocessing."""

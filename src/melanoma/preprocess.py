@@ -191,10 +191,6 @@ def model_view(im: Image.Image, pre: Preprocess) -> np.ndarray:
     return np.asarray(resize_shorter(square, pre.image_size).convert("RGB"))
 
 
-def to_batch(images: list[Image.Image], pre: Preprocess) -> torch.Tensor:
-    return normalize(np.stack([model_view(im, pre) for im in images]), pre)
-
-
 def _albumentations():
     """The albumentations module, imported without its check for a newer release (a request to PyPI
     at import time, up to 2 s, from every training run)."""
