@@ -87,13 +87,12 @@ def quantize(model: Classifier, info: ModelInfo, calibration: np.ndarray, valida
     weights per channel, activations per tensor with ranges from the model views `calibration`
     (N x H x W x 3 uint8; validation images, never test; the 99.999th percentile of each activation,
     not its extreme), QDQ format, convolutions only. The stem (first conv and first depthwise conv)
-    and the last block with the head conv stay float. Chosen on the bundled model's validation split
-    (ranges from up to 256 images, verdicts checked on the other 932): all convolutions int8 kept 92% of
-    the float verdicts, the stem and last block float 98.5% with extreme ranges and 99.0% with the
-    percentile ones, more layers float did no better. The calibrator holds every activation of every
-    image at once (peak memory about 70 MB an image: 18.8 GB for 256), hence CALIBRATION_IMAGES = 128
-    (9 GB; 98.9%, 64 gave 98.5%); collecting in chunks bounds memory but merges the histograms coarsely
-    (256 in chunks of 32: 98.6%).
+    and the last block with the head conv stay float. The recipe was chosen by hand on an earlier
+    model's validation split (which layers stay float, percentile against extreme ranges, how many
+    images), by the share of verdicts the int8 graph keeps; those trials were not kept, what is kept is
+    each bundled model's int8 figures (`docs/int8/`, `melanoma bench`). The calibrator holds every
+    activation of every calibration image at once (its memory grows with the count), hence
+    CALIBRATION_IMAGES = 128; collecting in chunks bounds memory but merges the histograms coarsely.
 
     The int8 graph is then calibrated as itself on `validation` (the model's validation views and
     labels; `refit`): its own temperature, threshold and OOD cut-off, and its own validation figures.

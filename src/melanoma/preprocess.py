@@ -23,9 +23,10 @@ if TYPE_CHECKING:
 RGB = tuple[float, float, float]
 
 # The mean and standard deviation of each channel over an image's lit pixels (those not in a black
-# vignette), averaged over 1,500 training images of both classes (in [0, 1] units): the look every
-# image is given under `colour_reference`. Benign and malignant images differ here (benign red
-# 206 +- 21, malignant 174 +- 34 on a 0-255 scale): a cue of the dataset, not of the lesion.
+# vignette), averaged over training images of both classes (in [0, 1] units), measured once by hand
+# (no project command recomputes it; model files trained with `--colour matched` carry the values
+# they used): the look every image is given under `colour_reference`. The colours of the two classes
+# differ in the Kaggle data, a cue of the dataset, not of the lesion.
 TRAINING_LOOK: tuple[RGB, RGB] = ((0.749, 0.579, 0.562), (0.106, 0.122, 0.134))
 
 
@@ -242,10 +243,10 @@ def train_augment(image_size: int, seed: int, robust: bool = False):
 
 
 def random_vignette(p: float, radius: tuple[float, float] = (0.5, 0.72)):
-    """Black outside a centred circle, as a round dermoscope leaves it. In the training data 24.5% of
-    the melanomas have such dark corners against 0.2% of the benign images (measured on 400 of each),
-    a cue that has nothing to do with the lesion; drawn at random on any image, it stops telling the
-    classes apart. `radius` is the circle's radius as a share of the side (0.5 touches the edges).
+    """Black outside a centred circle, as a round dermoscope leaves it. In the Kaggle training data
+    such dark corners are far more common among the melanomas than among the benign images (a count
+    by hand, not kept), a cue that has nothing to do with the lesion; drawn at random on any image, it
+    stops telling the classes apart. `radius` is the circle's radius as a share of the side (0.5 touches the edges).
     Hand-written because albumentations has no such transform (a few lines)."""
     A: Any = _albumentations()  # the module (no type information), so its classes can be bases
 
