@@ -109,22 +109,23 @@ def predict_throughput(model_file: str, data: Path, n: int, engine: str) -> dict
 
 def process_time(model_file: str, data: Path, n: int) -> dict:
     """`melanoma predict FILES --model M --csv OUT` in a child process on n test images, then on one:
-    wall seconds from start to exit; M is the int8 export of a .safetensors file with a recorded
-    training run, else the file itself. Peak memory: the n-image run's own (os.wait4)."""
-    from .onnx_model import CALIBRATION_IMAGES, load_model
+    wall seconds from start to exit; M is the int8 export (`melanoma export --int8`, in a child process
+    too) of a .safetensors file with a recorded training run, else the file itself. Peak memory: the
+    n-image run's own (os.wait4; this process stays small, as a child's count starts from its parent's)."""
+    from .modelinfo import METADATA_KEY
 
-    model, info = load_model(model_file)
     files = [str(f) for f in _test_images(data, n)]
+    recorded = False
+    if not str(model_file).endswith(".onnx"):
+        with open(model_file, "rb") as f:  # the safetensors header: 8 bytes of length, then JSON
+            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        recorded = bool(json.loads(header.get("__metadata__", {}).get(METADATA_KEY, "{}")).get("data_fingerprint"))
     with tempfile.TemporaryDirectory(prefix="melanoma-bench-") as tmp:
         target, what = str(model_file), "the file itself"
-        if model.engine == "torch" and info.data_fingerprint:
-            from .onnx_model import quantize
-            from .split import validation_views
-
-            views, labels = validation_views(info, data)
+        if recorded:
             target, what = str(Path(tmp) / "int8.onnx"), "its int8 export"
-            with contextlib.redirect_stdout(sys.stderr):
-                quantize(model, info, views[:CALIBRATION_IMAGES], (views, labels), target)
+            subprocess.run([sys.executable, "-m", "melanoma", "export", "--model", str(model_file), "--onnx", target, "--int8", "--data", str(data)],
+                           check=True, capture_output=True)
         seconds, peak = [], []
         for paths in (files, files[:1]):
             t = time.perf_counter()
