@@ -61,3 +61,18 @@ def lesion_image(size=(160, 120), seed=0) -> Image.Image:
     img[blob] = (90, 50, 40)
     img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
     return Image.fromarray(img)
+
+
+def to_batch(images, pre):
+    """PIL images -> the normalised batch the network takes (model view, then normalisation)."""
+    from melanoma.preprocess import model_view, normalize
+
+    return normalize(np.stack([model_view(im, pre) for im in images]), pre)
+
+
+def classify(model, info, images):
+    """Predictions for PIL images, as `melanoma predict` makes them after decoding."""
+    from melanoma.predict import predict_views
+    from melanoma.preprocess import model_view
+
+    return predict_views(model, info, np.stack([model_view(im, info.preprocess) for im in images]))

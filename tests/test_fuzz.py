@@ -9,9 +9,8 @@ from hypothesis import strategies as st
 
 from melanoma.images import ImageError, load_image
 from melanoma.model import load
-from melanoma.predict import classify
 
-from .conftest import lesion_image
+from .conftest import classify, lesion_image
 
 
 def encoded(fmt: str) -> bytes:

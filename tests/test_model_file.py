@@ -7,9 +7,9 @@ import torch
 
 from melanoma.model import build, load, save
 from melanoma.modelinfo import ModelFileError, ModelInfo
-from melanoma.preprocess import Preprocess, crop_box, model_view, to_batch
+from melanoma.preprocess import Preprocess, crop_box, model_view
 
-from .conftest import lesion_image
+from .conftest import lesion_image, to_batch
 
 
 def test_roundtrip_keeps_weights_and_metadata(tmp_path):

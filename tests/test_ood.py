@@ -12,12 +12,11 @@ from safetensors.torch import load_file, save_file
 from melanoma.model import load
 from melanoma.modelinfo import ModelFileError
 from melanoma.ood import attach
-from melanoma.predict import classify
 from melanoma.preprocess import model_view
 from melanoma.quality import assess
-from tests.nonlesion import write as write_nonlesion
 
-from .conftest import lesion_image
+from .conftest import classify, lesion_image
+from .nonlesion import write as write_nonlesion
 from .test_predict_explain import melanoma_cli
 
 

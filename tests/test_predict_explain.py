@@ -9,13 +9,9 @@ from PIL import Image
 from melanoma.explain import grad_cam, infer, linear_head, overlay
 from melanoma.model import load
 from melanoma.predict import explain
-from melanoma.preprocess import model_view, normalize
+from melanoma.preprocess import model_view
 
-from .conftest import TINY_THRESHOLD, lesion_image
-
-
-def to_batch(images, pre):
-    return normalize(np.stack([model_view(im, pre) for im in images]), pre)
+from .conftest import TINY_THRESHOLD, lesion_image, to_batch
 
 
 def melanoma_cli(*args, cwd=None, env=None):
@@ -187,7 +183,6 @@ def test_faithfulness_deletes_whole_cells_in_map_order(data_dir, monkeypatch, ti
     layer get None."""
     from melanoma import experiments
     from melanoma.images import load_image
-    from melanoma.preprocess import model_view
 
     model, info = load()
     files = sorted((data_dir / "test" / "Malignant").glob("*.jpg"))[:3] + sorted((data_dir / "test" / "Benign").glob("*.jpg"))[:2]
