@@ -1,7 +1,7 @@
 """`melanoma bench`: speed and memory of a model file (the bundled model by default) and the seed_cnn
 baseline, side by side.
 
-Each measurement runs in its own child process (`python -m melanoma.bench PHASE MODEL DATA N`)
+Each measurement runs in its own child process (`python -m melanoma.bench PHASE MODEL DATA N [KEEP]`)
 so that its peak memory (ru_maxrss) is its own. The model file is read by `onnx_model.load_model`,
 a .safetensors or an .onnx file alike. Phases:
 - latency: one image, prediction + Grad-CAM + overlay (`predict.explain`; prediction alone for a file
@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -66,12 +67,12 @@ def latency(model_file: str, data: Path, n: int) -> dict:
     return {"latency_ms_median": 1000 * float(np.median(times)), "latency_ms_p90": 1000 * float(np.percentile(times, 90))}
 
 
-def predict_throughput(model_file: str, data: Path, n: int, engine: str) -> dict:
+def predict_throughput(model_file: str, data: Path, n: int, engine: str, keep: Path | None = None) -> dict:
     """`melanoma predict`'s loop over n test images with the torch model, its float ONNX export or its
     int8 export (`export --int8`: ranges from CALIBRATION_IMAGES of its validation images; models with a recorded
     training run only); an .onnx file as it is, under "onnx" or "int8" by what it is (nothing for the
     other engines). For int8 from a .safetensors file, also its verdicts and ROC AUC against the float
-    export's on the same images."""
+    export's on the same images; with `keep`, the int8 export is copied there for the process phase."""
     from .onnx_model import load_model
     from .predict import inference_streams, run
 
@@ -96,6 +97,8 @@ def predict_throughput(model_file: str, data: Path, n: int, engine: str) -> dict
                 quantize(model, info, views[:CALIBRATION_IMAGES], (views, labels), onnx_file.with_name("int8.onnx"))
         plain, info = load_model(onnx_file, threads=threads)
         model = load_model(onnx_file.with_name("int8.onnx"), threads=threads)[0] if engine == "int8" else plain
+        if engine == "int8" and keep is not None:
+            shutil.copy(onnx_file.with_name("int8.onnx"), keep / "int8.onnx")
     with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
         run(files[:64], model, info, None, None)  # warm-up
         t = time.perf_counter()
@@ -107,10 +110,11 @@ def predict_throughput(model_file: str, data: Path, n: int, engine: str) -> dict
     return result
 
 
-def process_time(model_file: str, data: Path, n: int) -> dict:
+def process_time(model_file: str, data: Path, n: int, keep: Path | None = None) -> dict:
     """`melanoma predict FILES --model M --csv OUT` in a child process on n test images, then on one:
     wall seconds from start to exit; M is the int8 export (`melanoma export --int8`, in a child process
-    too) of a .safetensors file with a recorded training run, else the file itself. Peak memory: the
+    too, unless the int8 phase left one in `keep`) of a .safetensors file with a recorded training run,
+    else the file itself. Peak memory: the
     n-image run's own (os.wait4; this process stays small, as a child's count starts from its parent's)."""
     from .modelinfo import METADATA_KEY
 
@@ -122,7 +126,9 @@ def process_time(model_file: str, data: Path, n: int) -> dict:
         recorded = bool(json.loads(header.get("__metadata__", {}).get(METADATA_KEY, "{}")).get("data_fingerprint"))
     with tempfile.TemporaryDirectory(prefix="melanoma-bench-") as tmp:
         target, what = str(model_file), "the file itself"
-        if recorded:
+        if recorded and keep is not None and (keep / "int8.onnx").exists():
+            target, what = str(keep / "int8.onnx"), "its int8 export"
+        elif recorded:
             target, what = str(Path(tmp) / "int8.onnx"), "its int8 export"
             subprocess.run([sys.executable, "-m", "melanoma", "export", "--model", str(model_file), "--onnx", target, "--int8", "--data", str(data)],
                            check=True, capture_output=True)
@@ -186,14 +192,14 @@ def train_throughput(model_file: str, data: Path, n: int) -> dict:
     return {"train_images_per_s": progress.seen / progress.seconds, "train_frozen_blocks": config.freeze_blocks if config.arch != "seed_cnn" else 0}
 
 
-def _phase(phase: str, model_file: str, data: str, n: int) -> None:
+def _phase(phase: str, model_file: str, data: str, n: int, keep: Path | None = None) -> None:
     data_dir = Path(data)
     if phase == "latency":
         result = latency(model_file, data_dir, n)
     elif phase.startswith("predict_"):
-        result = predict_throughput(model_file, data_dir, n, phase.split("_")[1])
+        result = predict_throughput(model_file, data_dir, n, phase.split("_")[1], keep)
     elif phase == "process":
-        print(json.dumps(process_time(model_file, data_dir, n)))
+        print(json.dumps(process_time(model_file, data_dir, n, keep)))
         return
     else:
         result = train_throughput(model_file, data_dir, n)
@@ -224,12 +230,14 @@ def run(data: Path, out_dir: Path, sizes: dict[str, int], model_file: str | os.P
         baseline = Path(tmp) / "seed_cnn_random.safetensors"
         model, pre = build("seed_cnn")
         save(baseline, model, ModelInfo("seed_cnn", pre))
-        for name, model_file in ((label, model_file or BUNDLED_MODEL), ("seed_cnn (random weights)", baseline)):
+        for k, (name, model_file) in enumerate(((label, model_file or BUNDLED_MODEL), ("seed_cnn (random weights)", baseline))):
             row: dict = {}
+            keep = Path(tmp) / f"model{k}"  # the int8 phase's export, timed again by the process phase
+            keep.mkdir()
             for phase in PHASES:
                 n = sizes["latency_runs" if phase == "latency" else "train_images" if phase == "train" else "predict_images"]
                 print(f"bench: {name}: {phase}…", file=sys.stderr)
-                r = subprocess.run([sys.executable, "-m", "melanoma.bench", phase, str(model_file), str(data), str(n)],
+                r = subprocess.run([sys.executable, "-m", "melanoma.bench", phase, str(model_file), str(data), str(n), str(keep)],
                                    capture_output=True, text=True)
                 if r.returncode != 0:
                     raise UsageError(f"bench phase {phase} on {name} failed:\n{r.stderr[-2000:]}")
@@ -271,4 +279,4 @@ def markdown(report: dict) -> str:
 
 
 if __name__ == "__main__":
-    _phase(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    _phase(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), Path(sys.argv[5]) if len(sys.argv) > 5 else None)
