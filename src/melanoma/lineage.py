@@ -27,7 +27,7 @@ def check_same_run(path: str, info: ModelInfo, config, pre: Preprocess, data_fin
     (`weights_only`: for --init, where only the weights are taken, the colour matching and framing
     may differ, so a --colour matched or --framing lesion run can start from a model without them).
     Models from before the split digest was stored are compared by the settings that draw the split.
-    `config` is the run's train.TrainConfig."""
+    `config` is the run's recipe.TrainConfig."""
     recipe = info.train_config
     same_split = info.data_fingerprint == data_fingerprint and (
         info.validation.get("split_sha256") == split if "split_sha256" in info.validation
