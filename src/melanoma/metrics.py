@@ -2,7 +2,7 @@
 
 Metrics come from scikit-learn; only the expected calibration error is hand-written (scikit-learn
 has no ECE; it is one histogram). Where the Grad-CAM maps fall (on the spot, on the black vignette)
-is a few sums over the masks that the photo checks (quality.py) already compute.
+is a few sums over the masks the photo checks use (lesion.py).
 """
 
 from __future__ import annotations
