@@ -84,10 +84,11 @@ class Inference(NamedTuple):
 def infer(model: Classifier | OnnxModel, x: torch.Tensor | np.ndarray, target: int = 1, cam: bool = True) -> Inference:
     """The one pass every entry point scores a normalised batch through: logits, the Grad-CAM maps
     of class `target`'s margin (in the same forward pass when the head allows it, see the module docstring)
-    and the OOD score. `model` is the torch Classifier or an onnx_model.OnnxModel, which also takes the
-    batch as numpy (`preprocess.normalize_nhwc`)."""
+    and the OOD score. `model` is the torch Classifier (a `preprocess.normalize` batch) or an
+    onnx_model.OnnxModel (a `preprocess.normalize_nhwc` batch): `predict.model_input` makes either."""
     if model.engine == "onnx":  # the map and the score are outputs of its graph
         onnx = cast("OnnxModel", model)
+        assert isinstance(x, np.ndarray)  # the ONNX engine's batch is preprocess.normalize_nhwc's
         logits, graph_maps, ood = onnx.outputs(x, target, cam)
         size = onnx.info.preprocess.image_size
         return Inference(logits, _to_input_size(cast(np.ndarray, graph_maps), (size, size)) if cam else None, ood)  # with cam, never None

@@ -173,11 +173,10 @@ def save(proto, info: ModelInfo, path: str | os.PathLike) -> None:
 
 
 class OnnxModel:
-    """An exported model run by ONNX Runtime on a normalised batch: numpy N x H x W x 3 float32
-    (`preprocess.normalize_nhwc`), or the torch batch of `preprocess.normalize` (N x 3 x H x W); it
-    answers in numpy arrays. Abilities, as the Classifier declares them: `maps` when the graph outputs
-    the class activation map (a head of pooling + one linear layer; only of the positive class), never
-    `lowering_maps`."""
+    """An exported model run by ONNX Runtime on a normalised batch, numpy N x H x W x 3 float32
+    (`preprocess.normalize_nhwc`, as `predict.model_input` makes it); it answers in numpy arrays.
+    Abilities, as the Classifier declares them: `maps` when the graph outputs the class activation map
+    (a head of pooling + one linear layer; only of the positive class), never `lowering_maps`."""
 
     engine = "onnx"
     lowering_maps = False
@@ -210,15 +209,13 @@ class OnnxModel:
     def eval(self) -> "OnnxModel":
         return self
 
-    def _run(self, x: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:
-        if not isinstance(x, np.ndarray):  # a torch batch: N x 3 x H x W, channels_last, so NHWC is a view
-            x = x.permute(0, 2, 3, 1).numpy()
+    def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         return dict(zip(self.output_names, self.session.run(None, {"image_nhwc": np.ascontiguousarray(x, dtype=np.float32)})))
 
-    def __call__(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+    def __call__(self, x: np.ndarray) -> np.ndarray:
         return self._run(x)["logits"]
 
-    def outputs(self, x: np.ndarray | torch.Tensor, target: int, cam: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    def outputs(self, x: np.ndarray, target: int, cam: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """Logits, B x h x w class activation maps (feature resolution, not normalised; with `cam`)
         and the OOD scores (None when the model carries none); see explain.infer."""
         if cam and (not self.maps or target != len(self.info.class_names) - 1):

@@ -82,7 +82,7 @@ def plot_reliability(y: np.ndarray, p: np.ndarray, path: Path, bins: int = 10) -
 def plot_cam_grid(model, info, views: list[np.ndarray], y: np.ndarray, p: np.ndarray, path: Path, per_kind: int = 3) -> None:
     """The most confident true/false positives/negatives with their Grad-CAM overlays."""
     from .explain import infer, overlay
-    from .preprocess import normalize
+    from .predict import model_input
 
     pred = p >= info.threshold
     kinds = {
@@ -94,7 +94,7 @@ def plot_cam_grid(model, info, views: list[np.ndarray], y: np.ndarray, p: np.nda
     fig, axes = plt.subplots(len(kinds), per_kind, figsize=(3 * per_kind, 3.2 * len(kinds)), squeeze=False)
     for row, (kind, idx) in enumerate(kinds.items()):
         idx = idx[:per_kind]
-        cams: np.ndarray | list | None = infer(model, normalize(np.stack([views[i] for i in idx]), info.preprocess)).cam if len(idx) else []
+        cams: np.ndarray | list | None = infer(model, model_input(model, np.stack([views[i] for i in idx]), info.preprocess)).cam if len(idx) else []
         for col in range(per_kind):
             ax = axes[row, col]
             ax.axis("off")

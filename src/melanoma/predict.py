@@ -127,16 +127,15 @@ def ood_word(pred: Prediction) -> str:
     return "-" if pred.ood is None else ("unlike-training" if pred.ood else "ok")
 
 
-# Images a batch. ONNX Runtime spends less CPU an image on small batches: `predict` on the 2,000 test
-# images with the int8 file, 2 idle cores, took 7.9-8.0 s at 4 images (peak memory 215 MB), 8.1-8.6 s
-# at 8 (305 MB) and 8.2 s at 2; at 32, 4-8% longer than at 8 (busy cores) and 870 MB (measured).
+# Images a batch. ONNX Runtime spent less CPU an image, and less memory, on small batches when `predict`
+# was timed by hand at 2, 4, 8 and 32 (the int8 file, 2 cores; not kept: the bench's process phase keeps
+# today's whole-process figure).
 BATCH_SIZE = {"torch": 32, "onnx": 4}
 
 
 def default_workers() -> int:
     """Threads decoding images beside the model's: one, then one per core beyond 2, up to 4. (Decoding
-    a 224-px test image takes about 0.5 ms, a twentieth of its int8 ONNX inference; Pillow lets other
-    threads run while it decodes.)"""
+    a test image is far cheaper than its inference; Pillow lets other threads run while it decodes.)"""
     return max(1, min(4, (os.cpu_count() or 1) - 2))
 
 

@@ -14,7 +14,7 @@ from .data import read_samples
 from .explain import infer
 from .metrics import cam_placement
 from .modelinfo import ModelInfo
-from .preprocess import model_view, normalize
+from .preprocess import model_view
 
 if TYPE_CHECKING:
     from .images import ImageError
@@ -26,11 +26,11 @@ def score_views(model, info: ModelInfo, views: list[np.ndarray] | np.ndarray, ba
                 cam: bool = True) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """P(malignant), the Grad-CAM maps (with `cam`; None without) and the OOD scores (NaN where the
     model carries no fit) of model views (H x W x 3 uint8), a batch at a time."""
-    from .predict import predictions
+    from .predict import model_input, predictions
 
     probs, cams, oods = [], [], []
     for start in range(0, len(views), batch_size):
-        out = infer(model, normalize(np.stack(views[start : start + batch_size]), info.preprocess), cam=cam)  # type: ignore[arg-type]  # an array stacks too
+        out = infer(model, model_input(model, np.stack(views[start : start + batch_size]), info.preprocess), cam=cam)  # type: ignore[arg-type]  # an array stacks too
         preds = predictions(out, info)  # what predict, the API and the page return for these images
         probs.append(np.array([r.p_malignant for r in preds]))
         cams.append(out.cam)
