@@ -112,26 +112,13 @@ def predict_throughput(model_file: str, data: Path, n: int, engine: str, keep: P
 
 def process_time(model_file: str, data: Path, n: int, keep: Path | None = None) -> dict:
     """`melanoma predict FILES --model M --csv OUT` in a child process on n test images, then on one:
-    wall seconds from start to exit; M is the int8 export (`melanoma export --int8`, in a child process
-    too, unless the int8 phase left one in `keep`) of a .safetensors file with a recorded training run,
-    else the file itself. Peak memory: the
-    n-image run's own (os.wait4; this process stays small, as a child's count starts from its parent's)."""
-    from .modelinfo import METADATA_KEY
-
+    wall seconds from start to exit; M is the int8 export the int8 phase left in `keep` (a .safetensors
+    file with a recorded training run), else the file itself. Peak memory: the n-image run's own
+    (os.wait4; this process loads no model, as a child's count starts from its parent's)."""
     files = [str(f) for f in _test_images(data, n)]
-    recorded = False
-    if not str(model_file).endswith(".onnx"):
-        with open(model_file, "rb") as f:  # the safetensors header: 8 bytes of length, then JSON
-            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
-        recorded = bool(json.loads(header.get("__metadata__", {}).get(METADATA_KEY, "{}")).get("data_fingerprint"))
+    int8 = keep / "int8.onnx" if keep is not None else None
+    target, what = (str(int8), "its int8 export") if int8 is not None and int8.exists() else (str(model_file), "the file itself")
     with tempfile.TemporaryDirectory(prefix="melanoma-bench-") as tmp:
-        target, what = str(model_file), "the file itself"
-        if recorded and keep is not None and (keep / "int8.onnx").exists():
-            target, what = str(keep / "int8.onnx"), "its int8 export"
-        elif recorded:
-            target, what = str(Path(tmp) / "int8.onnx"), "its int8 export"
-            subprocess.run([sys.executable, "-m", "melanoma", "export", "--model", str(model_file), "--onnx", target, "--int8", "--data", str(data)],
-                           check=True, capture_output=True)
         seconds, peak = [], []
         for paths in (files, files[:1]):
             t = time.perf_counter()
