@@ -49,6 +49,22 @@ def tiny_model_file(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def recorded_run(tmp_path_factory, data_dir) -> Path:
+    """The folder of a real training run (EfficientNet-Lite0 at 96 px, 24 Kaggle training images a
+    class, one epoch), trained once for the tests that need a model file with a recorded run: its
+    split can be drawn again (fit-ood, `export --int8`, the bench's int8 phase) in seconds."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("recorded") / "run"
+    r = subprocess.run([sys.executable, "-m", "melanoma", "train", "--data", str(data_dir), "--out", str(out), "--arch", "efficientnet_lite0",
+                        "--img-size", "96", "--limit", "24", "--epochs", "1", "--batch-size", "16", "--val-fraction", "0.25"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out
+
+
 def lesion_image(size=(160, 120), seed=0) -> Image.Image:
     """A skin-coloured image with a dark blob: a stand-in for a dermoscopy photo."""
     rng = np.random.default_rng(seed)

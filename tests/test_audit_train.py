@@ -55,11 +55,8 @@ def test_audit_on_the_real_data(data_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_one_epoch_training_on_real_images(data_dir, tmp_path):
-    out = tmp_path / "run"
-    r = melanoma_cli("train", "--data", data_dir, "--out", out, "--arch", "efficientnet_lite0", "--img-size", "96",
-                     "--limit", "24", "--epochs", "1", "--batch-size", "16", "--val-fraction", "0.25")
-    assert r.returncode == 0, r.stderr[-2000:]
+def test_one_epoch_training_on_real_images(recorded_run, data_dir, tmp_path):
+    out = recorded_run  # `train --arch efficientnet_lite0 --img-size 96 --limit 24 --epochs 1 --batch-size 16 --val-fraction 0.25`
     model, info = load(out / "model.safetensors")
     assert info.arch == "efficientnet_lite0" and info.preprocess.image_size == 96
     assert 0 < info.threshold <= 0.5 and info.temperature > 0

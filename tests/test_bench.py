@@ -10,18 +10,20 @@ from .test_predict_explain import melanoma_cli
 
 
 @pytest.mark.slow
-def test_bench_writes_both_models_side_by_side(data_dir, tmp_path):
+def test_bench_writes_both_models_side_by_side(recorded_run, data_dir, tmp_path):
+    """On a small model with a recorded run (its int8 export draws 48 images again, not the bundled
+    model's 21,000; `melanoma bench` without --model times the bundled file the same way)."""
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    r = melanoma_cli("bench", "--data", data_dir, "--out", tmp_path, "--latency-runs", "3", "--predict-images", "40",
-                     "--train-images", "70", env={**os.environ, "TMPDIR": str(scratch)})
+    r = melanoma_cli("bench", "--model", recorded_run / "model.safetensors", "--data", data_dir, "--out", tmp_path, "--latency-runs", "3",
+                     "--predict-images", "40", "--train-images", "70", env={**os.environ, "TMPDIR": str(scratch)})
     assert r.returncode == 0, r.stderr[-3000:]
     # its temporary folders (the random baseline, ONNX exports; mkdtemp's tmp* before they had a name) are gone;
     # torch's and ONNX Runtime's own caches may stay
     assert not [p.name for p in scratch.iterdir() if p.name.startswith(("tmp", "melanoma-bench-"))]
     report = json.loads((tmp_path / "bench.json").read_text())
     assert report["machine"]["cores"] >= 1
-    assert list(report["models"]) == ["efficientnet_lite0 (bundled)", "seed_cnn (random weights)"]
+    assert list(report["models"]) == ["efficientnet_lite0 (model.safetensors)", "seed_cnn (random weights)"]
     for row in report["models"].values():
         for key in ("latency_ms_median", "latency_ms_p90", "predict_torch_images_per_s", "predict_onnx_images_per_s",
                     "train_images_per_s", "predict_torch_peak_rss_mib", "train_peak_rss_mib"):
@@ -32,7 +34,7 @@ def test_bench_writes_both_models_side_by_side(data_dir, tmp_path):
     # the whole-process run of `melanoma predict` uses the int8 export where one can be made (a recorded training run)
     assert [row["process_model"] for row in report["models"].values()] == ["its int8 export", "the file itself"]
     table = (tmp_path / "bench.md").read_text()
-    assert table.count("\n| efficientnet_lite0") == 1 and table.count("\n| seed_cnn") == 1
+    assert table.count("\n| efficientnet_lite0 (model.safetensors)") == 1 and table.count("\n| seed_cnn") == 1
     assert table in r.stdout
 
 
