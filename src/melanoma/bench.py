@@ -106,7 +106,7 @@ def predict_throughput(model_file: str, data: Path, n: int, engine: str, keep: P
         seconds = time.perf_counter() - t
     result = {f"predict_{engine}_images_per_s": len(files) / seconds}
     if exports and engine == "int8":
-        result |= agreement(plain, model, info, files)
+        result |= agreement(plain, model, files)
     return result
 
 
@@ -133,19 +133,21 @@ def process_time(model_file: str, data: Path, n: int, keep: Path | None = None) 
             "process_one_image_seconds": seconds[1], "process_peak_rss_mib": peak[0]}
 
 
-def agreement(plain, int8, info, files: list[str]) -> dict:
-    """Verdicts of the int8 model identical to the float one's, and both ROC AUCs, on `files` (decoded once)."""
+def agreement(plain, int8, files: list[str]) -> dict:
+    """Verdicts of the int8 model identical to the float one's, each calibrated as itself (its own
+    temperature and threshold, from its file), and both ROC AUCs, on `files` (decoded once)."""
     from sklearn.metrics import roc_auc_score
 
     from .images import load_image
-    from .predict import predict_views
+    from .predict import label_of, predict_views
     from .preprocess import model_view
 
-    views = np.stack([model_view(load_image(f), info.preprocess) for f in files])
-    p = {name: np.array([q.p_malignant for i in range(0, len(views), 64) for q in predict_views(model, info, views[i : i + 64])])
+    views = np.stack([model_view(load_image(f), plain.info.preprocess) for f in files])
+    p = {name: np.array([q.p_malignant for i in range(0, len(views), 64) for q in predict_views(model, model.info, views[i : i + 64])])
          for name, model in (("float", plain), ("int8", int8))}
-    y = np.array([Path(f).parent.name == info.class_names[-1] for f in files])
-    return {"int8_images": len(files), "int8_same_verdict": float(((p["float"] >= info.threshold) == (p["int8"] >= info.threshold)).mean()),
+    verdicts = {name: np.array([label_of(float(q), model.info) for q in p[name]]) for name, model in (("float", plain), ("int8", int8))}
+    y = np.array([Path(f).parent.name == plain.info.class_names[-1] for f in files])
+    return {"int8_images": len(files), "int8_same_verdict": float((verdicts["float"] == verdicts["int8"]).mean()),
             "int8_roc_auc": float(roc_auc_score(y, p["int8"])), "float_onnx_roc_auc": float(roc_auc_score(y, p["float"]))}
 
 
