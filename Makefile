@@ -27,7 +27,7 @@ run: $(BIN)/.installed-app
 test: $(BIN)/.installed-dev
 	$(BIN)/ruff check src tests tools
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=10
 
 # The quick ones only (tests marked slow left out), while developing; `make test` runs all.
 test-fast: $(BIN)/.installed-dev
