@@ -27,6 +27,31 @@ def test_near_duplicates_found_through_reencoding_and_flips(tmp_path):
     assert len(set(groups[:6])) == 6
 
 
+def test_near_duplicate_groups_are_those_of_the_full_comparison():
+    """`near_duplicate_groups` compares each pair once, under the 8 orientations of one side only:
+    the same groups as every pair both ways (`_similarity`, what `copies_in_train` uses)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from melanoma.audit import WHOLE_CORRELATION, _similarity
+
+    rng = np.random.default_rng(0)
+    thumbs = rng.normal(0, 1, (300, 2, 16, 16)).astype(np.float32)
+    for k in range(0, 120, 2):  # 60 copies, turned, flipped, with a little noise
+        turned = np.rot90(thumbs[k], k % 4, axes=(1, 2))
+        thumbs[k + 1] = (turned[..., ::-1] if k % 3 else turned) + rng.normal(0, 0.05, (2, 16, 16))
+    thumbs[200:210] = thumbs[210:220] * 2 + 5  # brightness and contrast changed
+    groups = near_duplicate_groups(thumbs, chunk=64)  # pairs across chunks too
+    rows, cols = [], []
+    for start, s in _similarity(thumbs, thumbs, chunk=64):
+        i, j = np.nonzero(s >= WHOLE_CORRELATION)
+        rows.append(i + start)
+        cols.append(j)
+    i, j = np.concatenate(rows), np.concatenate(cols)
+    _, full = connected_components(coo_matrix((np.ones(len(i)), (i, j)), shape=(300, 300)), directed=False)
+    assert np.array_equal(groups, full) and len(set(groups)) == 300 - 60 - 10
+
+
 def test_split_keeps_groups_together_and_is_stratified():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 1000)

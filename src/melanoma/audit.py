@@ -84,12 +84,12 @@ def _pairs(thumbs: np.ndarray, chunk: int = 2048):
             yield i[centres >= CENTRE_CORRELATION], j[centres >= CENTRE_CORRELATION]
 
 
-def near_duplicate_groups(thumbs: np.ndarray) -> np.ndarray:
+def near_duplicate_groups(thumbs: np.ndarray, chunk: int = 2048) -> np.ndarray:
     """Connected components of the near-duplicate graph: a group id per image."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    pairs = list(_pairs(thumbs))
+    pairs = list(_pairs(thumbs, chunk))
     i, j = np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
     graph = coo_matrix((np.ones(len(i), dtype=np.int8), (i, j)), shape=(len(thumbs), len(thumbs)))
     _, labels = connected_components(graph, directed=False)
