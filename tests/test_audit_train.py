@@ -81,6 +81,8 @@ def test_audit_on_the_real_data(data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_one_epoch_training_on_real_images(recorded_run, data_dir, tmp_path):
+    import torch
+
     out = recorded_run  # `train --arch efficientnet_lite0 --img-size 96 --limit 24 --epochs 1 --batch-size 16 --val-fraction 0.25`
     model, info = load(out / "model.safetensors")
     assert info.arch == "efficientnet_lite0" and info.preprocess.image_size == 96
@@ -97,6 +99,20 @@ def test_one_epoch_training_on_real_images(recorded_run, data_dir, tmp_path):
     assert refit.ood_cutoff == pytest.approx(info.ood_cutoff, rel=1e-5) and refit.threshold == info.threshold
     r = melanoma_cli("fit-ood", "--model", out / "model.safetensors", "--data", tmp_path / "nowhere", "--out", tmp_path / "x.safetensors")
     assert r.returncode == 1 and "Traceback" not in r.stderr
+    # another operating point on the same split: temperature as training fitted it, the threshold for the new target
+    r = melanoma_cli("calibrate", "--model", out / "model.safetensors", "--data", data_dir, "--target-sensitivity", "0.5",
+                     "--out", tmp_path / "half.safetensors")
+    assert r.returncode == 0, r.stderr[-2000:]
+    half_model, half = load(tmp_path / "half.safetensors")
+    assert half.target_sensitivity == 0.5 and half.temperature == pytest.approx(info.temperature, rel=1e-4)
+    assert half.threshold >= info.threshold and half.validation["sensitivity"] >= 0.5
+    assert {k: half.validation[k] for k in ("best_epoch", "split_sha256", "epochs_run")} == \
+        {k: info.validation[k] for k in ("best_epoch", "split_sha256", "epochs_run")}
+    assert half.ood_cutoff == info.ood_cutoff and all(torch.equal(a, b) for a, b in zip(half_model.state_dict().values(), model.state_dict().values()))
+    assert f"threshold {half.threshold:.3f}" in r.stdout and "validation: 12 images" in r.stdout
+    for bad in ("0", "1.5", "x"):
+        r = melanoma_cli("calibrate", "--data", data_dir, "--target-sensitivity", bad, "--out", tmp_path / "bad.safetensors")
+        assert r.returncode == 2 and "--target-sensitivity" in r.stderr and "Traceback" not in r.stderr
     r = melanoma_cli("train", "--data", data_dir, "--out", out, "--epochs", "31")
     assert r.returncode == 2 and "between 1 and 30" in r.stderr
     r = melanoma_cli("train", "--data", data_dir, "--out", out, "--val-fraction", "0.4")  # would have been 0.5

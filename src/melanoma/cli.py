@@ -1,5 +1,5 @@
 """The `melanoma` command: the parser and one short handler per subcommand (audit, train, describe,
-evaluate, fit-ood, predict, export, bench, serve, api, loadtest). Over 300 lines because it holds
+evaluate, fit-ood, calibrate, predict, export, bench, serve, api, loadtest). Over 300 lines because it holds
 every subcommand's flags and help in one place, where `tests/test_documented_commands.py` checks the
 docs against them; each handler imports what it needs when it runs."""
 
@@ -12,7 +12,7 @@ from typing import Any
 
 from . import __version__
 from .errors import Interrupted, UsageError, require_extra
-from .modelinfo import ARCHITECTURE_NAMES, ModelFileError
+from .modelinfo import ARCHITECTURE_NAMES, RUN_RECORD, ModelFileError, ModelInfo
 
 
 def whole(low: int, high: int | None = None):
@@ -26,6 +26,14 @@ def whole(low: int, high: int | None = None):
             raise argparse.ArgumentTypeError(f"{value} is not " + (f"between {low} and {high}" if high is not None else f"at least {low}"))
         return value
     return parse
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a number in (0, 1], e.g. a target sensitivity."""
+    value = positive(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction in (0, 1], e.g. 0.95")
+    return value
 
 
 def positive(text: str) -> float:
@@ -84,8 +92,13 @@ def _describe(args) -> int:
     from .onnx_model import load_model
 
     _, info = load_model(args.model)
+    print("\n".join(describe_lines(info, args.model or "the bundled model")))
+    return 0
+
+
+def describe_lines(info: ModelInfo, name: str) -> list[str]:
     v = info.validation
-    lines = [f"model: {args.model or 'the bundled model'}", f"architecture: {info.arch}, input {info.preprocess.image_size} px, "
+    lines = [f"model: {name}", f"architecture: {info.arch}, input {info.preprocess.image_size} px, "
              f"framing {info.preprocess.framing}",
              f"threshold {info.threshold:.3f} on the calibrated probability (temperature {info.temperature:.3f}), chosen on validation "
              f"for sensitivity {info.target_sensitivity}",
@@ -101,8 +114,7 @@ def _describe(args) -> int:
         counts = "; ".join(f"{label} " + ", ".join(f"{k} {n}" for k, n in kinds.items()) for label, kinds in r["images"].items())
         lines.append(f"  {r['name']} ({r['licence']}): {counts}; files sha256 {r['files_sha256'][:16]}")
     lines.append(f"licence of the weights: {info.licence}")
-    print("\n".join(lines))
-    return 0
+    return lines
 
 
 def _audit(args) -> int:
@@ -147,6 +159,32 @@ def _fit_ood(args) -> int:
     assert model.ood is not None  # set by ood.attach
     models.save(Path(args.out), model, replace(info, ood_cutoff=cutoff, ood_block=model.ood.block))
     print(f"wrote {args.out} (out-of-distribution cut-off {cutoff:.4g})", file=sys.stderr)
+    return 0
+
+
+def _calibrate(args) -> int:
+    from dataclasses import replace
+
+    from . import model as models
+    from .calibration import operating_point
+    from .data import check_outside, resolve_data_dir
+    from .split import model_split
+    from .train import predict_logits, validation_record
+
+    data = resolve_data_dir(args.data)
+    check_outside(data, args.out)
+    model, info = models.load(args.model)
+    split = model_split(info, data)
+    logits = predict_logits(model, split.views_of(split.va), info.preprocess)
+    temperature, p, threshold = operating_point(logits, split.labels[split.va], args.target_sensitivity)
+    assert threshold is not None  # a target was given
+    run = {k: v for k, v in info.validation.items() if k in RUN_RECORD}
+    info = replace(info, temperature=float(temperature), threshold=float(threshold), target_sensitivity=args.target_sensitivity,
+                   validation={**validation_record(split, p, threshold), **run})
+    models.save(Path(args.out), model, info)
+    print(f"wrote {args.out}", file=sys.stderr)
+    lines = describe_lines(info, args.out)
+    print("\n".join(lines[2 : next(i for i, line in enumerate(lines) if line.startswith("training sources"))]))  # its operating point and validation
     return 0
 
 
@@ -345,6 +383,14 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--data", help=data_help)
     o.add_argument("--out", required=True, help="the model file to write (the model with the score)")
     o.set_defaults(func=_fit_ood)
+
+    c = sub.add_parser("calibrate", help="fit a model file's temperature and threshold anew for another target sensitivity "
+                                         "(weights and OOD score unchanged)")
+    c.add_argument("--model", help="model file (default: the bundled model)")
+    c.add_argument("--data", help=data_help)
+    c.add_argument("--target-sensitivity", type=fraction, required=True, help="validation sensitivity the threshold is chosen for")
+    c.add_argument("--out", required=True, help="the model file to write")
+    c.set_defaults(func=_calibrate)
 
     x = sub.add_parser("export", help="write the model as ONNX (with its threshold and preprocessing in the metadata)")
     x.add_argument("--onnx", required=True, metavar="FILE", help="the .onnx file to write")

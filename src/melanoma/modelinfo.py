@@ -12,6 +12,7 @@ from .preprocess import Preprocess
 FORMAT_VERSION = 1
 METADATA_KEY = "melanoma"
 ARCHITECTURE_NAMES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "seed_cnn")  # model.ARCHITECTURES' keys
+RUN_RECORD = ("best_epoch", "split_sha256", "epochs_run")  # validation's keys that say how the run went: kept when a file is recalibrated
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import require_extra
-from .modelinfo import METADATA_KEY, ModelFileError, ModelInfo, error_summary
+from .modelinfo import METADATA_KEY, RUN_RECORD, ModelFileError, ModelInfo, error_summary
 
 if TYPE_CHECKING:
     import torch
@@ -153,7 +153,7 @@ def refit(int8: "OnnxModel", info: ModelInfo, views: np.ndarray, labels: np.ndar
     threshold = info.threshold if threshold is None else threshold
     m = binary_metrics(labels, p, threshold, bootstrap=0)
     cutoff = cutoff_of(np.concatenate([o.ood for o in outs])) if info.ood_cutoff is not None else None
-    kept = {k: v for k, v in info.validation.items() if k in ("best_epoch", "split_sha256", "epochs_run")}
+    kept = {k: v for k, v in info.validation.items() if k in RUN_RECORD}
     validation = {**kept, "int8": True, "images": int(len(labels)), "auc": m["roc_auc"], "sensitivity": m["sensitivity"],
                   "specificity": m["specificity"], "float": {k: v for k, v in info.validation.items() if k not in kept}}
     return replace(info, temperature=float(temperature), threshold=float(threshold), ood_cutoff=cutoff, validation=validation)

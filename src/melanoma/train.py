@@ -328,7 +328,6 @@ def fit(run: Run, model: nn.Module, frozen: list[nn.Module], optimizer, schedule
 def calibrate_and_save(run: Run, model: models.Classifier, progress: Progress) -> Path:
     """Temperature and threshold on validation, the OOD score on train (cut-off on validation), the
     model file and the training curves (process 0 only)."""
-    from .metrics import binary_metrics
     from .plots import plot_history
 
     config, data, par = run.config, run.data, run.par
@@ -340,15 +339,12 @@ def calibrate_and_save(run: Run, model: models.Classifier, progress: Progress) -
     ood_cutoff = ood.attach(model, run.pre, data.views_of(data.tr), data.labels[data.tr], val_views, par.device)
     temperature, p_val, threshold = operating_point(logits, val_labels, config.target_sensitivity)
     assert threshold is not None and model.ood is not None  # a run has a target sensitivity; ood.attach set model.ood
-    m = binary_metrics(val_labels, p_val, threshold, bootstrap=0)
     validation = {
-        "images": int(len(data.va)), "auc": m["roc_auc"], "sensitivity": m["sensitivity"], "specificity": m["specificity"],
+        **validation_record(data, p_val, threshold),
         "best_epoch": progress.best_epoch,  # 0: no epoch beat the --init model
         "split_sha256": data.digest,  # which images were held out (see start_from)
         "epochs_run": len(progress.history),
     }
-    if len(data.sources) > 1:
-        validation["by_source"] = by_source(data.samples_of(data.va), val_labels, p_val, threshold)
     info = ModelInfo(
         arch=config.arch, preprocess=run.pre, class_names=CLASS_NAMES, threshold=float(threshold), temperature=float(temperature),
         target_sensitivity=config.target_sensitivity, train_config=asdict(config), data_fingerprint=data.fingerprint,
@@ -359,6 +355,19 @@ def calibrate_and_save(run: Run, model: models.Classifier, progress: Progress) -
     plot_history(progress.history, run.out_dir / "training_curves.png")
     LOG.info(f"saved {path}: temperature {temperature:.3f}, threshold {threshold:.3f}, validation {json.dumps(validation)}")
     return path
+
+
+def validation_record(data: Split, p_val: np.ndarray, threshold: float) -> dict:
+    """The validation figures a model file records at its threshold (`p_val`: the calibrated
+    probabilities of `data`'s validation images): overall, and per source for a run of several."""
+    from .metrics import binary_metrics
+
+    labels = data.labels[data.va]
+    m = binary_metrics(labels, p_val, threshold, bootstrap=0)
+    record = {"images": int(len(data.va)), "auc": m["roc_auc"], "sensitivity": m["sensitivity"], "specificity": m["specificity"]}
+    if len(data.sources) > 1:
+        record["by_source"] = by_source(data.samples_of(data.va), labels, p_val, threshold)
+    return record
 
 
 def by_source(samples, labels: np.ndarray, p: np.ndarray, threshold: float) -> dict:
