@@ -92,28 +92,29 @@ def _describe(args) -> int:
     from .onnx_model import load_model
 
     _, info = load_model(args.model)
-    print("\n".join(describe_lines(info, args.model or "the bundled model")))
-    return 0
-
-
-def describe_lines(info: ModelInfo, name: str) -> list[str]:
-    v = info.validation
-    lines = [f"model: {name}", f"architecture: {info.arch}, input {info.preprocess.image_size} px, "
-             f"framing {info.preprocess.framing}",
-             f"threshold {info.threshold:.3f} on the calibrated probability (temperature {info.temperature:.3f}), chosen on validation "
-             f"for sensitivity {info.target_sensitivity}",
-             f"validation: {v.get('images')} images, ROC AUC {v.get('auc', float('nan')):.4f}, sensitivity {v.get('sensitivity', float('nan')):.4f}, "
-             f"specificity {v.get('specificity', float('nan')):.4f}"]
-    for name, f in (v.get("by_source") or {}).items():
-        auc = f"ROC AUC {f['auc']:.4f}, " if f.get("auc") is not None else ""
-        parts = [f"sensitivity {f['sensitivity']:.4f}" if f.get("sensitivity") is not None else "",
-                 f"specificity {f['specificity']:.4f}" if f.get("specificity") is not None else ""]
-        lines.append(f"  {name}: {f['images']} images ({f['melanomas']} melanomas), {auc}{', '.join(p for p in parts if p)}")
+    lines = [f"model: {args.model or 'the bundled model'}", f"architecture: {info.arch}, input {info.preprocess.image_size} px, "
+             f"framing {info.preprocess.framing}", *operating_point_lines(info)]
     lines.append("training sources:" if info.sources else "training sources: not recorded in this file")
     for r in info.sources:
         counts = "; ".join(f"{label} " + ", ".join(f"{k} {n}" for k, n in kinds.items()) for label, kinds in r["images"].items())
         lines.append(f"  {r['name']} ({r['licence']}): {counts}; files sha256 {r['files_sha256'][:16]}")
     lines.append(f"licence of the weights: {info.licence}")
+    print("\n".join(lines))
+    return 0
+
+
+def operating_point_lines(info: ModelInfo) -> list[str]:
+    """A model file's threshold and temperature and its validation figures (per source where recorded)."""
+    v = info.validation
+    lines = [f"threshold {info.threshold:.3f} on the calibrated probability (temperature {info.temperature:.3f}), chosen on validation "
+             f"for sensitivity {info.target_sensitivity}",
+             f"validation: {v.get('images')} images, ROC AUC {v.get('auc', float('nan')):.4f}, sensitivity {v.get('sensitivity', float('nan')):.4f}, "
+             f"specificity {v.get('specificity', float('nan')):.4f}"]
+    for source, f in (v.get("by_source") or {}).items():
+        auc = f"ROC AUC {f['auc']:.4f}, " if f.get("auc") is not None else ""
+        parts = [f"sensitivity {f['sensitivity']:.4f}" if f.get("sensitivity") is not None else "",
+                 f"specificity {f['specificity']:.4f}" if f.get("specificity") is not None else ""]
+        lines.append(f"  {source}: {f['images']} images ({f['melanomas']} melanomas), {auc}{', '.join(p for p in parts if p)}")
     return lines
 
 
@@ -183,8 +184,7 @@ def _calibrate(args) -> int:
                    validation={**validation_record(split, p, threshold), **run})
     models.save(Path(args.out), model, info)
     print(f"wrote {args.out}", file=sys.stderr)
-    lines = describe_lines(info, args.out)
-    print("\n".join(lines[2 : next(i for i, line in enumerate(lines) if line.startswith("training sources"))]))  # its operating point and validation
+    print("\n".join(operating_point_lines(info)))
     return 0
 
 
