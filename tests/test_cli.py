@@ -19,6 +19,7 @@ from melanoma.cli import main
     (["train", "--out", "x", "--lr", "0"], "--lr must be in (0, 1)"),
     (["train", "--out", "x", "--weight-decay", "-0.1"], "--weight-decay in [0, 1)"),
     (["train", "--out", "x", "--freeze-blocks", "-1"], "--freeze-blocks and --workers must be 0 or more"),
+    (["train", "--out", "x", "--diagnosis", "0.5", "--mixup", "0.2"], "--diagnosis and --mixup do not go together"),
 ])
 def test_a_wrong_command_line_exits_2_naming_the_value(argv, words, capsys):
     try:

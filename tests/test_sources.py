@@ -12,7 +12,7 @@ from melanoma.errors import UsageError
 from melanoma.model import load
 from melanoma.sampling import epoch_batches, epoch_pool, sample_weights, sampled_kinds
 from melanoma.sources import Source, join_lesions, kaggle_source, read_sources_file, scan_source, scan_sources, source_record, weights_licence
-from melanoma.train import by_source
+from melanoma.train import by_source, diagnosis_targets
 
 from .conftest import DATA, ROOT, lesion_image
 from .test_predict_explain import melanoma_cli
@@ -195,6 +195,15 @@ def test_sampled_epochs_see_a_fresh_draw_of_a_capped_diagnosis_and_classes_weigh
     assert np.isclose(w[40], 2 * w[0]) and np.isclose(w[labels == 0].sum(), w[labels == 1].sum())
 
 
+def test_diagnosis_targets_index_the_named_diagnoses_and_leave_the_rest_out():
+    from melanoma.sources import SourceSample
+
+    samples = [SourceSample(Path("x"), str(i), "train", label, kind, "s") for i, (label, kind) in
+               enumerate([(0, "nv"), (1, "mel"), (0, ""), (0, "bkl"), (1, ""), (0, "nv")])]
+    names, index = diagnosis_targets(samples)
+    assert names == ["bkl", "mel", "nv"] and index.tolist() == [2, 1, -1, 0, -1, 2]
+
+
 def test_validation_figures_per_source():
     from melanoma.sources import SourceSample
 
@@ -287,9 +296,11 @@ per_epoch = {{ nv = 3 }}
 """)
     out = tmp_path / "run"
     r = melanoma_cli("train", "--sources", sources, "--out", out, "--img-size", "64", "--epochs", "1",
-                     "--batch-size", "8", "--val-fraction", "0.25")
+                     "--batch-size", "8", "--val-fraction", "0.25", "--diagnosis", "0.5")
     assert r.returncode == 0, r.stderr[-2000:]
-    _, info = load(out / "model.safetensors")
+    assert "diagnosis head: bkl " in r.stderr and "without a diagnosis (the verdict's loss alone)" in r.stderr
+    model, info = load(out / "model.safetensors")
+    assert info.train_config["diagnosis"] == 0.5 and not any("diagnosis" in k for k in model.state_dict())  # the head stays out
     assert [s["name"] for s in info.sources] == ["kaggle", "isic", "ham"]
     used = {s["name"]: s for s in info.sources}
     assert set(used["ham"]["images"]["Benign"]) <= {"nv", "bkl", "df", "vasc"} and used["ham"]["licence"] == "CC-BY-NC-4.0"

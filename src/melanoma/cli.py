@@ -334,6 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("--mixup", float, "mixup: blend each batch with itself shuffled, shares drawn from Beta(a, a); 0 is off, 0.2 is usual"),
         ("--sources", str, "a sources file (TOML) naming every training source, e.g. sources/kaggle+archives.toml: the Kaggle data "
                            "and other labelled folders, each with its licence (instead of --data)"),
+        ("--diagnosis", float, "weight of the loss of a diagnosis head trained beside the verdict on the images whose source names "
+                               "a diagnosis (nevus, keratosis, ...; a labels.csv); the head is left out of the model file; 0 is off"),
     ]:
         dest = flag[2:].replace("-", "_")
         default = getattr(d, dest)

@@ -35,6 +35,7 @@ class TrainConfig:
     duplicates: str = "each"  # or "once": a near-duplicate group weighs as much as one image (sample_weights)
     mixup: float = 0.0  # Beta(a, a) mixing of each batch with itself shuffled (tempers over-confidence); 0: off
     sources: str | None = None  # a sources file (sources.py) naming every training source; default: the Kaggle data alone
+    diagnosis: float = 0.0  # weight of a training-only diagnosis head's loss (images whose source names a diagnosis); 0: off
 
     RUNTIME: ClassVar[tuple[str, ...]] = ("workers",)  # how this machine runs it, not the recipe: free to change on --resume
 
@@ -65,6 +66,10 @@ class TrainConfig:
             return "--label-smoothing is in [0, 0.5], e.g. 0.1"
         if not 0 <= self.mixup <= 10:
             return "--mixup is a Beta parameter in [0, 10] (0 turns it off), e.g. 0.2"
+        if not 0 <= self.diagnosis <= 10:
+            return "--diagnosis is a loss weight in [0, 10] (0 turns it off), e.g. 0.5"
+        if self.diagnosis and self.mixup:
+            return "--diagnosis and --mixup do not go together (a blend of two images has no one diagnosis)"
         if not 0 < self.lr < 1 or not 0 <= self.weight_decay < 1:
             return "--lr must be in (0, 1) and --weight-decay in [0, 1), e.g. 0.001 and 0.0001"
         if self.freeze_blocks < 0 or self.workers < 0:

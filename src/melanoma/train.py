@@ -87,6 +87,31 @@ def freeze_early_layers(model: models.Classifier, arch: str, n_blocks: int) -> l
     return frozen
 
 
+class Trainee(nn.Module):
+    """What `--diagnosis` trains: the classifier plus a diagnosis head on the same pooled features
+    (one logit per diagnosis the training sources name). The head only shapes the features during
+    training; the model file keeps the classifier alone, whose two logits stay the verdict."""
+
+    def __init__(self, model: models.Classifier, n_diagnoses: int):
+        super().__init__()
+        self.model = model
+        head: Any = model.head  # an nn.Sequential ending with its Linear layer (model.efficientnet_lite, seed_cnn)
+        self.diagnosis = nn.Linear(head[-1].in_features, n_diagnoses)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        head: Any = self.model.head
+        pooled = head[:-1](self.model.features(x))
+        return head[-1](pooled), self.diagnosis(pooled)
+
+
+def diagnosis_targets(samples) -> tuple[list[str], torch.Tensor]:
+    """The diagnoses the training images' sources name (a labels.csv's column), sorted, and each
+    image's index among them; -1 where its source names none (the Kaggle folders)."""
+    names = sorted({s.kind for s in samples if s.kind})
+    index = {name: i for i, name in enumerate(names)}
+    return names, torch.tensor([index.get(s.kind, -1) for s in samples], dtype=torch.long)
+
+
 @dataclass
 class Fitting:
     """What the epochs of a run work with: the network (wrapped for a data-parallel run), its training
@@ -103,6 +128,7 @@ class Fitting:
     pre: Preprocess
     par: Parallel
     capped: dict = field(default_factory=dict)  # sampled_kinds of the training images: diagnoses an epoch sees only a draw of
+    diagnoses: torch.Tensor | None = None  # with --diagnosis: each training image's diagnosis index (-1: none), diagnosis_targets
 
 
 def train_one_epoch(f: Fitting, progress: Progress, stop: StopRequest) -> bool:
@@ -138,7 +164,12 @@ def train_one_epoch(f: Fitting, progress: Progress, stop: StopRequest) -> bool:
             x, target, w = mixup_batch(x, target, w, config.mixup, derive_seed(config.seed, epoch, progress.batches_done, 2))
         with par.autocast():
             logits = net(x)
+        if f.diagnoses is not None:  # a Trainee: the verdict's logits and the diagnosis head's
+            logits, diagnosis = logits
         each = nn.functional.cross_entropy(logits.float(), target, reduction="none", label_smoothing=config.label_smoothing)
+        if f.diagnoses is not None:
+            each = each + config.diagnosis * nn.functional.cross_entropy(
+                diagnosis.float(), f.diagnoses[shard].to(par.device), reduction="none", ignore_index=-1, label_smoothing=config.label_smoothing)
         loss = (each * w).sum() * (par.world / denominator)
         f.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -218,8 +249,9 @@ def _run(config: TrainConfig, data_dir: Path | None, out_dir: Path, saved: check
     sources = run_sources(config.sources, data_dir)
     run = Run(config, out_dir, par, pre, prepare_data(sources, pre, config.limit, config.val_fraction, config.seed, quiet=not par.main))
     record_data(run, data_dir, saved)
-    optimizer, scheduler, progress, best_state = start(run, model, saved)
-    best_state = fit(run, model, frozen, optimizer, scheduler, progress, best_state)
+    trainee = with_diagnosis(run, model)
+    optimizer, scheduler, progress, best_state = start(run, model, trainee, saved)
+    best_state = fit(run, model, trainee, frozen, optimizer, scheduler, progress, best_state)
     model.load_state_dict(best_state)
     return calibrate_and_save(run, model, progress)
 
@@ -242,11 +274,25 @@ def record_data(run: Run, data_dir: Path | None, saved: checkpoint.Checkpoint | 
         raise UsageError(f"--batch-size {run.config.batch_size} is smaller than the {par.world} processes sharing each batch")
 
 
-def start(run: Run, model: nn.Module, saved: checkpoint.Checkpoint | None):
+def with_diagnosis(run: Run, model: models.Classifier) -> nn.Module:
+    """What the epochs train: the classifier, or with --diagnosis a `Trainee` (classifier + diagnosis head)."""
+    if not run.config.diagnosis:
+        return model
+    names, index = diagnosis_targets(run.data.samples_of(run.data.tr))
+    if not names:
+        raise UsageError("--diagnosis: no training source names a diagnosis (a source folder's labels.csv)")
+    counts = torch.bincount(index[index >= 0], minlength=len(names)).tolist()
+    LOG.info(f"diagnosis head: {', '.join(f'{n} {c}' for n, c in zip(names, counts))} training images; "
+             f"{int((index < 0).sum())} without a diagnosis (the verdict's loss alone)")
+    return Trainee(model, len(names)).to(run.par.device)
+
+
+def start(run: Run, model: nn.Module, trainee: nn.Module, saved: checkpoint.Checkpoint | None):
     """Optimizer, schedule, progress and best weights so far: fresh, from the --init model (whose
-    validation scores an epoch must beat), or from the checkpoint being resumed."""
+    validation scores an epoch must beat), or from the checkpoint being resumed (`trainee`: what the
+    epochs train, `with_diagnosis`)."""
     config, data = run.config, run.data
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW([p for p in trainee.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = len(epoch_batches(len(data.tr), config.batch_size, config.seed, 1,
                                         epoch_pool(len(data.tr), sampled_kinds(data.samples_of(data.tr), data.sources), config.seed, 1)))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15)
@@ -257,7 +303,7 @@ def start(run: Run, model: nn.Module, saved: checkpoint.Checkpoint | None):
         LOG.info(f"starting from {config.init}: val_loss={progress.best_loss:.4f} val_auc={progress.best_auc:.4f} "
                  "(an epoch must beat this to replace it)")
     if saved is not None:
-        model.load_state_dict(saved.model_state)
+        trainee.load_state_dict(saved.model_state)
         optimizer.load_state_dict(saved.optimizer_state)
         scheduler.load_state_dict(saved.scheduler_state)
         if scheduler.total_steps != config.epochs * steps_per_epoch:  # a sources file whose per_epoch changed since
@@ -269,9 +315,11 @@ def start(run: Run, model: nn.Module, saved: checkpoint.Checkpoint | None):
     return optimizer, scheduler, progress, best_state
 
 
-def fit(run: Run, model: nn.Module, frozen: list[nn.Module], optimizer, scheduler, progress: Progress, best_state: dict | None) -> dict:
+def fit(run: Run, model: nn.Module, trainee: nn.Module, frozen: list[nn.Module], optimizer, scheduler, progress: Progress,
+        best_state: dict | None) -> dict:
     """Epochs until early stopping or the last one, a checkpoint after each (and on Ctrl-C); returns
-    the best weights by validation ROC AUC (ties: the lower validation loss)."""
+    the best weights of `model` by validation ROC AUC (ties: the lower validation loss). `trainee` is
+    what the epochs train and the checkpoint keeps (`with_diagnosis`)."""
     config, data, par = run.config, run.data, run.par
     train_views, val_views, val_labels = data.views_of(data.tr), data.views_of(data.va), data.labels[data.va]
     targets = distillation_targets(config, run.pre, data.fingerprint, data.digest, train_views, data.labels[data.tr], par) if config.teacher else None
@@ -290,11 +338,12 @@ def fit(run: Run, model: nn.Module, frozen: list[nn.Module], optimizer, schedule
         assert pool is not None  # something is capped
         LOG.info(f"each epoch sees {len(pool)} of the {len(data.tr)} training images ("
                  + ", ".join(f"{src} {kind}: {cap} of {len(idx)}" for (src, kind), (idx, cap) in capped.items()) + ")")
-    fitting = Fitting(par.wrap(model), train_ds, weights, optimizer, scheduler, frozen, config, run.pre, par, capped)
+    fitting = Fitting(par.wrap(trainee), train_ds, weights, optimizer, scheduler, frozen, config, run.pre, par, capped,
+                      diagnosis_targets(train_samples)[1] if config.diagnosis else None)
 
     def save_checkpoint():
         if par.main:
-            checkpoint.save(run.out_dir, model, best_state, optimizer, scheduler, asdict(config), data.fingerprint, progress)
+            checkpoint.save(run.out_dir, trainee, best_state, optimizer, scheduler, asdict(config), data.fingerprint, progress)
 
     with StopRequest() as stop:
         while not progress.finished:
