@@ -204,6 +204,19 @@ def test_diagnosis_targets_index_the_named_diagnoses_and_leave_the_rest_out():
     assert names == ["bkl", "mel", "nv"] and index.tolist() == [2, 1, -1, 0, -1, 2]
 
 
+def test_a_split_drawn_without_its_views_decodes_the_same_ones_when_asked(small_data):
+    from dataclasses import replace
+
+    from melanoma.model import ARCHITECTURES
+    from melanoma.split import prepare_data
+
+    pre = replace(ARCHITECTURES["efficientnet_lite0"][1], image_size=64)
+    kept = prepare_data([kaggle_source(small_data)], pre, None, 0.25, 0, quiet=True)
+    lazy = prepare_data([kaggle_source(small_data)], pre, None, 0.25, 0, quiet=True, keep_views=False)
+    assert lazy.views == [] and len(kept.views) == 24 and lazy.digest == kept.digest
+    assert all(np.array_equal(a, b) for a, b in zip(kept.views_of(kept.va), lazy.views_of(lazy.va), strict=True))
+
+
 def test_validation_figures_per_source():
     from melanoma.sources import SourceSample
 

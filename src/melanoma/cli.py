@@ -175,7 +175,7 @@ def _calibrate(args) -> int:
     data = resolve_data_dir(args.data)
     check_outside(data, args.out)
     model, info = models.load(args.model)
-    split = model_split(info, data)
+    split = model_split(info, data, keep_views=False)  # only the validation images are decoded for the model
     logits = predict_logits(model, split.views_of(split.va), info.preprocess)
     temperature, p, threshold = operating_point(logits, split.labels[split.va], args.target_sensitivity)
     assert threshold is not None  # a target was given

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 @dataclass
 class Split:
     """The run's training images, decoded once, and its validation split (near-duplicate groups kept
-    on one side)."""
+    on one side). `views` is empty when the split was drawn without them (`keep_views=False`: a command
+    that needs only some, e.g. the validation images); `views_of` then decodes those it is asked for."""
 
     samples: list
     views: list[np.ndarray]
@@ -40,27 +41,36 @@ class Split:
     unreadable: list[dict]
     fingerprint: str  # of the readable images (data.fingerprint: paths and contents)
     sources: list[Source]
+    pre: Preprocess
 
     @property
     def digest(self) -> str:
         return split_digest([self.samples[i].rel for i in self.va])
 
     def views_of(self, idx: np.ndarray) -> list[np.ndarray]:
-        return [self.views[i] for i in idx]
+        if self.views:
+            return [self.views[i] for i in idx]
+        bad: list[ImageError] = []
+        views = [model_view(im, self.pre) for _, im in read_samples(self.samples_of(idx), bad)]
+        if bad:  # read before, with the same contents (the fingerprint): a file that broke since
+            raise UsageError(f"{bad[0].name}: {bad[0].reason} (it was readable when the split was drawn)")
+        return views
 
     def samples_of(self, idx: np.ndarray) -> list:
         return [self.samples[i] for i in idx]
 
 
-def load_split(samples, pre: Preprocess, quiet: bool = False):
-    """Decode once: the model's square view for training, a thumbnail for near-duplicate groups."""
+def load_split(samples, pre: Preprocess, quiet: bool = False, keep_views: bool = True):
+    """Decode once: the model's square view for training (unless `keep_views` is False), a thumbnail
+    for near-duplicate groups."""
     from tqdm import tqdm
 
     views, thumbs, labels, kept = [], [], [], []
     bad: list[ImageError] = []
     bar = tqdm(samples, desc="reading images", unit="img", file=sys.stderr, mininterval=2, disable=quiet)
     for s, im in read_samples(bar, bad):
-        views.append(model_view(im, pre))
+        if keep_views:
+            views.append(model_view(im, pre))
         thumbs.append(thumbnail(im))
         labels.append(s.label)
         kept.append(s)
@@ -86,15 +96,16 @@ def run_sources(config_sources: str | None, data_dir: Path | None) -> list[Sourc
     return [kaggle_source(data_dir)]
 
 
-def prepare_data(sources: list[Source], pre: Preprocess, limit: int | None, val_fraction: float, seed: int, quiet: bool = False) -> Split:
+def prepare_data(sources: list[Source], pre: Preprocess, limit: int | None, val_fraction: float, seed: int, quiet: bool = False,
+                 keep_views: bool = True) -> Split:
     """Scan, decode and split the training images as a run with these settings does."""
     samples = subsample(scan_sources(sources), limit, seed)
     names = ", ".join(s.name for s in sources)
-    samples, views, thumbs, labels, unreadable = load_split(samples, pre, quiet=quiet)
+    samples, views, thumbs, labels, unreadable = load_split(samples, pre, quiet=quiet, keep_views=keep_views)
     if not samples:
         raise UsageError(f"{names}: none of the training images could be read")
     groups, tr, va = group_and_split(samples, thumbs, labels, val_fraction, seed)
-    return Split(samples, views, labels, groups, tr, va, unreadable, fingerprint(samples), sources)
+    return Split(samples, views, labels, groups, tr, va, unreadable, fingerprint(samples), sources, pre)
 
 
 def group_and_split(samples, thumbs: np.ndarray, labels: np.ndarray, val_fraction: float, seed: int):
@@ -107,12 +118,13 @@ def group_and_split(samples, thumbs: np.ndarray, labels: np.ndarray, val_fractio
     return groups, tr, va
 
 
-def model_split(info: ModelInfo, data_dir: Path) -> Split:
+def model_split(info: ModelInfo, data_dir: Path, keep_views: bool = True) -> Split:
     """The training images and validation split the run that made a model drew, drawn again from its
-    recorded settings and checked against the digests it carries."""
+    recorded settings and checked against the digests it carries; with `keep_views=False` no view is
+    kept (`views_of` decodes the ones asked for: 21,221 views are 3.2 GB)."""
     recipe = info.train_config
     split = prepare_data(run_sources(recipe.get("sources"), data_dir), info.preprocess, recipe.get("limit"),
-                         recipe.get("val_fraction", 0.1), recipe.get("seed", 0))
+                         recipe.get("val_fraction", 0.1), recipe.get("seed", 0), keep_views=keep_views)
     digest = info.validation.get("split_sha256")  # models from before the digest: the split is drawn by the same settings
     if split.fingerprint != info.data_fingerprint or digest not in (None, split.digest):
         raise UsageError(f"{data_dir}: not the training images and validation split the model was trained with")
@@ -123,7 +135,7 @@ def validation_views(info: ModelInfo, data_dir: Path) -> tuple[np.ndarray, np.nd
     """A model's own validation images (`model_split`) as model views, shuffled with seed 0, and
     their labels: `export --int8` measures activation ranges on the first `--calibration-images`
     and refits the int8 model's temperature, threshold and OOD cut-off on all of them."""
-    split = model_split(info, data_dir)
+    split = model_split(info, data_dir, keep_views=False)
     order = np.random.default_rng(0).permutation(split.va)
     return np.stack(split.views_of(order)), split.labels[order]
 
