@@ -149,6 +149,28 @@ def test_bad_source_folders_are_refused_or_noted(tmp_path, extra_dir, caplog):
         scan_sources([Source("ham", ham, "x"), Source("ham", ham, "x")])
 
 
+def test_read_other_takes_a_sources_other_cancers_as_not_melanoma(tmp_path, extra_dir):
+    ham = small_source(tmp_path, extra_dir, "ham10000", per_diagnosis=2)
+    src = Source("ham", ham, "CC-BY-NC-4.0", read_other=True)
+    samples = scan_source(src, prefix=True)
+    other = [s for s in samples if s.other]
+    assert sorted(s.kind for s in other) == ["akiec", "akiec", "bcc", "bcc"] and {s.label for s in other} == {0}
+    assert all(s.rel.startswith("ham:Other/") and s.lesion.startswith("HAM_") for s in other)
+    record = source_record(src, samples)
+    assert record["images"]["Other"] == {"akiec": 2, "bcc": 2} and record["read_other"] is True
+    assert "Other" not in source_record(Source("ham", ham, "CC-BY-NC-4.0"), scan_source(Source("ham", ham, "x"), prefix=True))["images"]
+    # a folder without labels.csv: Other/ read the same way, its kind "other"
+    (ham / "labels.csv").unlink()
+    plain = scan_source(src, prefix=True)
+    assert sorted(s.rel for s in plain if s.other) == sorted(s.rel for s in other) and {s.kind for s in plain if s.other} == {"other"}
+    assert not any(s.other for s in scan_source(Source("ham", ham, "x"), prefix=True))
+    file = write(tmp_path / "s.toml", "[[source]]\nname = 'h'\npath = 'x'\nlicence = 'CC0-1.0'\nread_other = true\n")
+    assert read_sources_file(file)[0].read_other
+    write(file, "[[source]]\nname = 'h'\npath = 'x'\nlicence = 'CC0-1.0'\nread_other = 'yes'\n")
+    with pytest.raises(UsageError, match="read_other is true or false"):
+        read_sources_file(file)
+
+
 def test_the_weights_licence_carries_every_duty_of_every_source():
     kaggle = {"name": "kaggle", "licence": "CC0-1.0", "contains": ["CC-BY-NC-4.0"], "note": "copies of HAM10000"}
     isic = {"name": "isic2017-train", "licence": "CC0-1.0"}

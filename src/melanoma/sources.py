@@ -12,10 +12,11 @@ A run reads one source by default: the Kaggle data (`--data`, its train/ split).
     per_epoch = { nv = 2000 }              # at most this many images of a diagnosis in each epoch
     weight = 1.0                           # weight of its images in the loss, before class balancing
     diagnosis_weight = { bkl = 3.0 }       # this diagnosis's images weigh that much more (times weight)
+    read_other = false                     # true: Other/ is read too, as not melanoma (the Benign class)
 
 A source is either the Kaggle layout (train/{Benign,Malignant}; only train/ is read, never test/)
-or a folder with Benign/ and Malignant/ (Other/ is never read: cancers that are not melanoma are
-neither class), optionally with labels.csv (`file,label[,diagnosis,lesion_id]`, file relative to
+or a folder with Benign/ and Malignant/ (Other/, cancers that are not melanoma, is read only with
+read_other: then as not melanoma, the model's target), optionally with labels.csv (`file,label[,diagnosis,lesion_id]`, file relative to
 the folder): then the CSV lists the images, its diagnosis is each image's kind and its lesion_id
 keeps the images of one lesion on one side of the validation split.
 
@@ -68,6 +69,7 @@ class Source:
     per_epoch: dict = field(default_factory=dict)  # diagnosis -> at most this many images in each epoch
     weight: float = 1.0
     diagnosis_weight: dict = field(default_factory=dict)  # diagnosis -> factor on `weight` for its images
+    read_other: bool = False  # Other/ (cancers that are not melanoma) read as not melanoma
 
     def weight_of(self, kind: str) -> float:
         return self.weight * self.diagnosis_weight.get(kind, 1.0)
@@ -95,7 +97,7 @@ def read_sources_file(path: str | Path) -> list[Source]:
     entries = spec.get("source")
     if not isinstance(entries, list) or not entries:
         raise UsageError(f"{path}: no [[source]] tables (each needs name, path and licence)")
-    known = {"name", "path", "licence", "contains", "note", "per_epoch", "weight", "diagnosis_weight"}
+    known = {"name", "path", "licence", "contains", "note", "per_epoch", "weight", "diagnosis_weight", "read_other"}
     sources, names = [], set()
     for n, e in enumerate(entries, start=1):
         if not isinstance(e, dict):
@@ -126,13 +128,15 @@ def read_sources_file(path: str | Path) -> list[Source]:
             raise UsageError(f"{where}: contains is a list of licence names, e.g. [\"CC-BY-NC-4.0\"]")
         if not isinstance(e.get("note", ""), str):
             raise UsageError(f"{where}: note must be text")
+        if not isinstance(e.get("read_other", False), bool):
+            raise UsageError(f"{where}: read_other is true or false")
         for lic in [e["licence"], *contains]:
             if lic not in LICENCES:
                 LOG.warning(f"note: {where}: licence {lic!r} is not one this program knows ({', '.join(LICENCES)}); "
                             "the weights' licence will say its terms are unknown")
         sources.append(Source(e["name"], (path.parent / e["path"]).resolve(), e["licence"], tuple(contains),
                               e.get("note", ""), dict(per_epoch), float(weight),
-                              {k: float(v) for k, v in diagnosis_weight.items()}))
+                              {k: float(v) for k, v in diagnosis_weight.items()}, e.get("read_other", False)))
     return sources
 
 
@@ -140,6 +144,7 @@ def read_sources_file(path: str | Path) -> list[Source]:
 class SourceSample(Sample):
     source: str = ""
     lesion: str = ""  # images of one lesion stay on one side of the split
+    other: bool = False  # from Other/ (read_other): not melanoma, but not a harmless lesion either
 
 
 def scan_source(src: Source, prefix: bool) -> list[SourceSample]:
@@ -154,6 +159,9 @@ def scan_source(src: Source, prefix: bool) -> list[SourceSample]:
         found = _from_labels_csv(src, tag)
     elif any((src.path / c).is_dir() for c in CLASS_NAMES):
         found = [SourceSample(s.path, tag + s.rel, "train", s.label, "", src.name, "") for s in scan(src.path, "")]
+        if src.read_other:
+            found += [SourceSample(f, tag + f.relative_to(src.path).as_posix(), "train", 0, "other", src.name, "", True)
+                      for f in sorted((src.path / "Other").rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
     else:
         raise UsageError(f"source {src.name}: {src.path} holds neither train/ (the Kaggle layout) nor Benign/ and Malignant/")
     if not found:
@@ -178,16 +186,18 @@ def _from_labels_csv(src: Source, tag: str) -> list[SourceSample]:
     out, missing = [], []
     for n, row in enumerate(rows, start=2):
         label, rel = (row["label"] or "").strip(), (row["file"] or "").strip()
-        if label.lower() == "other":
-            continue  # not melanoma, not harmless: neither class
-        if label.lower() not in labels:
+        if label.lower() == "other" and not src.read_other:
+            continue  # not melanoma, not harmless: neither class, unless the source says to read it as not melanoma
+        if label.lower() not in labels and label.lower() != "other":
             raise UsageError(f"source {src.name}: {path}, row {n}: unknown label {label!r} (Benign, Malignant or Other)")
         file = src.path / rel
         if not rel or Path(rel).is_absolute() or file.suffix.lower() not in IMAGE_SUFFIXES or not file.is_file():
             missing.append(f"row {n} {rel!r}")
             continue
-        out.append(SourceSample(file, tag + rel, "train", labels[label.lower()], (row.get("diagnosis") or "").strip(), src.name,
-                                (row.get("lesion_id") or "").strip()))
+        other = label.lower() == "other"
+        out.append(SourceSample(file, tag + rel, "train", 0 if other else labels[label.lower()],
+                                (row.get("diagnosis") or "").strip() or ("other" if other else ""), src.name,
+                                (row.get("lesion_id") or "").strip(), other))
     if missing:
         raise UsageError(f"source {src.name}: {path} names {len(missing)} image(s) that are not there (first: {missing[0]})")
     return out
@@ -224,12 +234,13 @@ def source_record(src: Source, samples: list[SourceSample]) -> dict:
     mine = sorted((s for s in samples if s.source == src.name), key=lambda s: s.rel)
     images: dict[str, dict[str, int]] = {}
     for s in mine:
-        by_kind = images.setdefault(CLASS_NAMES[s.label], {})
+        by_kind = images.setdefault("Other" if s.other else CLASS_NAMES[s.label], {})
         by_kind[s.kind or "all"] = by_kind.get(s.kind or "all", 0) + 1
     return {"name": src.name, "licence": src.licence, "contains": list(src.contains), "note": src.note,
             "images": images, "files_sha256": hashlib.sha256("\n".join(s.rel for s in mine).encode()).hexdigest(),
             "per_epoch": dict(src.per_epoch), "weight": src.weight,
-            **({"diagnosis_weight": dict(src.diagnosis_weight)} if src.diagnosis_weight else {})}
+            **({"diagnosis_weight": dict(src.diagnosis_weight)} if src.diagnosis_weight else {}),
+            **({"read_other": True} if src.read_other else {})}
 
 
 def weights_licence(records: list[dict]) -> str:
