@@ -92,6 +92,8 @@ def test_bundled_page_shows_measured_test_figures(monkeypatch):
     assert not at.exception
     assert "Kaggle test images with no copy in the training data" in text_of(at)
     assert "the ones the threshold was chosen on" in text_of(at).replace("\n", " ")  # validation figures labelled so
+    # the bundled model read HAM10000's Other/ as not melanoma: the sidebar names those kinds apart from the benign ones
+    assert "taught as not melanoma, though not harmless: actinic keratoses, basal cell carcinomas" in text_of(at).replace("\n", " ")
 
 
 def test_test_figures_are_shown_only_beside_the_file_they_were_measured_on(monkeypatch, tmp_path, tiny_model_file):

@@ -151,7 +151,8 @@ def measured_test_figures(model_path: str | None) -> str:
 
 
 KIND_NAMES = {"nv": "moles (nevi)", "bkl": "benign keratoses", "seborrheic_keratosis": "seborrheic keratoses",
-              "df": "dermatofibromas", "vasc": "vascular lesions"}  # the archives' diagnosis codes
+              "df": "dermatofibromas", "vasc": "vascular lesions", "bcc": "basal cell carcinomas",
+              "akiec": "actinic keratoses"}  # the archives' diagnosis codes
 
 
 FRAMING_WORDS = {"centre": "the centre square of the photo", "lesion": "a square around the spot"}  # Preprocess.framing
@@ -164,8 +165,10 @@ def trained_on(info) -> str:
                 "and melanomas, mostly light skin.")
     parts = [f"{r['name']} ({sum(n for kinds in r['images'].values() for n in kinds.values()):,} images)" for r in info.sources]
     kinds = dict.fromkeys(KIND_NAMES.get(k, k) for r in info.sources for k in r["images"].get("Benign", {}) if k != "all")
+    other = dict.fromkeys(KIND_NAMES.get(k, k) for r in info.sources for k in r["images"].get("Other", {}))  # read_other
     return ("dermoscopy images (taken through a skin microscope), mostly light skin, from " + ", ".join(parts)
-            + (f"; benign ones include {', '.join(kinds)}." if kinds else "."))
+            + (f"; benign ones include {', '.join(kinds)}" if kinds else "")
+            + (f"; taught as not melanoma, though not harmless: {', '.join(other)}" if other else "") + ".")
 
 
 def sidebar(info, model_path: str | None) -> None:

@@ -200,6 +200,9 @@ def _predict(args) -> int:
     return run(args.paths, model, info, args.csv, cam, workers=args.workers)
 
 
+INT8_AUC_LOSS = 0.01  # export --int8 says so when its validation ROC AUC is lower than the float model's by more
+
+
 def _export(args) -> int:
     require_extra("onnx", "melanoma export")
     from .model import load
@@ -218,6 +221,11 @@ def _export(args) -> int:
         print(f"int8 refitted on its {v['images']} validation images: temperature {refitted.temperature:.3f} (float {info.temperature:.3f}), "
               f"threshold {refitted.threshold:.3f} (float {info.threshold:.3f}), sensitivity {v['sensitivity']:.4f}, "
               f"specificity {v['specificity']:.4f}, ROC AUC {v['auc']:.4f}", file=sys.stderr)
+        float_auc = (info.validation or {}).get("auc")
+        if float_auc is not None and v["auc"] < float_auc - INT8_AUC_LOSS:
+            print(f"note: {args.onnx}: the int8 graph ranks the validation images worse than the float model (ROC AUC "
+                  f"{v['auc']:.4f} against {float_auc:.4f}): use the float export (without --int8) where the verdict matters",
+                  file=sys.stderr)
     print(f"wrote {args.onnx}", file=sys.stderr)
     return 0
 
