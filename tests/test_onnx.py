@@ -167,6 +167,7 @@ def bundled_int8(tmp_path_factory, data_dir):
 def test_int8_export_carries_the_model_and_is_calibrated_as_itself(bundled_int8):
     """A file that loads with its digest checked, marked int8, with the map and the OOD score, calibrated as
     itself (its own temperature, threshold and OOD cut-off from its own scores)."""
+    from melanoma.onnx_model import KEEP_FLOAT_FIRST
     from melanoma.predict import predict_views
 
     model, info, refitted, path, own, _ = bundled_int8
@@ -175,6 +176,7 @@ def test_int8_export_carries_the_model_and_is_calibrated_as_itself(bundled_int8)
     v = int8.info.validation
     assert v["int8"] and v["images"] == 48 and v["float"]["auc"] == info.validation["auc"]
     assert v["split_sha256"] == info.validation["split_sha256"]  # still names the float model's split
+    assert v["float_convs_first"] in KEEP_FLOAT_FIRST  # how many of the first convolutions stayed float
     assert int8.info.temperature != info.temperature and int8.info.ood_cutoff != info.ood_cutoff
     own_preds = predict_views(int8, int8.info, own)
     assert v["sensitivity"] >= info.target_sensitivity  # the threshold was chosen on its own scores
@@ -183,10 +185,10 @@ def test_int8_export_carries_the_model_and_is_calibrated_as_itself(bundled_int8)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the bundled model (other_a_t94) loses ranking in int8: 91.0% of the float verdicts kept on the "
-                                       "2,000 test images, validation ROC AUC 0.920 against 0.949 (docs/speed.md#int8); k12full's kept 99.6%")
 def test_int8_export_keeps_the_float_models_verdicts(bundled_int8):
-    """The int8 graph's verdicts stay those of the float model on real test images (at least 95%)."""
+    """The int8 graph's verdicts stay those of the float model on real test images (at least 95%). Quantised from the
+    stem on, the bundled model (other_a_t94) kept 91.0% on the 2,000 test images: `quantize` keeps more of the first
+    convolutions float when the int8 graph ranks worse (docs/speed.md#int8)."""
     from melanoma.predict import predict_views
 
     model, info, _, path, _, test = bundled_int8

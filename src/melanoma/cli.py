@@ -200,13 +200,10 @@ def _predict(args) -> int:
     return run(args.paths, model, info, args.csv, cam, workers=args.workers)
 
 
-INT8_AUC_LOSS = 0.01  # export --int8 says so when its validation ROC AUC is lower than the float model's by more
-
-
 def _export(args) -> int:
     require_extra("onnx", "melanoma export")
     from .model import load
-    from .onnx_model import export, quantize
+    from .onnx_model import INT8_AUC_LOSS, export, quantize
 
     model, info = load(args.model)
     if not args.int8:
@@ -220,7 +217,7 @@ def _export(args) -> int:
         v = refitted.validation
         print(f"int8 refitted on its {v['images']} validation images: temperature {refitted.temperature:.3f} (float {info.temperature:.3f}), "
               f"threshold {refitted.threshold:.3f} (float {info.threshold:.3f}), sensitivity {v['sensitivity']:.4f}, "
-              f"specificity {v['specificity']:.4f}, ROC AUC {v['auc']:.4f}", file=sys.stderr)
+              f"specificity {v['specificity']:.4f}, ROC AUC {v['auc']:.4f}; its first {v['float_convs_first']} convolutions kept float", file=sys.stderr)
         float_auc = (info.validation or {}).get("auc")
         if float_auc is not None and v["auc"] < float_auc - INT8_AUC_LOSS:
             print(f"note: {args.onnx}: the int8 graph ranks the validation images worse than the float model (ROC AUC "
