@@ -1,6 +1,7 @@
 """The page, through streamlit's AppTest (no browser): real uploads, a bad file, the summary table."""
 
 import io
+import re
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,16 @@ def test_page_inference_runs_on_one_torch_thread(tiny_model_file, data_dir, monk
     t.start()
     t.join()
     assert seen == [1] and after[0][0] == 2 and after[0][1] in info.class_names
+
+
+def test_trained_on_names_only_the_kinds_a_source_records():
+    """A source without diagnoses records its images under "all": no kind is named for it, in the benign list or the Other/ one."""
+    from types import SimpleNamespace
+
+    from melanoma.app import trained_on
+
+    info = SimpleNamespace(sources=[{"name": "plain", "images": {"Benign": {"all": 3}, "Other": {"all": 4}}},
+                                    {"name": "archive", "images": {"Benign": {"nv": 2}, "Other": {"bcc": 1}}}])
+    line = trained_on(info)
+    assert not re.search(r"\ball\b", line)
+    assert "benign ones include moles (nevi); taught as not melanoma, though not harmless: basal cell carcinomas." in line

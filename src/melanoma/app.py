@@ -164,8 +164,10 @@ def trained_on(info) -> str:
         return ("the Kaggle *Melanoma Cancer Dataset* — dermoscopy images (taken through a skin microscope) of benign moles "
                 "and melanomas, mostly light skin.")
     parts = [f"{r['name']} ({sum(n for kinds in r['images'].values() for n in kinds.values()):,} images)" for r in info.sources]
-    kinds = dict.fromkeys(KIND_NAMES.get(k, k) for r in info.sources for k in r["images"].get("Benign", {}) if k != "all")
-    other = dict.fromkeys(KIND_NAMES.get(k, k) for r in info.sources for k in r["images"].get("Other", {}))  # read_other
+    def kinds_of(label: str) -> list[str]:  # the named kinds ("all": a source without diagnoses names none)
+        return list(dict.fromkeys(KIND_NAMES.get(k, k) for r in info.sources for k in r["images"].get(label, {}) if k != "all"))
+
+    kinds, other = kinds_of("Benign"), kinds_of("Other")  # Other: read_other
     return ("dermoscopy images (taken through a skin microscope), mostly light skin, from " + ", ".join(parts)
             + (f"; benign ones include {', '.join(kinds)}" if kinds else "")
             + (f"; taught as not melanoma, though not harmless: {', '.join(other)}" if other else "") + ".")
