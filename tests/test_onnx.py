@@ -167,7 +167,7 @@ def bundled_int8(tmp_path_factory, data_dir):
 def test_int8_export_carries_the_model_and_is_calibrated_as_itself(bundled_int8):
     """A file that loads with its digest checked, marked int8, with the map and the OOD score, calibrated as
     itself (its own temperature, threshold and OOD cut-off from its own scores)."""
-    from melanoma.onnx_model import KEEP_FLOAT_FIRST
+    from melanoma.onnx_model import KEEP_FLOAT_FIRST, ranks_worse
     from melanoma.predict import predict_views
 
     model, info, refitted, path, own, _ = bundled_int8
@@ -177,6 +177,8 @@ def test_int8_export_carries_the_model_and_is_calibrated_as_itself(bundled_int8)
     assert v["int8"] and v["images"] == 48 and v["float"]["auc"] == info.validation["auc"]
     assert v["split_sha256"] == info.validation["split_sha256"]  # still names the float model's split
     assert v["float_convs_first"] in KEEP_FLOAT_FIRST  # how many of the first convolutions stayed float
+    # more stay float only while the int8 graph ranks these views worse than the float graph did
+    assert not ranks_worse(v) or v["float_convs_first"] == KEEP_FLOAT_FIRST[-1]
     assert int8.info.temperature != info.temperature and int8.info.ood_cutoff != info.ood_cutoff
     own_preds = predict_views(int8, int8.info, own)
     assert v["sensitivity"] >= info.target_sensitivity  # the threshold was chosen on its own scores

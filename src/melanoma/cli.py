@@ -203,7 +203,7 @@ def _predict(args) -> int:
 def _export(args) -> int:
     require_extra("onnx", "melanoma export")
     from .model import load
-    from .onnx_model import INT8_AUC_LOSS, export, quantize
+    from .onnx_model import export, quantize, ranks_worse
 
     model, info = load(args.model)
     if not args.int8:
@@ -218,10 +218,10 @@ def _export(args) -> int:
         print(f"int8 refitted on its {v['images']} validation images: temperature {refitted.temperature:.3f} (float {info.temperature:.3f}), "
               f"threshold {refitted.threshold:.3f} (float {info.threshold:.3f}), sensitivity {v['sensitivity']:.4f}, "
               f"specificity {v['specificity']:.4f}, ROC AUC {v['auc']:.4f}; its first {v['float_convs_first']} convolutions kept float", file=sys.stderr)
-        float_auc = (info.validation or {}).get("auc")
-        if float_auc is not None and v["auc"] < float_auc - INT8_AUC_LOSS:
-            print(f"note: {args.onnx}: the int8 graph ranks the validation images worse than the float model (ROC AUC "
-                  f"{v['auc']:.4f} against {float_auc:.4f}): use the float export (without --int8) where the verdict matters",
+        if ranks_worse(v):
+            print(f"note: {args.onnx}: the int8 graph ranks the validation images worse than the float graph (ROC AUC "
+                  f"{v['auc']:.4f} against {v['float_graph_auc']:.4f}) even with its first {v['float_convs_first']} "
+                  "convolutions kept float: use the float export (without --int8) where the verdict matters",
                   file=sys.stderr)
     print(f"wrote {args.onnx}", file=sys.stderr)
     return 0
