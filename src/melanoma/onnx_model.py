@@ -92,9 +92,10 @@ def quantize(model: Classifier, info: ModelInfo, calibration: np.ndarray, valida
     depthwise conv) and the last block with the head conv stay float; where the int8 graph then ranks
     `validation` more than INT8_AUC_LOSS worse than the float graph ranks the same views, the first 6,
     then 12 convolutions stay float instead (KEEP_FLOAT_FIRST; the last try is kept whatever it scores;
-    `validation["float_convs_first"]` says which was kept, `validation["float_graph_auc"]` what the float graph
-    scored on the same views, the one figure the int8 graph is held to, here and by `export --int8`): a model whose early blocks kept their ImageNet
-    weights (`--freeze-blocks`, other_a) lost 0.03 of validation ROC AUC with only the stem float, and
+    `validation["float_convs_first"]` says which was kept, `validation["float_graph_auc"]` what the float
+    graph scored on the same views, the one figure the int8 graph is held to, here and by `export --int8`
+    through `ranks_worse`): a model whose early blocks kept their ImageNet weights (`--freeze-blocks`,
+    other_a) lost 0.03 of validation ROC AUC with only the stem float, and
     0.001 with its first 12 convolutions float (a scratch probe on 800 of its validation images). The recipe was chosen by hand on
     an earlier model's validation split (which layers stay float, percentile against extreme ranges,
     how many images), by the share of verdicts the int8 graph keeps; those trials were not kept, what
