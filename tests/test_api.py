@@ -199,6 +199,7 @@ def test_model_description_is_this_model_with_its_own_figures(client):
     assert m["clean_test"] == measured["clean_test"] and m["validation"] == info.validation
     assert m["not_a_diagnosis"].startswith("This is not a diagnosis.")
     assert m["licence"] == info.licence and m["training_sources"] == (info.sources or None)
+    assert m["members"] is None  # one network; an ensemble names its members (test_ensemble.py)
 
 
 def test_another_model_shows_no_figures_measured_on_the_bundled_one(tmp_path, tiny_model_file):

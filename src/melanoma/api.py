@@ -202,6 +202,8 @@ def describe(model, info, path: Path) -> dict:
         "clean_test": (measured_figures(path) or {}).get("clean_test"),  # the metrics.json beside the file that names it; else null
         "licence": info.licence,  # the weights' licence, from the training sources the file records
         "training_sources": info.sources or None,
+        "members": [{"name": m["name"], "recipe": m["train_config"], "validation": m["validation"], "weights_sha256": m["weights_sha256"]}
+                    for m in info.members] or None,  # an ensemble's members (the mean of their logits); null for one network
         "not_a_diagnosis": predict.NOT_A_DIAGNOSIS,
     }
 

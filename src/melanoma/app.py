@@ -173,6 +173,14 @@ def trained_on(info) -> str:
             + (f"; taught as not melanoma, though not harmless: {', '.join(other)}" if other else "") + ".")
 
 
+def network(info) -> str:
+    """The network in words: one, or an ensemble naming its members."""
+    if not info.members:
+        return info.arch
+    names = ", ".join(m["name"] for m in info.members)
+    return f"the average of {len(info.members)} {info.arch} networks trained alike with different seeds or recipes ({names})"
+
+
 def sidebar(info, model_path: str | None) -> None:
     v = info.validation or {}
     measured = (
@@ -186,7 +194,7 @@ def sidebar(info, model_path: str | None) -> None:
         st.warning(NOT_A_DIAGNOSIS)
         st.markdown(
             f"""
-- **Network:** {info.arch}, input {info.preprocess.image_size} px ({FRAMING_WORDS.get(info.preprocess.framing, info.preprocess.framing)}).
+- **Network:** {network(info)}, input {info.preprocess.image_size} px ({FRAMING_WORDS.get(info.preprocess.framing, info.preprocess.framing)}).
 - **Trained on:** {trained_on(info)}
 - **Licence of the weights:** {info.licence}
 {measured_test_figures(model_path)}{measured}

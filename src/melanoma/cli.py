@@ -1,5 +1,5 @@
 """The `melanoma` command: the parser and one short handler per subcommand (audit, train, describe,
-evaluate, fit-ood, calibrate, predict, export, bench, serve, api, loadtest). Over 300 lines because it holds
+evaluate, fit-ood, calibrate, ensemble, predict, export, bench, serve, api, loadtest). Over 300 lines because it holds
 every subcommand's flags and help in one place, where `tests/test_documented_commands.py` checks the
 docs against them; each handler imports what it needs when it runs."""
 
@@ -93,14 +93,28 @@ def _describe(args) -> int:
 
     _, info = load_model(args.model)
     lines = [f"model: {args.model or 'the bundled model'}", f"architecture: {info.arch}, input {info.preprocess.image_size} px, "
-             f"framing {info.preprocess.framing}", *operating_point_lines(info)]
+             f"framing {info.preprocess.framing}", *member_lines(info), *operating_point_lines(info)]
     lines.append("training sources:" if info.sources else "training sources: not recorded in this file")
     for r in info.sources:
         counts = "; ".join(f"{label} " + ", ".join(f"{k} {n}" for k, n in kinds.items()) for label, kinds in r["images"].items())
         lines.append(f"  {r['name']} ({r['licence']}): {counts}; files sha256 {r['files_sha256'][:16]}")
     lines.append(f"licence of the weights: {info.licence}")
     print("\n".join(lines))
+    if args.validation_csv:
+        _validation_csv(info, Path(args.validation_csv))
     return 0
+
+
+def _validation_csv(info: ModelInfo, out: Path) -> None:
+    """`describe --validation-csv`: the model's own validation images, drawn again from its recorded split, as a labels CSV."""
+    from .data import check_outside, resolve_data_dir
+    from .selection import write_validation_csv
+    from .split import model_split
+
+    data = resolve_data_dir(None)  # as calibrate and fit-ood without --data: $MELANOMA_DATA or ../shared/data/melanoma
+    check_outside(data, out)
+    n = write_validation_csv(model_split(info, data, keep_views=False), out)
+    print(f"wrote {out} ({n} validation images)", file=sys.stderr)
 
 
 def operating_point_lines(info: ModelInfo) -> list[str]:
@@ -186,6 +200,36 @@ def _calibrate(args) -> int:
     print(f"wrote {args.out}", file=sys.stderr)
     print("\n".join(operating_point_lines(info)))
     return 0
+
+
+def _ensemble(args) -> int:
+    from . import model as models
+    from .data import check_outside, resolve_data_dir
+    from .ensemble import calibrate_whole, combine
+
+    data = resolve_data_dir(args.data)
+    check_outside(data, args.out)
+    model, info = combine(args.members, half=args.float16)
+    info = calibrate_whole(model, info, data, args.target_sensitivity)
+    models.save(Path(args.out), model, info)
+    print(f"wrote {args.out}", file=sys.stderr)
+    print("\n".join(member_lines(info) + operating_point_lines(info)))
+    return 0
+
+
+def member_lines(info: ModelInfo) -> list[str]:
+    """An ensemble's members: name, recipe and own validation ROC AUC ([] for one network)."""
+    from .recipe import TrainConfig
+
+    if not info.members:
+        return []
+    defaults = TrainConfig()
+    lines = [f"ensemble of {len(info.members)} members (the mean of their logits), calibrated as a whole:"]
+    for m in info.members:
+        recipe = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in m["train_config"].items()
+                          if k not in TrainConfig.RUNTIME and hasattr(defaults, k) and v != getattr(defaults, k))
+        lines.append(f"  {m['name']}: {recipe or 'the default recipe'}; its own validation ROC AUC {m['validation'].get('auc', float('nan')):.4f}")
+    return lines
 
 
 def _predict(args) -> int:
@@ -298,6 +342,26 @@ def _loadtest(args) -> int:
     return 0 if not (report["errors"] or report["mismatched_answers"] or report["timed_out"]) else 1
 
 
+def _select(args) -> int:
+    """The rule of docs/selection.md: prints the figures and the decision; writes the JSON; adds a line to the log."""
+    import json
+
+    from .selection import append_log, compare, log_row, table
+
+    result = compare(args.reference, args.candidate, args.member or [], resamples=args.resamples)
+    name = args.name or Path(args.candidate).resolve().name
+    result["name"] = name
+    print(table(result))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {args.out}", file=sys.stderr)
+    if args.log:
+        append_log(args.log, log_row(result, name, Path(args.reference).resolve().name))
+        print(f"added a line to the log in {args.log}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .onnx_model import CALIBRATION_IMAGES
     from .recipe import TrainConfig
@@ -327,7 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("--lr", float, "peak learning rate"), ("--weight-decay", float, ""),
         ("--freeze-blocks", int, "efficientnet_lite*: keep the stem and first N blocks at ImageNet weights"),
         ("--val-fraction", float, ""), ("--target-sensitivity", float, "validation sensitivity the threshold is chosen for"),
-        ("--seed", int, ""), ("--limit", int, "use at most N training images per class (quick runs)"),
+        ("--seed", int, "the network's start, batch order and augmentation"),
+        ("--split-seed", int, "the validation split's draw (default: --seed); ensemble members share it and differ in --seed"),
+        ("--limit", int, "use at most N training images per class (quick runs)"),
         ("--workers", int, "DataLoader worker processes"),
         ("--init", str, "start from this model file's weights instead of ImageNet's (trained on the same data, --seed and --val-fraction)"),
         ("--distill", float, "with --teacher: the teachers' share of each training target, 0-1"),
@@ -354,6 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("describe", help="what a model file is: operating point, validation, training sources, the weights' licence")
     i.add_argument("--model", help="model file (default: the bundled model)")
+    i.add_argument("--validation-csv", dest="validation_csv", metavar="FILE",
+                   help="also write the model's own validation images (its split drawn again from the training data, "
+                   "$MELANOMA_DATA or ../shared/data/melanoma, or its sources file) as a labels CSV: path,label,source,lesion_id")
     i.set_defaults(func=_describe)
 
     e = sub.add_parser("evaluate", help="metrics and plots on the test split and its clean subset, or on any labelled images")
@@ -398,6 +467,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--target-sensitivity", type=fraction, required=True, help="validation sensitivity the threshold is chosen for")
     c.add_argument("--out", required=True, help="the model file to write")
     c.set_defaults(func=_calibrate)
+
+    n = sub.add_parser("ensemble", help="several trained models as one model file (the mean of their logits), calibrated as a "
+                                        "whole on the validation split they share")
+    n.add_argument("members", nargs="+", metavar="MEMBER", help="member model files (same architecture, data and --split-seed)")
+    n.add_argument("--data", help=data_help)
+    n.add_argument("--target-sensitivity", type=fraction, required=True, help="validation sensitivity the threshold is chosen for")
+    n.add_argument("--float16", action="store_true", help="keep the members' weights as float16 in the file (half its size; "
+                   "the calibration is fitted on the rounded weights)")
+    n.add_argument("--out", required=True, help="the model file to write")
+    n.set_defaults(func=_ensemble)
 
     x = sub.add_parser("export", help="write the model as ONNX (with its threshold and preprocessing in the metadata)")
     x.add_argument("--onnx", required=True, metavar="FILE", help="the .onnx file to write")
@@ -447,6 +526,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="clients besides, each sending the largest requests the limits allow until the others are done (default 0)")
     g.add_argument("--time-limit", dest="time_limit", type=positive, default=600, help="seconds before the load is stopped (default %(default)s)")
     g.set_defaults(func=_loadtest)
+
+    q = sub.add_parser("select", help="whether a candidate replaces the bundled model, by the rule of docs/selection.md: "
+                                      "paired bootstrap of F on the development sets")
+    q.add_argument("reference", metavar="REFERENCE_DIR", help="the bundled model's scored folder: {isic,pad,val}/ from `melanoma evaluate`")
+    q.add_argument("candidate", metavar="CANDIDATE_DIR", help="the candidate's scored folder, laid out alike")
+    q.add_argument("--member", action="append", metavar="DIR",
+                   help="a scored folder of one of the candidate's members or seeds (repeatable): ΔM must exceed their spread")
+    q.add_argument("--name", help="the candidate's name in the log (default: CANDIDATE_DIR's name)")
+    q.add_argument("--out", metavar="FILE.json", help="write every figure and the decision to this JSON file")
+    q.add_argument("--log", metavar="FILE.md", help="add one line to the log table that ends this file (docs/selection.md)")
+    q.add_argument("--resamples", type=whole(1), default=2000, help="paired bootstrap resamples (default %(default)s, seed 0)")
+    q.set_defaults(func=_select)
     return p
 
 

@@ -31,11 +31,11 @@ def check_same_run(path: str, info: ModelInfo, config, pre: Preprocess, data_fin
     recipe = info.train_config
     same_split = info.data_fingerprint == data_fingerprint and (
         info.validation.get("split_sha256") == split if "split_sha256" in info.validation
-        else all(recipe.get(k) == getattr(config, k) for k in ("seed", "val_fraction", "limit")))
+        else (recipe.get("seed"), recipe.get("val_fraction"), recipe.get("limit")) == (config.data_seed, config.val_fraction, config.limit))
     theirs = replace(info.preprocess, colour_reference=pre.colour_reference, framing=pre.framing) if weights_only else info.preprocess
     if info.arch != config.arch or theirs != pre:
         raise UsageError(f"{path}: a {info.arch} model at {info.preprocess.image_size} px; "
                          f"this run is {config.arch} at {pre.image_size} px (give the same --arch and --img-size)")
     if not same_split:
         raise UsageError(f"{path}: trained on other data or with another validation split (other images, "
-                         "--seed, --val-fraction or --limit); its training images would leak into this run's validation")
+                         "--seed or --split-seed, --val-fraction or --limit); its training images would leak into this run's validation")

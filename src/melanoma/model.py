@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -80,6 +80,54 @@ class _LiteFeatures(nn.Module):
                 tapped = x
         x = net._swish(net._bn1(net._conv_head(x)))
         return x if tap is None else (x, tapped)
+
+
+class _EnsembleFeatures(nn.Module):
+    """Several members' last stages side by side: their feature maps concatenated along the channels
+    (and, with `tap`, their outputs of that block likewise), so one linear head over the pooled
+    concatenation is the mean of the members' heads."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.taps_blocks = all(getattr(m, "taps_blocks", False) for m in members)
+
+    def forward(self, x: torch.Tensor, tap: int | None = None):
+        outs = [m(x) if tap is None else m(x, tap=tap) for m in self.members]
+        if tap is None:
+            return torch.cat(outs, 1)
+        return torch.cat([o[0] for o in outs], 1), torch.cat([o[1] for o in outs], 1)
+
+
+class Ensemble(Classifier):
+    """The mean of several members' logits as one network: `features` runs every member's last stage
+    and concatenates the maps; `head` is pooling and one linear layer whose weights are the members'
+    side by side, divided by their number (and the mean of their biases), so its logits are the mean of
+    the members' logits, and Grad-CAM of its margin (explain.infer's shortcut, the ONNX graph's map)
+    is the map of the averaged margin. Members must share architecture and input, and each must end in
+    pooling and one linear layer (EfficientNet-Lite's head). A model file keeps each member's own
+    weights (`member_states`), with a checksum each (`ModelInfo.members`)."""
+
+    def __init__(self, members: list[Classifier], half_storage: bool = False):
+        fcs = []
+        for i, m in enumerate(members):
+            layers = list(m.head) if isinstance(m.head, nn.Sequential) else []
+            if not layers or not isinstance(layers[-1], nn.Linear) or not isinstance(layers[0], nn.AdaptiveAvgPool2d):
+                raise ModelFileError(f"member {i + 1}: its head is not pooling and one linear layer; an ensemble needs EfficientNet-Lite members")
+            fcs.append(layers[-1])
+        fc = nn.Linear(sum(f.in_features for f in fcs), fcs[0].out_features)
+        with torch.no_grad():
+            fc.weight.copy_(torch.cat([f.weight for f in fcs], 1) / len(fcs))
+            fc.bias.copy_(torch.stack([f.bias for f in fcs]).mean(0))
+        super().__init__(_EnsembleFeatures([m.features for m in members]), nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), fc))
+        self.member_heads = [{k: v.detach().clone() for k, v in m.head.state_dict().items()} for m in members]
+        self.half_storage = half_storage  # the model file keeps the members' floating-point weights as float16
+
+    def member_states(self) -> list[dict[str, torch.Tensor]]:
+        """Each member's weights under its own names (features.*, head.*), as a single model's file has them."""
+        features = cast(_EnsembleFeatures, self.features).members
+        return [{**{f"features.{k}": v for k, v in f.state_dict().items()}, **{f"head.{k}": v for k, v in h.items()}}
+                for f, h in zip(features, self.member_heads)]
 
 
 def efficientnet_lite(variant: int, pretrained: bool, image_size: int, dropout: float = 0.2) -> Classifier:
@@ -160,8 +208,15 @@ def weights_sha256(state: dict[str, torch.Tensor]) -> str:
 
 
 def save(path: str | os.PathLike, model: nn.Module, info: ModelInfo) -> None:
-    """Write weights + metadata atomically."""
+    """Write weights + metadata atomically. An Ensemble is written as its members' own weights
+    (`members.<i>.*`, float16 where it keeps them so), each member's checksum in its record."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if isinstance(model, Ensemble):
+        members = [{k: (v.half() if model.half_storage and v.is_floating_point() else v).detach().contiguous().cpu() for k, v in m.items()}
+                   for m in model.member_states()]
+        info = replace(info, members=[{**r, "weights_sha256": weights_sha256(m)} for r, m in zip(info.members, members)])
+        state = {**{f"members.{i}.{k}": v for i, m in enumerate(members) for k, v in m.items()},
+                 **{k: v for k, v in state.items() if k.startswith("ood.")}}
     write_safetensors(path, state, {METADATA_KEY: info.to_json()})
 
 
@@ -223,6 +278,32 @@ def measured_figures(path: str | os.PathLike | None = None) -> dict | None:
     return m if isinstance(m, dict) and m.get("model_sha256") == file_sha256(model_file) else None
 
 
+def _ensemble_of(state: dict[str, torch.Tensor], info: ModelInfo) -> Ensemble:
+    """An ensemble file's members, each checked (architecture and preprocessing as the file's, its
+    weights against its own checksum) before the file's overall checksum, so a damaged member is named."""
+    members = []
+    for i, record in enumerate(info.members):
+        name = record.get("name") or f"member {i + 1}"
+        try:
+            same = record.get("arch") == info.arch and Preprocess.from_dict(record["preprocess"]) == info.preprocess
+        except (KeyError, TypeError, ValueError):
+            same = False
+        if not same:
+            raise ValueError(f"member {name}: its architecture or preprocessing differ from the ensemble's ({info.arch}, "
+                             f"{info.preprocess.image_size} px)")
+        prefix = f"members.{i}."
+        mine = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if weights_sha256(mine) != record.get("weights_sha256"):
+            raise ValueError(f"member {name}: its weights do not match their checksum (altered or damaged)")
+        model, _ = build(info.arch, pretrained=False, image_size=info.preprocess.image_size)
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in mine.items()}, strict=True)
+        members.append(model)
+    stray = [k for k in state if not k.startswith(("members.", "ood."))]
+    if stray or any(k.startswith("members.") and int(k.split(".")[1]) >= len(members) for k in state):
+        raise ValueError(f"tensors that belong to no member: {(stray or ['members.*'])[0]}")
+    return Ensemble(members, half_storage=any(v.dtype == torch.float16 for v in state.values()))
+
+
 def load(path: str | os.PathLike | None = None) -> tuple[Classifier, ModelInfo]:
     """Read a model file (the bundled one by default) into an eval-mode model and its ModelInfo."""
     from safetensors import SafetensorError
@@ -235,15 +316,16 @@ def load(path: str | os.PathLike | None = None) -> tuple[Classifier, ModelInfo]:
         if METADATA_KEY not in meta:
             raise ValueError("no melanoma metadata in the file")
         info = ModelInfo.from_json(meta[METADATA_KEY])
-        verify_checksum(state, meta)
         if not (info.temperature > 0 and 0 <= info.threshold <= 1 and len(info.class_names) == 2):
             raise ValueError("metadata out of range (temperature, threshold or class names)")
-        model, _ = build(info.arch, pretrained=False, image_size=info.preprocess.image_size)
+        model = _ensemble_of(state, info) if info.members else build(info.arch, pretrained=False, image_size=info.preprocess.image_size)[0]
+        verify_checksum(state, meta)
         if ("ood.means" in state) != (info.ood_cutoff is not None):
             raise ValueError("the out-of-distribution tensors and cut-off come together")
         if "ood.means" in state:
             model.ood = FeatureDistance(state["ood.means"], state["ood.whiten"], info.ood_block)
-        model.load_state_dict(state, strict=True)
+        if not info.members:
+            model.load_state_dict(state, strict=True)
     except (SafetensorError, ValueError, KeyError, TypeError, RuntimeError, OSError) as exc:
         raise ModelFileError(f"{path}: not a usable melanoma model file ({error_summary(exc)})") from None
     model.eval()

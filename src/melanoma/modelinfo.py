@@ -33,6 +33,7 @@ class ModelInfo:
     ood_cutoff: float | None = None  # OOD scores above this are flagged (with the `ood.*` tensors; see ood.py)
     ood_block: int | None = None  # the block whose output the OOD score reads; None: the last stage (ood.py)
     sources: list = field(default_factory=list)  # the training sources: name, licence, images per label and diagnosis (sources.py)
+    members: list = field(default_factory=list)  # an ensemble's members (ensemble.py): name, recipe, validation, weights' checksum; [] for one network
 
     @property
     def licence(self) -> str:

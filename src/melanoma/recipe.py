@@ -22,7 +22,8 @@ class TrainConfig:
     freeze_blocks: int = 4  # efficientnet_lite*: keep the stem and first N blocks at ImageNet weights (2-3x faster on CPU)
     val_fraction: float = 0.1
     target_sensitivity: float = 0.95  # the threshold is picked on validation to reach this
-    seed: int = 0
+    seed: int = 0  # the network's start, the order of the batches, augmentation, dropout
+    split_seed: int | None = None  # the images held out for validation (and --limit's draw); default: --seed. Ensemble members share it
     limit: int | None = None  # at most this many training images per class (quick runs, tests)
     workers: int = 0  # DataLoader worker processes
     init: str | None = None  # start from this model file's weights (same data, seed and split) instead of ImageNet's
@@ -36,6 +37,11 @@ class TrainConfig:
     mixup: float = 0.0  # Beta(a, a) mixing of each batch with itself shuffled (tempers over-confidence); 0: off
     sources: str | None = None  # a sources file (sources.py) naming every training source; default: the Kaggle data alone
     diagnosis: float = 0.0  # weight of a training-only diagnosis head's loss (images whose source names a diagnosis); 0: off
+
+    @property
+    def data_seed(self) -> int:
+        """The seed that draws the run's images and validation split."""
+        return self.seed if self.split_seed is None else self.split_seed
 
     RUNTIME: ClassVar[tuple[str, ...]] = ("workers",)  # how this machine runs it, not the recipe: free to change on --resume
 

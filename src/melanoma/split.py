@@ -118,13 +118,19 @@ def group_and_split(samples, thumbs: np.ndarray, labels: np.ndarray, val_fractio
     return groups, tr, va
 
 
+def split_seed_of(recipe: dict) -> int:
+    """The seed that drew a recorded run's split: its split_seed, else its seed (runs from before split_seed)."""
+    split_seed = recipe.get("split_seed")
+    return recipe.get("seed", 0) if split_seed is None else split_seed
+
+
 def model_split(info: ModelInfo, data_dir: Path, keep_views: bool = True) -> Split:
     """The training images and validation split the run that made a model drew, drawn again from its
     recorded settings and checked against the digests it carries; with `keep_views=False` no view is
     kept (`views_of` decodes the ones asked for: 21,221 views are 3.2 GB)."""
     recipe = info.train_config
     split = prepare_data(run_sources(recipe.get("sources"), data_dir), info.preprocess, recipe.get("limit"),
-                         recipe.get("val_fraction", 0.1), recipe.get("seed", 0), keep_views=keep_views)
+                         recipe.get("val_fraction", 0.1), split_seed_of(recipe), keep_views=keep_views)
     digest = info.validation.get("split_sha256")  # models from before the digest: the split is drawn by the same settings
     if split.fingerprint != info.data_fingerprint or digest not in (None, split.digest):
         raise UsageError(f"{data_dir}: not the training images and validation split the model was trained with")

@@ -247,7 +247,7 @@ def _run(config: TrainConfig, data_dir: Path | None, out_dir: Path, saved: check
     frozen = freeze_early_layers(model, config.arch, config.freeze_blocks)
     model = model.to(par.device)
     sources = run_sources(config.sources, data_dir)
-    run = Run(config, out_dir, par, pre, prepare_data(sources, pre, config.limit, config.val_fraction, config.seed, quiet=not par.main))
+    run = Run(config, out_dir, par, pre, prepare_data(sources, pre, config.limit, config.val_fraction, config.data_seed, quiet=not par.main))
     record_data(run, data_dir, saved)
     trainee = with_diagnosis(run, model)
     optimizer, scheduler, progress, best_state = start(run, model, trainee, saved)
@@ -449,6 +449,9 @@ def start_from(model: nn.Module, config: TrainConfig, pre: Preprocess, data_fing
     """Load the --init model's weights into `model` (see lineage.check_same_run); returns a copy of them (the best so far)."""
     assert config.init is not None  # only a run with --init starts from one
     init, info = models.load(config.init)
+    if info.members:
+        raise UsageError(f"{config.init}: an ensemble of {len(info.members)} networks; --init starts from one network's weights "
+                         "(give a member's own file, or distil the ensemble with --teacher)")
     check_same_run(config.init, info, config, pre, data_fingerprint, split, weights_only=True)
     state = {k: v for k, v in init.state_dict().items() if not k.startswith("ood.")}  # refitted at the end
     model.load_state_dict(state)
