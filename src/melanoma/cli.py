@@ -1,5 +1,5 @@
 """The `melanoma` command: the parser and one short handler per subcommand (audit, train, describe,
-evaluate, fit-ood, calibrate, ensemble, predict, export, bench, serve, api, loadtest). Over 300 lines because it holds
+evaluate, fit-ood, calibrate, ensemble, select, predict, export, bench, serve, api, loadtest). Over 300 lines because it holds
 every subcommand's flags and help in one place, where `tests/test_documented_commands.py` checks the
 docs against them; each handler imports what it needs when it runs."""
 
