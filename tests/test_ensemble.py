@@ -193,3 +193,12 @@ def test_init_refuses_an_ensemble(tmp_path):
     config = TrainConfig(arch="efficientnet_lite0", img_size=SIZE, init=str(path))
     with pytest.raises(UsageError, match=r"an ensemble of 2 networks; --init starts from one network's weights"):
         start_from(nets[0], config, pre, "f", "s", par=None)
+
+
+def test_the_architecture_plot_draws_an_ensemble(tmp_path):
+    from melanoma.plots import plot_architecture
+
+    nets, pre = members(2)
+    model, info = load(ensemble_file(tmp_path / "e.safetensors", nets, pre))
+    plot_architecture(model, info, tmp_path / "architecture.png")
+    assert (tmp_path / "architecture.png").stat().st_size > 1000

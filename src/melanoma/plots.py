@@ -177,13 +177,15 @@ def plot_architecture(model, info, path: Path) -> None:
             ax.annotate("", (i * 1.3, 0.8), (i * 1.3 - 0.2, 0.8), arrowprops=dict(arrowstyle="->"))
     ax.set_xlim(-0.1, len(boxes) * 1.3)
     ax.set_ylim(-0.3, 2.0)
-    ax.set_title(f"{info.arch}: {n_params / 1e6:.2f} M parameters; Grad-CAM on the last feature stage")
+    members = f" x{len(info.members)} members side by side (one drawn), the mean of their logits" if info.members else ""
+    ax.set_title(f"{info.arch}{members}: {n_params / 1e6:.2f} M parameters; Grad-CAM on the last feature stage")
     _save(fig, path)
 
 
 def _stages(model, arch: str) -> list[tuple[str, nn.Module]]:
     if arch.startswith("efficientnet_lite"):
-        net = model.features.net
+        features = model.features.members[0] if hasattr(model.features, "members") else model.features  # an ensemble: one member drawn
+        net = features.net
         out = [("stem conv", net._bn0)]
         out += [(f"MBConv{b._block_args.expand_ratio} k{b._block_args.kernel_size}", b) for b in net._blocks]
         out += [("head conv 1x1", net._bn1)]
