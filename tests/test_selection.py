@@ -206,3 +206,20 @@ def test_describe_writes_the_models_own_validation_images(recorded_run, data_dir
     assert len(rows) == len(split["validation"]) == 12
     assert {r["source"] for r in rows} == {"kaggle"} and all(r["lesion_id"].startswith("g") for r in rows)
     assert len(labelled_set(None, out).samples) == 12  # `evaluate --labels` reads it: paths relative to the CSV
+
+
+def test_the_kept_decisions_come_from_the_kept_scored_folders(monkeypatch, data_dir):
+    """Every select.json under docs/selection/ is what `melanoma select` computes again from the kept folders
+    (the labels CSVs they name are read from ../shared), and the README quotes mean3's from its file."""
+    monkeypatch.chdir(ROOT)
+    kept = json.loads((ROOT / "docs" / "selection" / "mean3" / "select.json").read_text())
+    again = selection.compare(kept["reference"], kept["candidate"], [m["folder"] for m in kept["members"]], kept["resamples"], kept["seed"])
+    for key in ("M", "delta_M", "delta_M_ci", "members_spread", "decision", "verdict"):
+        assert again[key] == kept[key], key
+    readme = (ROOT / "README.md").read_text().replace("\n", " ")
+    lo, hi = kept["delta_M_ci"]
+    quoted = (f"{kept['M']['candidate']:.3f} against the bundled model's {kept['M']['reference']:.3f} "
+              f"(difference {kept['delta_M']:+.3f}, 95% CI {lo:+.3f} to {hi:+.3f}")
+    assert quoted.replace("-", "−") in readme, quoted
+    log = (ROOT / "docs" / "selection.md").read_text()
+    assert sum(row.startswith("| 2026-") for row in log.splitlines()) == len(list((ROOT / "docs" / "selection").glob("*/select.json")))
