@@ -112,3 +112,11 @@ def test_tampered_weights_fail_the_checksum(tmp_path, tiny_model_file):
     save_file(state, str(tmp_path / "tampered.safetensors"), meta)
     with pytest.raises(ModelFileError, match="do not match their checksum"):
         load(tmp_path / "tampered.safetensors")
+
+
+def test_a_model_file_records_the_versions_its_figures_rest_on():
+    from melanoma.model import versions
+
+    v = versions()
+    assert {"torch", "numpy", "scikit-learn", "albumentations", "opencv-python-headless", "pillow", "onnxruntime"} <= set(v)
+    assert v["torch"] and v["numpy"] and v["scikit-learn"]  # installed with the package itself

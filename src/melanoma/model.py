@@ -189,7 +189,8 @@ def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out: dict[str, str | None] = {"python": platform.python_version()}
-    for pkg in ("melanoma", "torch", "numpy", "albumentations", "captum", "efficientnet-lite-pytorch", "safetensors", "pillow"):
+    for pkg in ("melanoma", "torch", "numpy", "scipy", "scikit-learn", "albumentations", "opencv-python-headless", "captum",
+                "efficientnet-lite-pytorch", "safetensors", "pillow", "onnx", "onnxruntime"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
