@@ -211,7 +211,14 @@ def test_describe_writes_the_models_own_validation_images(recorded_run, data_dir
 def test_the_kept_decisions_come_from_the_kept_scored_folders(monkeypatch, data_dir):
     """Every select.json under docs/selection/ is what `melanoma select` computes again from the kept folders
     (the labels CSVs they name are read from ../shared), and the README quotes mean3's from its file."""
+    import os
+
     monkeypatch.chdir(ROOT)
+    external = ROOT.parent / "shared" / "data" / "external-dev" / "isic2018-task3-test" / "labels.csv"
+    if not external.is_file():
+        if os.environ.get("MELANOMA_REQUIRE_DATA"):
+            pytest.fail(f"external development sets missing at {external.parent.parent} and MELANOMA_REQUIRE_DATA is set")
+        pytest.skip(f"external development sets not found at {external.parent.parent}")
     kept = json.loads((ROOT / "docs" / "selection" / "mean3" / "select.json").read_text())
     again = selection.compare(kept["reference"], kept["candidate"], [m["folder"] for m in kept["members"]], kept["resamples"], kept["seed"])
     for key in ("M", "delta_M", "delta_M_ci", "members_spread", "decision", "verdict"):
