@@ -208,19 +208,27 @@ def test_describe_writes_the_models_own_validation_images(recorded_run, data_dir
     assert len(labelled_set(None, out).samples) == 12  # `evaluate --labels` reads it: paths relative to the CSV
 
 
-def test_the_kept_decisions_come_from_the_kept_scored_folders(monkeypatch, data_dir):
+def test_the_kept_decisions_come_from_the_kept_scored_folders(tmp_path, data_dir):
     """Every select.json under docs/selection/ is what `melanoma select` computes again from the kept folders
-    (the labels CSVs they name are read from ../shared), and the README quotes mean3's from its file."""
+    (the labels CSVs they name: the repository's, and ISIC 2018's beside the Kaggle data), and the README quotes mean3's."""
     import os
+    import shutil
 
-    monkeypatch.chdir(ROOT)
-    external = ROOT.parent / "shared" / "data" / "external-dev" / "isic2018-task3-test" / "labels.csv"
-    if not external.is_file():
+    external = data_dir.parent / "external-dev"
+    if not (external / "isic2018-task3-test" / "labels.csv").is_file():
         if os.environ.get("MELANOMA_REQUIRE_DATA"):
-            pytest.fail(f"external development sets missing at {external.parent.parent} and MELANOMA_REQUIRE_DATA is set")
-        pytest.skip(f"external development sets not found at {external.parent.parent}")
+            pytest.fail(f"external development sets missing at {external} and MELANOMA_REQUIRE_DATA is set")
+        pytest.skip(f"external development sets not found at {external}")
     kept = json.loads((ROOT / "docs" / "selection" / "mean3" / "select.json").read_text())
-    again = selection.compare(kept["reference"], kept["candidate"], [m["folder"] for m in kept["members"]], kept["resamples"], kept["seed"])
+    for folder in [kept["reference"], kept["candidate"], *(m["folder"] for m in kept["members"])]:  # as kept, paths made absolute
+        for part in ("isic", "pad", "val"):
+            shutil.copytree(ROOT / folder / part, tmp_path / folder / part)
+            m = json.loads((ROOT / folder / part / "metrics.json").read_text())
+            data = m["data"].replace("../shared/data/external-dev", str(external), 1)
+            m["data"] = data if Path(data).is_absolute() else str(ROOT / data)
+            (tmp_path / folder / part / "metrics.json").write_text(json.dumps(m))
+    again = selection.compare(tmp_path / kept["reference"], tmp_path / kept["candidate"],
+                              [tmp_path / m["folder"] for m in kept["members"]], kept["resamples"], kept["seed"])
     for key in ("M", "delta_M", "delta_M_ci", "members_spread", "decision", "verdict"):
         assert again[key] == kept[key], key
     readme = (ROOT / "README.md").read_text().replace("\n", " ")
