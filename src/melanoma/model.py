@@ -299,9 +299,10 @@ def _ensemble_of(state: dict[str, torch.Tensor], info: ModelInfo) -> Ensemble:
         model, _ = build(info.arch, pretrained=False, image_size=info.preprocess.image_size)
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in mine.items()}, strict=True)
         members.append(model)
-    stray = [k for k in state if not k.startswith(("members.", "ood."))]
-    if stray or any(k.startswith("members.") and int(k.split(".")[1]) >= len(members) for k in state):
-        raise ValueError(f"tensors that belong to no member: {(stray or ['members.*'])[0]}")
+    owned = (*(f"members.{i}." for i in range(len(members))), "ood.")
+    stray = [k for k in state if not k.startswith(owned)]
+    if stray:
+        raise ValueError(f"tensors that belong to no member: {stray[0]}")
     return Ensemble(members, half_storage=any(v.dtype == torch.float16 for v in state.values()))
 
 
