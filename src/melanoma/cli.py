@@ -93,7 +93,7 @@ def _describe(args) -> int:
 
     _, info = load_model(args.model)
     lines = [f"model: {args.model or 'the bundled model'}", f"architecture: {info.arch}, input {info.preprocess.image_size} px, "
-             f"framing {info.preprocess.framing}", *member_lines(info), *operating_point_lines(info)]
+             f"framing {info.preprocess.framing}", *member_lines(info), *operating_point_lines(info), *kinds_lines(info)]
     lines.append("training sources:" if info.sources else "training sources: not recorded in this file")
     for r in info.sources:
         counts = "; ".join(f"{label} " + ", ".join(f"{k} {n}" for k, n in kinds.items()) for label, kinds in r["images"].items())
@@ -130,6 +130,35 @@ def operating_point_lines(info: ModelInfo) -> list[str]:
                  f"specificity {f['specificity']:.4f}" if f.get("specificity") is not None else ""]
         lines.append(f"  {source}: {f['images']} images ({f['melanomas']} melanomas), {auc}{', '.join(p for p in parts if p)}")
     return lines
+
+
+def kinds_lines(info: ModelInfo) -> list[str]:
+    """A kinds head's kinds, other-cancer threshold and validation figures ([] without one; kinds.py)."""
+    if not info.kinds:
+        return ["kinds head: none (the verdict is melanoma suspected or not; other skin cancers are not named)"]
+    v = info.kinds_validation
+    lines = [f"kinds head: {', '.join(info.kinds)}; other skin cancer suspected at {info.other_threshold:.3f}, chosen on validation "
+             f"for sensitivity {info.other_target_sensitivity}",
+             f"  validation: {v.get('images')} images that name a kind, balanced accuracy of the top kind {v.get('balanced_accuracy', float('nan')):.3f}"]
+    for k, f in (v.get("by_kind") or {}).items():
+        lines.append(f"  {k}: {f['images']} images, top-kind recall {f['recall']:.3f}, sent to a doctor {f['sent_to_doctor']:.3f}, "
+                     f"named another skin cancer {f['named_other_cancer']:.3f}")
+    return lines
+
+
+def _fit_kinds(args) -> int:
+    from . import model as models
+    from .data import check_outside, resolve_data_dir
+    from .kinds_fit import fit
+
+    data = resolve_data_dir(args.data)
+    check_outside(data, args.out)
+    model, info = models.load(args.model)
+    info = fit(model, info, data, args.target_sensitivity)
+    models.save(Path(args.out), model, info)
+    print(f"wrote {args.out}", file=sys.stderr)
+    print("\n".join(kinds_lines(info)))
+    return 0
 
 
 def _audit(args) -> int:
@@ -467,6 +496,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--target-sensitivity", type=fraction, required=True, help="validation sensitivity the threshold is chosen for")
     c.add_argument("--out", required=True, help="the model file to write")
     c.set_defaults(func=_calibrate)
+
+    k = sub.add_parser("fit-kinds", help="give a model file a kinds head (a differential over the seven kinds and the estimate of "
+                                         "another skin cancer), fitted on its own training images; melanoma head unchanged")
+    k.add_argument("--model", help="model file (default: the bundled model)")
+    k.add_argument("--data", help=data_help)
+    k.add_argument("--target-sensitivity", type=fraction, default=0.9,
+                   help="validation sensitivity for other skin cancers the other-cancer threshold is chosen for (default 0.9)")
+    k.add_argument("--out", required=True, help="the model file to write")
+    k.set_defaults(func=_fit_kinds)
 
     n = sub.add_parser("ensemble", help="several trained models as one model file (the mean of their logits), calibrated as a "
                                         "whole on the validation split they share")

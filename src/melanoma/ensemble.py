@@ -57,6 +57,7 @@ def combine(paths: list[str], half: bool = False) -> tuple[models.Ensemble, Mode
     ensemble = models.Ensemble(networks, half_storage=half).eval()
     info = replace(first, members=[member_record(member_name(p), i) for p, (_, i) in zip(paths, loaded)], threshold=0.5,
                    temperature=1.0, history=[], versions=models.versions(), ood_cutoff=None, ood_block=None,
+                   kinds=[], other_threshold=None, other_target_sensitivity=None, kinds_validation={},
                    validation={k: v for k, v in first.validation.items() if k == "split_sha256"})
     return ensemble, info
 

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, NamedTuple, cast
 import numpy as np
 from PIL import Image
 
+from .kinds import MELANOMA, OTHER_CANCERS, OTHER_TARGET
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -47,6 +49,18 @@ def margin_weights(fc: nn.Linear, target: int = 1) -> torch.Tensor:
     """The weights of class `target`'s margin over a linear head's input (its map is the class
     activation map of the margin: explain's, the ONNX graph's and the deletion test's)."""
     return fc.weight[target] - fc.weight[1 - target]
+
+
+
+
+
+def other_weights(kinds_fc: nn.Linear, kinds: list[str]) -> torch.Tensor:
+    """The weights of the other-cancer margin over the pooled features: the kinds head's mean logit of
+    the other skin cancers minus its mean logit of the harmless kinds (kinds.py), whose map shows what
+    raised the estimate of another skin cancer against a harmless spot."""
+    other = [i for i, k in enumerate(kinds) if k in OTHER_CANCERS]
+    harmless = [i for i, k in enumerate(kinds) if k not in OTHER_CANCERS and k != MELANOMA]
+    return kinds_fc.weight[other].mean(0) - kinds_fc.weight[harmless].mean(0)
 
 
 def grad_cam(model: torch.nn.Module, x: torch.Tensor, target: int = 1) -> np.ndarray:
@@ -79,36 +93,42 @@ class Inference(NamedTuple):
     logits: torch.Tensor | np.ndarray  # B x classes (numpy from an ONNX model)
     cam: np.ndarray | None  # B x H x W Grad-CAM maps in [0, 1] (with cam=True)
     ood: np.ndarray | None  # B out-of-distribution scores (when the model carries the fit, see ood.py)
+    kinds: np.ndarray | None = None  # B x K logits of the kinds head (when the model carries one, see kinds.py)
 
 
 def infer(model: Classifier | OnnxModel, x: torch.Tensor | np.ndarray, target: int = 1, cam: bool = True) -> Inference:
     """The one pass every entry point scores a normalised batch through: logits, the Grad-CAM maps
-    of class `target`'s margin (in the same forward pass when the head allows it, see the module docstring)
-    and the OOD score. `model` is the torch Classifier (a `preprocess.normalize` batch) or an
-    onnx_model.OnnxModel (a `preprocess.normalize_nhwc` batch): `predict.model_input` makes either."""
-    if model.engine == "onnx":  # the map and the score are outputs of its graph
+    of class `target`'s margin (in the same forward pass when the head allows it, see the module docstring;
+    `OTHER_TARGET`: of the other-cancer margin, `other_weights`), the OOD score and the kinds head's logits.
+    `model` is the torch Classifier (a `preprocess.normalize` batch) or an onnx_model.OnnxModel (a
+    `preprocess.normalize_nhwc` batch): `predict.model_input` makes either."""
+    if model.engine == "onnx":  # the maps, the score and the kinds are outputs of its graph
         onnx = cast("OnnxModel", model)
         assert isinstance(x, np.ndarray)  # the ONNX engine's batch is preprocess.normalize_nhwc's
-        logits, graph_maps, ood = onnx.outputs(x, target, cam)
+        logits, graph_maps, ood, kinds = onnx.outputs(x, target, cam)
         size = onnx.info.preprocess.image_size
-        return Inference(logits, _to_input_size(cast(np.ndarray, graph_maps), (size, size)) if cam else None, ood)  # with cam, never None
+        return Inference(logits, _to_input_size(cast(np.ndarray, graph_maps), (size, size)) if cam else None, ood, kinds)  # with cam, never None
     import torch
 
     model = cast("Classifier", model)  # engine "torch"
     assert isinstance(x, torch.Tensor)  # the torch engine's batch is preprocess.normalize's
     model.eval()
     fc = linear_head(model)
+    if target == OTHER_TARGET and (fc is None or model.kinds is None):
+        raise ValueError("the map of another skin cancer needs a kinds head over a pooling and linear head")
     with _HOOKS if fc is None else contextlib.nullcontext():  # a head that needs captum: its hooks may be on the model
         with torch.no_grad():
             maps, probe = model.features_and_probe(x)
             logits = model.head(maps)
             ood = model.ood(probe).numpy() if model.ood is not None else None
+            kinds = model.kinds(maps.float().mean((2, 3))).numpy() if model.kinds is not None else None
             if cam and fc is not None:
-                margin_maps = torch.einsum("c,bchw->bhw", margin_weights(fc, target), maps).clamp(min=0)
+                weights = other_weights(cast("nn.Linear", model.kinds), model.kind_codes) if target == OTHER_TARGET else margin_weights(fc, target)
+                margin_maps = torch.einsum("c,bchw->bhw", weights, maps).clamp(min=0)
                 cams = _to_input_size(margin_maps.float().numpy(), (x.shape[-2], x.shape[-1]))
         if cam and fc is None:
             cams = grad_cam(model, x, target)
-    return Inference(logits, cams if cam else None, ood)
+    return Inference(logits, cams if cam else None, ood, kinds)
 
 
 def _to_input_size(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -42,6 +42,8 @@ class Classifier(nn.Module):
         self.features = features
         self.head = head
         self.ood: FeatureDistance | None = None
+        self.kinds: nn.Linear | None = None  # the kinds head over the pooled last stage, when the file carries one (kinds.py)
+        self.kind_codes: list[str] = []  # its kinds, in its order (ModelInfo.kinds)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -217,7 +219,7 @@ def save(path: str | os.PathLike, model: nn.Module, info: ModelInfo) -> None:
                    for m in model.member_states()]
         info = replace(info, members=[{**r, "weights_sha256": weights_sha256(m)} for r, m in zip(info.members, members)])
         state = {**{f"members.{i}.{k}": v for i, m in enumerate(members) for k, v in m.items()},
-                 **{k: v for k, v in state.items() if k.startswith("ood.")}}
+                 **{k: v for k, v in state.items() if k.startswith(("ood.", "kinds."))}}
     write_safetensors(path, state, {METADATA_KEY: info.to_json()})
 
 
@@ -299,7 +301,7 @@ def _ensemble_of(state: dict[str, torch.Tensor], info: ModelInfo) -> Ensemble:
         model, _ = build(info.arch, pretrained=False, image_size=info.preprocess.image_size)
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in mine.items()}, strict=True)
         members.append(model)
-    owned = (*(f"members.{i}." for i in range(len(members))), "ood.")
+    owned = (*(f"members.{i}." for i in range(len(members))), "ood.", "kinds.")
     stray = [k for k in state if not k.startswith(owned)]
     if stray:
         raise ValueError(f"tensors that belong to no member: {stray[0]}")
@@ -326,6 +328,12 @@ def load(path: str | os.PathLike | None = None) -> tuple[Classifier, ModelInfo]:
             raise ValueError("the out-of-distribution tensors and cut-off come together")
         if "ood.means" in state:
             model.ood = FeatureDistance(state["ood.means"], state["ood.whiten"], info.ood_block)
+        if ("kinds.weight" in state) != bool(info.kinds) or ("kinds.weight" in state and state["kinds.weight"].shape[0] != len(info.kinds)):
+            raise ValueError("the kinds head's tensors and its list of kinds come together, one row per kind")
+        if info.kinds:
+            model.kinds = nn.Linear(state["kinds.weight"].shape[1], len(info.kinds))
+            model.kinds.load_state_dict({"weight": state["kinds.weight"], "bias": state["kinds.bias"]})
+            model.kind_codes = list(info.kinds)
         if not info.members:
             model.load_state_dict(state, strict=True)
     except (SafetensorError, ValueError, KeyError, TypeError, RuntimeError, OSError) as exc:

@@ -34,6 +34,10 @@ class ModelInfo:
     ood_block: int | None = None  # the block whose output the OOD score reads; None: the last stage (ood.py)
     sources: list = field(default_factory=list)  # the training sources: name, licence, images per label and diagnosis (sources.py)
     members: list = field(default_factory=list)  # an ensemble's members (ensemble.py): name, recipe, validation, weights' checksum; [] for one network
+    kinds: list = field(default_factory=list)  # the kinds head's codes in its order (with the `kinds.*` tensors; kinds.py); [] for none
+    other_threshold: float | None = None  # on the estimate of another skin cancer (kinds.other_cancer), with a kinds head
+    other_target_sensitivity: float | None = None  # the validation sensitivity other_threshold was chosen for
+    kinds_validation: dict = field(default_factory=dict)  # how the kinds head did on the validation split (kinds_fit.py)
 
     @property
     def licence(self) -> str:

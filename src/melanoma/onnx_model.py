@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import require_extra
+from .kinds import OTHER_TARGET
 from .modelinfo import METADATA_KEY, RUN_RECORD, ModelFileError, ModelInfo, error_summary
 
 if TYPE_CHECKING:
@@ -36,19 +37,22 @@ def digest(graph_proto, info_json: str) -> str:
 
 
 def _graph(model: Classifier, target: int) -> torch.nn.Module:
-    """The module `export` traces: normalised NHWC batch -> logits, map (with a linear head), OOD score."""
+    """The module `export` traces: normalised NHWC batch -> logits, map (with a linear head), OOD
+    score, and with a kinds head its logits and the map of the other-cancer margin (kinds.py)."""
     import torch
     from torch import nn
 
-    from .explain import linear_head, margin_weights
+    from .explain import linear_head, margin_weights, other_weights
 
     class Graph(nn.Module):
         def __init__(self):
             super().__init__()
             self.model, self.fc, self.target = model, linear_head(model), target
+            self.has_kinds = model.kinds is not None and self.fc is not None
 
         def outputs(self) -> list[str]:
-            return ["logits"] + ["cam"] * (self.fc is not None) + ["ood"] * (self.model.ood is not None)
+            return (["logits"] + ["cam"] * (self.fc is not None) + ["ood"] * (self.model.ood is not None)
+                    + ["kinds", "cam_other"] * self.has_kinds)
 
         def forward(self, image_nhwc: torch.Tensor):
             # The input is the normalised batch in NHWC order, the memory order of our channels_last
@@ -59,6 +63,9 @@ def _graph(model: Classifier, target: int) -> torch.nn.Module:
                 out.append(torch.relu(torch.einsum("c,bchw->bhw", margin_weights(self.fc, self.target), maps)))
             if self.model.ood is not None:
                 out.append(self.model.ood(probe))
+            if self.has_kinds:
+                out.append(self.model.kinds(maps.mean((2, 3))))
+                out.append(torch.relu(torch.einsum("c,bchw->bhw", other_weights(self.model.kinds, self.model.kind_codes), maps)))
             return tuple(out)
 
     return Graph().eval()
@@ -69,6 +76,8 @@ def export(model: Classifier, info: ModelInfo, path: str | os.PathLike) -> None:
     import torch
 
     graph: Any = _graph(model.eval(), target=len(info.class_names) - 1)  # _graph's local Graph module, with its outputs()
+    if info.kinds and not graph.has_kinds:
+        raise ModelFileError("a kinds head over a head that is not pooling and one linear layer cannot be exported")
     size = info.preprocess.image_size
     example = torch.zeros(2, size, size, 3)
     program = torch.onnx.export(graph, (example,), None, input_names=["image_nhwc"], output_names=graph.outputs(),
@@ -237,13 +246,15 @@ class OnnxModel:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self._run(x)["logits"]
 
-    def outputs(self, x: np.ndarray, target: int, cam: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """Logits, B x h x w class activation maps (feature resolution, not normalised; with `cam`)
-        and the OOD scores (None when the model carries none); see explain.infer."""
-        if cam and (not self.maps or target != len(self.info.class_names) - 1):
-            raise ModelFileError("this ONNX model carries no class activation map; use the .safetensors model it was exported from for Grad-CAM")
+    def outputs(self, x: np.ndarray, target: int, cam: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """Logits, B x h x w class activation maps (feature resolution, not normalised; with `cam`:
+        of the positive class, or with target kinds.OTHER_TARGET of the other-cancer margin), the OOD scores
+        and the kinds head's logits (None when the model carries none); see explain.infer."""
+        name = "cam_other" if target == OTHER_TARGET else "cam"
+        if cam and (name not in self.output_names or target not in (OTHER_TARGET, len(self.info.class_names) - 1)):
+            raise ModelFileError("this ONNX model carries no such class activation map; use the .safetensors model it was exported from for Grad-CAM")
         out = self._run(x)
-        return out["logits"], out["cam"] if cam else None, out.get("ood")
+        return out["logits"], out[name] if cam else None, out.get("ood"), out.get("kinds")
 
 
 def load_model(path: str | os.PathLike | None = None, threads: int | None = None):

@@ -1,4 +1,4 @@
-"""Prediction on images: calibrated probability of malignancy, label at the model's threshold, Grad-CAM.
+"""Prediction on images: calibrated probability of melanoma, the verdict in words and the differential (kinds.py), Grad-CAM.
 
 With an ONNX model (onnx_model.OnnxModel) nothing here imports torch."""
 
@@ -21,6 +21,7 @@ from PIL import Image
 from .calibration import calibrated_probability
 from .explain import Inference, infer, overlay
 from .images import ImageError, find_images, load_image
+from .kinds import differential, other_cancer, verdict
 from .preprocess import Preprocess, model_view, normalize, normalize_nhwc, view_box
 
 if TYPE_CHECKING:
@@ -37,10 +38,17 @@ NOT_A_DIAGNOSIS = (
 
 @dataclass
 class Prediction:
-    p_malignant: float  # calibrated probability of the positive (last) class
-    label: str  # class name at the model's threshold
+    p_malignant: float  # calibrated probability of the positive (last) class: melanoma
+    label: str  # class name at the model's threshold: melanoma or not (kept for machine readers; people read `verdict`)
     ood_score: float | None = None  # how unlike the training images (ood.py); None: the model carries no fit
     ood: bool | None = None  # the score is above the model's cut-off: the estimate is unreliable
+    verdict: str = ""  # in words (kinds.verdict)
+    p_other: float | None = None  # estimate of another skin cancer (kinds.py); None: the model has no kinds head
+    differential: list[tuple[str, float]] | None = None  # (kind code, probability), highest first; with a kinds head
+
+    @property
+    def top_kind(self) -> str | None:
+        return self.differential[0][0] if self.differential else None
 
 
 def label_of(p: float, info: ModelInfo) -> str:
@@ -50,7 +58,14 @@ def label_of(p: float, info: ModelInfo) -> str:
 def predictions(out: Inference, info: ModelInfo) -> list[Prediction]:
     ps = calibrated_probability(np.asarray(out.logits), info.temperature)
     scores = [None] * len(ps) if out.ood is None else [float(s) for s in out.ood]
-    return [Prediction(float(p), label_of(float(p), info), s, None if s is None else s > cast(float, info.ood_cutoff)) for p, s in zip(ps, scores)]
+    if out.kinds is not None and info.kinds:
+        diffs = differential(ps, out.kinds, info.kinds)
+        others: list[float | None] = [float(o) for o in other_cancer(diffs, info.kinds)]
+        ranked: list[list[tuple[str, float]] | None] = [sorted(zip(info.kinds, map(float, d)), key=lambda kp: -kp[1]) for d in diffs]
+    else:
+        others, ranked = [None] * len(ps), [None] * len(ps)
+    return [Prediction(float(p), label_of(float(p), info), s, None if s is None else s > cast(float, info.ood_cutoff),
+                       verdict(float(p), o, info), o, r) for p, s, o, r in zip(ps, scores, others, ranked)]
 
 
 def model_input(model: Classifier | OnnxModel, views: np.ndarray, pre: Preprocess):
@@ -77,6 +92,18 @@ def explain(model: Classifier | OnnxModel, info: ModelInfo, image: Image.Image, 
     pred, cam, _ = analyse(model, info, image)
     assert cam is not None  # a model with maps (callers check model.maps)
     return pred, overlay(np.asarray(image), cam, view_box(image, info.preprocess), alpha)
+
+
+# `label` is melanoma (the positive class name) or not, at the melanoma threshold: kept for the scripts that
+# read it, deprecated in favour of `verdict`, which also speaks for the other skin cancers (kinds.py).
+CSV_COLUMNS = ["path", "p_malignant", "label", "ood_score", "ood", "verdict", "p_other_cancer", "top_kind", "differential"]
+
+
+def csv_row(path: Path, pred: Prediction) -> list:
+    """One image's row of `predict --csv` (CSV_COLUMNS; the kinds' columns empty for a model without a kinds head)."""
+    return [str(path), f"{pred.p_malignant:.6f}", pred.label, "" if pred.ood is None else f"{pred.ood_score:.4f}",
+            "" if pred.ood is None else int(pred.ood), pred.verdict, "" if pred.p_other is None else f"{pred.p_other:.6f}",
+            pred.top_kind or "", ";".join(f"{k}:{p:.4f}" for k, p in pred.differential or [])]
 
 
 def cam_path(cam_dir: str | os.PathLike, path: Path, root: Path) -> Path:
@@ -174,7 +201,7 @@ def torch_threads(n: int):
 
 def run(paths: list[str], model: Classifier | OnnxModel, info: ModelInfo, csv_path: str | None, cam_dir: str | None,
         batch_size: int | None = None, workers: int | None = None) -> int:
-    """Print a line per image, in the order found (path, P(malignant), label, and `ok` or
+    """Print a line per image, in the order found (path, P(melanoma), the verdict in words (kinds.verdict), and `ok` or
     `unlike-training` by the OOD score, `-` when the model carries none); optional CSV and overlays
     (from the same pass and the same decoded image). Bad files: a line on stderr, exit 1 at the end.
     `model` is the torch Classifier or an onnx_model.OnnxModel (made with `inference_streams(cam)[1]` threads).
@@ -209,15 +236,14 @@ def run(paths: list[str], model: Classifier | OnnxModel, info: ModelInfo, csv_pa
             ThreadPoolExecutor(workers) if workers and len(batches) > 1 else contextlib.nullcontext() as decoders:
         writer = csv.writer(f_csv) if f_csv else None
         if writer:
-            writer.writerow(["path", "p_malignant", "label", "ood_score", "ood"])
+            writer.writerow(CSV_COLUMNS)
 
         def write(good: list[tuple], result) -> None:
             preds, cams = result if cam_dir else (result, None)
             for k, ((path, _, image), pred) in enumerate(zip(good, preds)):
-                print(f"{path}\t{pred.p_malignant:.3f}\t{pred.label}\t{ood_word(pred)}", flush=True)
+                print(f"{path}\t{pred.p_malignant:.3f}\t{pred.verdict}\t{ood_word(pred)}", flush=True)
                 if writer:
-                    writer.writerow([str(path), f"{pred.p_malignant:.6f}", pred.label,
-                                     "" if pred.ood is None else f"{pred.ood_score:.4f}", "" if pred.ood is None else int(pred.ood)])
+                    writer.writerow(csv_row(path, pred))
                 if cam_dir:
                     assert cams is not None  # predict_with_cam's maps
                     ov = overlay(np.asarray(image), cams[k], view_box(image, info.preprocess))

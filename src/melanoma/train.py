@@ -453,7 +453,7 @@ def start_from(model: nn.Module, config: TrainConfig, pre: Preprocess, data_fing
         raise UsageError(f"{config.init}: an ensemble of {len(info.members)} networks; --init starts from one network's weights "
                          "(give a member's own file, or distil the ensemble with --teacher)")
     check_same_run(config.init, info, config, pre, data_fingerprint, split, weights_only=True)
-    state = {k: v for k, v in init.state_dict().items() if not k.startswith("ood.")}  # refitted at the end
+    state = {k: v for k, v in init.state_dict().items() if not k.startswith(("ood.", "kinds."))}  # refitted at the end (the kinds head: by fit-kinds)
     model.load_state_dict(state)
     return {k: v.detach().clone().to(par.device) for k, v in state.items()}
 

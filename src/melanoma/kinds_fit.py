@@ -1,0 +1,105 @@
+"""`melanoma fit-kinds`: give a model file a kinds head (kinds.py), fitted on the pooled features of its
+own training images whose source names a diagnosis, with the other-cancer threshold chosen on its own
+validation images for a stated sensitivity.
+
+The network, its melanoma head, temperature, threshold and OOD score stay as they are, so every melanoma
+figure of the model is unchanged: the head reads what the network already sees (a linear probe). The
+fit is scikit-learn's multinomial logistic regression on standardised features, the classes weighted
+by the inverse of their counts (nevi outnumber dermatofibromas 50 to 1); the standardisation is folded
+into the head's weights, so the model file holds one linear layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import model as models
+from .calibration import calibrated_probability, threshold_for_sensitivity
+from .errors import UsageError
+from .explain import infer, linear_head
+from .kinds import KINDS, OTHER_CANCERS, code_of, differential, other_cancer
+from .modelinfo import ModelInfo
+from .preprocess import normalize
+
+REGULARISATION = 0.1  # LogisticRegression's C on standardised features; see fit's docstring
+CHUNK = 256  # images decoded and scored at a time (memory)
+
+
+def labelled(samples: list, idx: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """The images among `idx` whose diagnosis is one of the seven kinds, and their codes."""
+    codes = [code_of(samples[i].kind or "") for i in idx]
+    keep = [j for j, c in enumerate(codes) if c]
+    return idx[keep], [codes[j] for j in keep]  # type: ignore[misc]  # the kept codes are not None
+
+
+def batches(split, idx: np.ndarray, pre):
+    """The images `idx` of a split as normalised batches of CHUNK (decoded as they are needed)."""
+    for start in range(0, len(idx), CHUNK):
+        yield normalize(np.stack(split.views_of(idx[start:start + CHUNK])), pre)
+
+
+def pooled(model: models.Classifier, split, idx: np.ndarray, pre) -> np.ndarray:
+    """The pooled last-stage features of the images `idx`: what the head (and a kinds head) reads."""
+    with torch.no_grad():
+        return np.concatenate([model.features(x).float().mean((2, 3)).numpy() for x in batches(split, idx, pre)])
+
+
+def fit(model: models.Classifier, info: ModelInfo, data_dir: Path, target_sensitivity: float) -> ModelInfo:
+    """Attach a kinds head to `model` (fitted on its training split's images that name a kind) and
+    return its ModelInfo with the kinds, the other-cancer threshold (the highest that keeps
+    `target_sensitivity` of the validation split's other skin cancers) and the head's validation figures.
+    REGULARISATION was chosen on other_a_t94's validation split (C in 0.01, 0.1, 1: balanced accuracy
+    of the top kind), never on a development or test set."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from .split import model_split
+
+    if linear_head(model) is None:
+        raise UsageError("a kinds head needs a network whose head is pooling and one linear layer (EfficientNet-Lite)")
+    split = model_split(info, data_dir, keep_views=False)
+    tr, tr_codes = labelled(split.samples, split.tr)
+    va, va_codes = labelled(split.samples, split.va)
+    kinds = sorted(set(tr_codes))
+    if len(kinds) < 2 or not set(OTHER_CANCERS) & set(kinds) or not set(OTHER_CANCERS) & set(va_codes):
+        raise UsageError("the model's training sources name too few kinds: a kinds head needs diagnoses (a source's labels.csv) "
+                         "including basal cell carcinoma or actinic keratosis in both its training and validation images")
+    x_tr = pooled(model, split, tr, info.preprocess)
+    scaler = StandardScaler().fit(x_tr)
+    lr = LogisticRegression(C=REGULARISATION, class_weight="balanced", max_iter=3000).fit(scaler.transform(x_tr), tr_codes)
+    weight = lr.coef_ / scaler.scale_
+    head = nn.Linear(x_tr.shape[1], len(kinds))
+    order = [list(lr.classes_).index(k) for k in kinds]
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(weight[order]).float())
+        head.bias.copy_(torch.from_numpy((lr.intercept_ - weight @ scaler.mean_)[order]).float())
+    model.kinds, model.kind_codes = head, kinds
+
+    outs = [infer(model, x, cam=False) for x in batches(split, va, info.preprocess)]
+    p_mel = calibrated_probability(np.concatenate([np.asarray(o.logits, np.float32) for o in outs]), info.temperature)
+    diff = differential(p_mel, np.concatenate([o.kinds for o in outs if o.kinds is not None]), kinds)
+    p_other = other_cancer(diff, kinds)
+    is_other = np.array([c in OTHER_CANCERS for c in va_codes])
+    threshold = threshold_for_sensitivity(p_other, is_other.astype(int), target_sensitivity)
+    record = kinds_record(va_codes, kinds, diff, p_mel >= info.threshold, p_other >= threshold)
+    return replace(info, kinds=kinds, other_threshold=threshold, other_target_sensitivity=target_sensitivity, kinds_validation=record)
+
+
+def kinds_record(codes: list[str], kinds: list[str], diff: np.ndarray, melanoma_called: np.ndarray, other_called: np.ndarray) -> dict:
+    """What the kinds head did on labelled images: balanced accuracy and recall per kind of the top kind,
+    the share of each kind sent to a doctor (either cancer verdict) and named another skin cancer."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    top = [kinds[i] for i in diff.argmax(1)]
+    codes_a = np.array(codes)
+    named = other_called & ~melanoma_called
+    sent = melanoma_called | other_called
+    per_kind = {k: {"images": int((codes_a == k).sum()), "recall": float(np.mean([t == k for t, c in zip(top, codes) if c == k])),
+                    "sent_to_doctor": float(sent[codes_a == k].mean()), "named_other_cancer": float(named[codes_a == k].mean())}
+                for k in KINDS if (codes_a == k).any()}
+    return {"images": len(codes), "balanced_accuracy": float(balanced_accuracy_score(codes, top)), "by_kind": per_kind}

@@ -1,0 +1,165 @@
+"""What the model names besides melanoma: the differential, the estimate of another skin cancer and the
+verdict in words (kinds.py); a model file with a kinds head, read by the one loader, exported to ONNX
+with it, and made by `melanoma fit-kinds` (kinds_fit.py)."""
+
+import csv
+from dataclasses import replace
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from melanoma.explain import infer, other_weights
+from melanoma.kinds import (MELANOMA_SUSPECTED, NO_MELANOMA_SIGN, NO_SIGN, OTHER_SUSPECTED, OTHER_TARGET, code_of, differential,
+                            other_cancer, verdict)
+from melanoma.model import build, load, save
+from melanoma.modelinfo import ModelFileError, ModelInfo
+from melanoma.predict import CSV_COLUMNS, predictions
+
+from .conftest import lesion_image, to_batch
+from .test_predict_explain import melanoma_cli
+from .test_sources import extra_dir, small_source, write  # noqa: F401  (extra_dir: a fixture)
+
+KINDS = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+
+
+def test_the_differential_puts_the_melanoma_estimate_first_and_sums_to_one():
+    rng = np.random.default_rng(0)
+    p_mel, logits = rng.uniform(size=5), rng.normal(size=(5, 7)) * 3
+    diff = differential(p_mel, logits, KINDS)
+    assert np.allclose(diff.sum(1), 1) and np.allclose(diff[:, KINDS.index("mel")], p_mel)
+    rest = np.exp(np.delete(logits, 4, 1))  # the other kinds share what melanoma leaves, as the kinds head's softmax over them
+    assert np.allclose(np.delete(diff, 4, 1), (1 - p_mel)[:, None] * rest / rest.sum(1, keepdims=True))
+    assert np.allclose(other_cancer(diff, KINDS), diff[:, 0] + diff[:, 1])
+
+
+def test_the_verdict_names_melanoma_first_then_another_cancer_and_no_sign_only_below_both():
+    info = SimpleNamespace(threshold=0.3, other_threshold=0.2)
+    assert verdict(0.3, 0.9, info) == MELANOMA_SUSPECTED
+    assert verdict(0.29, 0.2, info) == OTHER_SUSPECTED
+    assert verdict(0.29, 0.19, info) == NO_SIGN
+    # a model without a kinds head cannot speak for other skin cancers
+    assert verdict(0.1, None, SimpleNamespace(threshold=0.3, other_threshold=None)) == NO_MELANOMA_SIGN
+
+
+def test_other_archives_names_map_to_the_seven_kinds():
+    assert [code_of(n) for n in ("seborrheic_keratosis", "nevus", "BCC", "ACK", "SCC", "nv", "other", "")] == \
+        ["bkl", "nv", "bcc", "akiec", "akiec", "nv", None, None]
+
+
+def kinds_model(tmp_path, with_ood=False):
+    """An EfficientNet-Lite0 at 64 px with a random kinds head, saved and read back."""
+    torch.manual_seed(0)
+    model, pre = build("efficientnet_lite0", image_size=64)
+    with torch.no_grad():
+        model.head[-1].weight.normal_(0, 0.05)
+    model.kinds = nn.Linear(1280, len(KINDS))
+    with torch.no_grad():
+        model.kinds.weight.normal_(0, 0.05)
+    info = ModelInfo("efficientnet_lite0", pre, threshold=0.45, kinds=list(KINDS), other_threshold=0.3, other_target_sensitivity=0.9)
+    save(tmp_path / "k.safetensors", model.eval(), info)
+    return tmp_path / "k.safetensors"
+
+
+def test_a_model_file_with_a_kinds_head_round_trips_and_predicts_the_three_verdicts(tmp_path):
+    path = kinds_model(tmp_path)
+    model, info = load(path)
+    assert info.kinds == KINDS and model.kind_codes == KINDS
+    x = to_batch([lesion_image(seed=s) for s in range(4)], info.preprocess)
+    out = infer(model, x, cam=False)
+    assert out.kinds is not None and out.kinds.shape == (4, 7)
+    with torch.no_grad():
+        assert np.allclose(out.kinds, model.kinds(model.features(x).mean((2, 3))).numpy(), atol=1e-5)
+    for pred in predictions(out, info):
+        assert pred.verdict == verdict(pred.p_malignant, pred.p_other, info)
+        assert [k for k, _ in pred.differential] and pred.top_kind == pred.differential[0][0]
+        assert sum(p for _, p in pred.differential) == pytest.approx(1) and dict(pred.differential)["mel"] == pytest.approx(pred.p_malignant)
+    # the map of the other-cancer estimate is the class activation map of its margin
+    cam = infer(model, x, target=OTHER_TARGET).cam
+    with torch.no_grad():
+        raw = torch.einsum("c,bchw->bhw", other_weights(model.kinds, KINDS), model.features(x)).clamp(min=0)
+    assert cam.shape == (4, 64, 64) and np.corrcoef(cam[0].ravel(), nn.functional.interpolate(raw[:1, None], size=64, mode="bilinear").ravel().numpy())[0, 1] > 0.99
+
+
+def test_kinds_tensors_without_their_list_are_refused_in_one_line(tmp_path):
+    path = kinds_model(tmp_path)
+    model, info = load(path)
+    save(tmp_path / "bad.safetensors", model, replace(info, kinds=KINDS[:6]))
+    with pytest.raises(ModelFileError, match="kinds head's tensors and its list of kinds"):
+        load(tmp_path / "bad.safetensors")
+
+
+def test_a_model_without_a_kinds_head_says_no_sign_of_melanoma_never_benign(tiny_model_file):
+    model, info = load(tiny_model_file)
+    preds = predictions(infer(model, to_batch([lesion_image(seed=s) for s in range(3)], info.preprocess), cam=False), info)
+    for p in preds:
+        assert p.verdict in (MELANOMA_SUSPECTED, NO_MELANOMA_SIGN) and p.p_other is None and p.differential is None
+
+
+def test_onnx_export_carries_the_kinds_and_the_other_cancer_map(tmp_path):
+    from melanoma.onnx_model import OnnxModel, export
+    from melanoma.preprocess import model_view, normalize_nhwc
+
+    model, info = load(kinds_model(tmp_path))
+    export(model, info, tmp_path / "k.onnx")
+    onnx = OnnxModel(tmp_path / "k.onnx")
+    views = np.stack([model_view(lesion_image(seed=s), info.preprocess) for s in range(3)])
+    x = to_batch([lesion_image(seed=s) for s in range(3)], info.preprocess)
+    torch_out, onnx_out = infer(model, x, target=OTHER_TARGET), infer(onnx, normalize_nhwc(views, info.preprocess), target=OTHER_TARGET)
+    assert np.allclose(onnx_out.kinds, torch_out.kinds, atol=1e-4) and np.allclose(onnx_out.cam, torch_out.cam, atol=1e-3)
+    assert [p.verdict for p in predictions(onnx_out, onnx.info)] == [p.verdict for p in predictions(torch_out, info)]
+
+
+def test_predict_csv_keeps_its_columns_and_adds_the_verdict_and_the_differential(tmp_path):
+    path = kinds_model(tmp_path)
+    lesion_image(seed=3).save(tmp_path / "spot.png")
+    r = melanoma_cli("predict", tmp_path / "spot.png", "--model", path, "--csv", tmp_path / "out.csv")
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(open(tmp_path / "out.csv")))
+    assert list(rows[0]) == CSV_COLUMNS and CSV_COLUMNS[:5] == ["path", "p_malignant", "label", "ood_score", "ood"]
+    row = rows[0]
+    pairs = [kp.split(":") for kp in row["differential"].split(";")]
+    assert [k for k, _ in pairs] == sorted(KINDS, key=lambda k: -float(dict(pairs)[k])) and row["top_kind"] == pairs[0][0]
+    assert row["verdict"] in (MELANOMA_SUSPECTED, OTHER_SUSPECTED, NO_SIGN) and row["verdict"] in r.stdout
+    assert "Benign" not in r.stdout
+
+
+@pytest.mark.slow
+def test_fit_kinds_gives_a_trained_model_a_kinds_head_and_leaves_its_melanoma_head_alone(tmp_path, small_data, extra_dir):
+    ham = small_source(tmp_path / "data", extra_dir, "ham10000", per_diagnosis=8)
+    sources = write(tmp_path / "sources.toml", f"""
+[[source]]
+name = "kaggle"
+path = "{small_data}"
+licence = "CC0-1.0"
+[[source]]
+name = "ham"
+path = "{ham}"
+licence = "CC-BY-NC-4.0"
+read_other = true
+""")
+    run = tmp_path / "run"
+    r = melanoma_cli("train", "--sources", sources, "--out", run, "--img-size", "64", "--epochs", "1", "--batch-size", "8", "--val-fraction", "0.333")
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = melanoma_cli("fit-kinds", "--model", run / "model.safetensors", "--out", tmp_path / "k.safetensors", "--target-sensitivity", "0.8")
+    assert r.returncode == 0, r.stderr[-2000:]
+    before, info0 = load(run / "model.safetensors")
+    after, info = load(tmp_path / "k.safetensors")
+    assert info.kinds == sorted(info.kinds) and {"bcc", "akiec", "nv", "mel"} <= set(info.kinds)
+    assert 0 < info.other_threshold <= 0.5 and info.other_target_sensitivity == 0.8
+    other = {k: f for k, f in info.kinds_validation["by_kind"].items() if k in ("bcc", "akiec")}
+    sent = sum(f["images"] * f["sent_to_doctor"] for f in other.values()) / sum(f["images"] for f in other.values())
+    assert sent >= 0.8  # the threshold keeps the target on the validation images it was chosen on
+    assert (info.threshold, info.temperature, info.validation) == (info0.threshold, info0.temperature, info0.validation)
+    same = {k: v for k, v in after.state_dict().items() if not k.startswith("kinds.")}
+    assert same.keys() == before.state_dict().keys() and all(torch.equal(v, before.state_dict()[k]) for k, v in same.items())
+    d = melanoma_cli("describe", "--model", tmp_path / "k.safetensors")
+    assert "kinds head: akiec, bcc" in d.stdout and "balanced accuracy of the top kind" in d.stdout
+
+
+def test_fit_kinds_refuses_a_model_whose_sources_name_no_kind_in_one_line(recorded_run, tmp_path):
+    r = melanoma_cli("fit-kinds", "--model", recorded_run / "model.safetensors", "--out", tmp_path / "k.safetensors")
+    assert r.returncode != 0 and "name too few kinds" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "k.safetensors").exists()
