@@ -8,6 +8,17 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 TINY_THRESHOLD = 0.37  # not 0.5, so a hard-coded 0.5 anywhere shows
 DATA = Path(os.environ.get("MELANOMA_DATA", ROOT.parent / "shared" / "data" / "melanoma"))
+EXTRA = Path(os.environ.get("MELANOMA_EXTRA_DATA", DATA.parent / "extra-train"))
+
+
+@pytest.fixture(scope="session")
+def extra_dir(data_dir) -> Path:
+    """The extra training archives (extra-train/: ISIC 2017, HAM10000), beside the Kaggle data."""
+    if not (EXTRA / "ham10000" / "labels.csv").is_file():
+        if os.environ.get("MELANOMA_REQUIRE_DATA"):
+            pytest.fail(f"extra training data missing at {EXTRA} and MELANOMA_REQUIRE_DATA is set")
+        pytest.skip(f"extra training data not found at {EXTRA} (set MELANOMA_EXTRA_DATA)")
+    return EXTRA
 
 
 @pytest.fixture(scope="session")

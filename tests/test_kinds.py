@@ -12,15 +12,14 @@ import torch
 from torch import nn
 
 from melanoma.explain import infer, other_weights
-from melanoma.kinds import (MELANOMA_SUSPECTED, NO_MELANOMA_SIGN, NO_SIGN, OTHER_SUSPECTED, OTHER_TARGET, code_of, differential,
-                            other_cancer, verdict)
+from melanoma.kinds import MELANOMA_SUSPECTED, NO_MELANOMA_SIGN, NO_SIGN, OTHER_SUSPECTED, OTHER_TARGET, code_of, differential, other_cancer, verdict
 from melanoma.model import build, load, save
 from melanoma.modelinfo import ModelFileError, ModelInfo
 from melanoma.predict import CSV_COLUMNS, predictions
 
 from .conftest import lesion_image, to_batch
 from .test_predict_explain import melanoma_cli
-from .test_sources import extra_dir, small_source, write  # noqa: F401  (extra_dir: a fixture)
+from .test_sources import small_source, write
 
 KINDS = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 
@@ -49,8 +48,8 @@ def test_other_archives_names_map_to_the_seven_kinds():
         ["bkl", "nv", "bcc", "akiec", "akiec", "nv", None, None]
 
 
-def kinds_model(tmp_path, with_ood=False):
-    """An EfficientNet-Lite0 at 64 px with a random kinds head, saved and read back."""
+def kinds_model(tmp_path, threshold=0.45, other_threshold=0.3):
+    """An EfficientNet-Lite0 at 64 px with a random kinds head, saved."""
     torch.manual_seed(0)
     model, pre = build("efficientnet_lite0", image_size=64)
     with torch.no_grad():
@@ -58,7 +57,7 @@ def kinds_model(tmp_path, with_ood=False):
     model.kinds = nn.Linear(1280, len(KINDS))
     with torch.no_grad():
         model.kinds.weight.normal_(0, 0.05)
-    info = ModelInfo("efficientnet_lite0", pre, threshold=0.45, kinds=list(KINDS), other_threshold=0.3, other_target_sensitivity=0.9)
+    info = ModelInfo("efficientnet_lite0", pre, threshold=threshold, kinds=list(KINDS), other_threshold=other_threshold, other_target_sensitivity=0.9)
     save(tmp_path / "k.safetensors", model.eval(), info)
     return tmp_path / "k.safetensors"
 
@@ -80,7 +79,8 @@ def test_a_model_file_with_a_kinds_head_round_trips_and_predicts_the_three_verdi
     cam = infer(model, x, target=OTHER_TARGET).cam
     with torch.no_grad():
         raw = torch.einsum("c,bchw->bhw", other_weights(model.kinds, KINDS), model.features(x)).clamp(min=0)
-    assert cam.shape == (4, 64, 64) and np.corrcoef(cam[0].ravel(), nn.functional.interpolate(raw[:1, None], size=64, mode="bilinear").ravel().numpy())[0, 1] > 0.99
+    resized = nn.functional.interpolate(raw[:1, None], size=64, mode="bilinear").ravel().numpy()
+    assert cam.shape == (4, 64, 64) and np.corrcoef(cam[0].ravel(), resized)[0, 1] > 0.99
 
 
 def test_kinds_tensors_without_their_list_are_refused_in_one_line(tmp_path):
@@ -124,6 +124,22 @@ def test_predict_csv_keeps_its_columns_and_adds_the_verdict_and_the_differential
     assert [k for k, _ in pairs] == sorted(KINDS, key=lambda k: -float(dict(pairs)[k])) and row["top_kind"] == pairs[0][0]
     assert row["verdict"] in (MELANOMA_SUSPECTED, OTHER_SUSPECTED, NO_SIGN) and row["verdict"] in r.stdout
     assert "Benign" not in r.stdout
+
+
+def test_the_page_names_another_skin_cancer_with_its_differential_and_its_own_map(tmp_path, monkeypatch):
+    from .test_app import page, text_of
+
+    path = kinds_model(tmp_path, threshold=1.0, other_threshold=0.0)  # every spot: other skin cancer suspected
+    at = page(path, monkeypatch)
+    png = tmp_path / "spot.png"
+    lesion_image(seed=3).save(png)
+    at.file_uploader[0].set_value([("spot.png", png.read_bytes(), "image/png")]).run()
+    assert not at.exception
+    assert any(e.value.startswith("**Other skin cancer suspected**") for e in at.error), text_of(at)
+    assert "of another skin cancer (basal cell carcinoma" in text_of(at)
+    assert len(at.get("progress")) == 3 and "What it most resembles" in text_of(at)
+    captions = [c for im in at.get("image") for c in im.captions]
+    assert sum("raised the estimate of another skin cancer" in c for c in captions) == 1
 
 
 @pytest.mark.slow

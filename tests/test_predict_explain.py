@@ -36,7 +36,7 @@ def test_one_pass_cam_equals_grad_cam_on_the_bundled_model(data_dir):
     images = [Image.open(f) for cls in ("Benign", "Malignant") for f in sorted((data_dir / "test" / cls).glob("*.jpg"))[:3]]
     x = to_batch(images, info.preprocess)
     for target in (0, 1):
-        logits, cam, _ = infer(model, x, target)
+        logits, cam, _, _ = infer(model, x, target)
         reference = grad_cam(model, x, target)
         assert np.abs(cam - reference).max() < 1e-4
         assert cam.max() == 1.0 and (cam > 0.05).mean() > 0.05  # not a blank map

@@ -1,7 +1,6 @@
 """Training on several sources: the sources file, the split across sources, the licence in the model file."""
 
 import csv
-import os
 import shutil
 from pathlib import Path
 
@@ -17,22 +16,12 @@ from melanoma.train import by_source, diagnosis_targets
 from .conftest import DATA, ROOT, lesion_image
 from .test_predict_explain import melanoma_cli
 
-EXTRA = Path(os.environ.get("MELANOMA_EXTRA_DATA", DATA.parent / "extra-train"))
 SOURCES_FILE = ROOT / "sources" / "kaggle+archives.toml"
 # Two within-HAM10000 pairs the staging lists at ncc64 0.982-0.984 that are different lesions (small spots in a
 # dark round field: the chance matches extra-train/README.md warns of), checked by eye; every other same-photo pair
 # of the twins lists must sit on one side of the split.
 CHANCE_PAIRS = {frozenset({"ham10000:Benign/ISIC_0033076.jpg", "ham10000:Benign/ISIC_0033922.jpg"}),
                 frozenset({"ham10000:Benign/ISIC_0033342.jpg", "ham10000:Benign/ISIC_0034307.jpg"})}
-
-
-@pytest.fixture(scope="session")
-def extra_dir(data_dir) -> Path:
-    if not (EXTRA / "ham10000" / "labels.csv").is_file():
-        if os.environ.get("MELANOMA_REQUIRE_DATA"):
-            pytest.fail(f"extra training data missing at {EXTRA} and MELANOMA_REQUIRE_DATA is set")
-        pytest.skip(f"extra training data not found at {EXTRA} (set MELANOMA_EXTRA_DATA)")
-    return EXTRA
 
 
 def write(path: Path, text: str) -> Path:

@@ -57,6 +57,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from . import predict
 from .explain import overlay
 from .images import MAX_FILE_BYTES, MAX_PIXELS, ImageError, load_image, pixel_count
+from .kinds import kind_name
 from .model import BUNDLED_MODEL, CHECKSUM_KEY, Classifier, file_sha256, measured_figures, read_safetensors
 from .modelinfo import ModelInfo
 from .onnx_model import OnnxModel, load_model
@@ -179,7 +180,10 @@ class Service:
         preds, cams = predict.predict_with_cam(self.model, info, views) if cam else (predict.predict_views(self.model, info, views), None)
         for k, ((i, _, warnings, shown), pred) in enumerate(zip(readable, preds)):
             entries[i].update(p_malignant=pred.p_malignant, label=pred.label, threshold=info.threshold,
-                              ood=pred.ood, ood_score=pred.ood_score, warnings=warnings)
+                              ood=pred.ood, ood_score=pred.ood_score, warnings=warnings, verdict=pred.verdict,
+                              p_other_cancer=pred.p_other, other_threshold=info.other_threshold,
+                              differential=[{"kind": kind_name(k), "code": k, "p": p} for k, p in pred.differential]
+                              if pred.differential else None)
             if cam:
                 assert shown is not None and cams is not None  # both made with cam
                 png = io.BytesIO()
@@ -197,6 +201,8 @@ def describe(model, info, path: Path) -> dict:
         "engine": model.engine, "maps": model.maps,  # without maps, ?cam=true answers without cam_png
         "architecture": info.arch, "input_size": pre.image_size, "framing": pre.framing, "classes": list(info.class_names),
         "threshold": info.threshold, "temperature": info.temperature, "target_sensitivity": info.target_sensitivity,
+        "kinds": [{"code": k, "kind": kind_name(k)} for k in info.kinds] or None, "other_threshold": info.other_threshold,
+        "kinds_validation": info.kinds_validation or None,  # the kinds head (kinds.py); null without one
         "ood_cutoff": info.ood_cutoff, "weights_sha256": meta.get(CHECKSUM_KEY), "file_sha256": file_sha256(path),
         "validation": info.validation or None,
         "clean_test": (measured_figures(path) or {}).get("clean_test"),  # the metrics.json beside the file that names it; else null

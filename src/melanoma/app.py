@@ -17,6 +17,7 @@ import streamlit as st
 from melanoma import predict
 from melanoma.explain import overlay
 from melanoma.images import MAX_FILE_BYTES, ImageError, load_image
+from melanoma.kinds import KINDS, MELANOMA_SUSPECTED, OTHER_SUSPECTED, OTHER_TARGET, SENT_TO_DOCTOR
 from melanoma.modelinfo import ModelFileError
 from melanoma.onnx_model import load_model
 from melanoma.preprocess import overlay_copy
@@ -44,17 +45,20 @@ def check_upload(data: bytes, name: str, model, info) -> dict:
     return {"image": np.asarray(shown), "box": box, "cam": cam, "pred": pred, "quality": assess(image, view), "view": view}
 
 
-def lowering_map(r: dict, model, info) -> np.ndarray:
-    """The map of what lowered the estimate (the benign margin, explain.py), computed once on request."""
-    if "cam_lowered" not in r:
+def extra_map(r: dict, model, info, target: int) -> np.ndarray:
+    """Another map of the same view, computed once on request: what lowered the melanoma estimate
+    (target 0, the benign margin, explain.py) or what raised the estimate of another skin cancer
+    (kinds.OTHER_TARGET)."""
+    key = f"cam_{target}"
+    if key not in r:
         from melanoma.explain import infer
-        from melanoma.preprocess import normalize
+        from melanoma.predict import model_input
 
         with predict.torch_threads(1):
-            cam = infer(model, normalize(r["view"][None], info.preprocess), target=0).cam
+            cam = infer(model, model_input(model, r["view"][None], info.preprocess), target=target).cam
             assert cam is not None  # infer gives the maps by default
-            r["cam_lowered"] = cam[0]
-    return r["cam_lowered"]
+            r[key] = cam[0]
+    return r[key]
 
 
 SESSION_CACHE = 8  # analyses a session keeps (each holds the photo at most preprocess.OVERLAY_SIDE px on its longest side)
@@ -115,25 +119,48 @@ def show_result(name: str, r: dict, alpha: float, info, model) -> None:
     st.subheader(name)
     for w in warnings_for(r):
         st.warning(w, icon="⚠️")
-    malignant = pred.label == info.class_names[-1]
+    malignant = pred.verdict == MELANOMA_SUSPECTED
+    other = pred.verdict == OTHER_SUSPECTED
     verdict = (
-        f"**{pred.label}** — the model's estimate of melanoma is {probability_text(pred.p_malignant, info.threshold)}, "
-        + ("at or above" if malignant else "below")
-        + f" its threshold of {info.threshold:.0%}."
+        f"**{pred.verdict.capitalize()}** — the model's estimate of melanoma is {probability_text(pred.p_malignant, info.threshold)}, "
+        + ("at or above" if malignant else "below") + f" its threshold of {info.threshold:.0%}"
+        + ("." if pred.p_other is None else
+           f"; of another skin cancer (basal cell carcinoma, actinic keratosis / Bowen's disease, squamous cell carcinoma) "
+           f"{probability_text(pred.p_other, info.other_threshold)}, {'at or above' if pred.p_other >= info.other_threshold else 'below'} "
+           f"its threshold of {info.other_threshold:.0%}.")
     )
-    (st.error if malignant else st.success)(verdict)
+    (st.error if pred.verdict in SENT_TO_DOCTOR else st.success)(verdict)
     st.markdown(probability_bar(pred.p_malignant, info.threshold), unsafe_allow_html=True)
-    if malignant:
-        st.caption("The threshold is set low on purpose, to miss few melanomas; many spots above it are benign. Show it to a doctor.")
+    if malignant or other:
+        st.caption("The thresholds are set low on purpose, to miss few skin cancers; many spots above them are harmless. Show it to a doctor.")
+    elif pred.p_other is None:
+        st.caption("This model speaks for melanoma only: it cannot say whether a spot is another kind of skin cancer.")
+    if pred.differential:
+        show_differential(pred.differential)
     left, right = st.columns(2)
     left.image(r["image"], caption="Your photo (upright, as the model reads it)", width="stretch")
     if r["cam"] is None:
         right.info("This model file carries no Grad-CAM map, so no overlay is shown.")
         return
-    lowered = model.lowering_maps and right.toggle("Show what lowered the estimate instead", key=f"lowered-{name}")
-    cam, what = (lowering_map(r, model, info), "lowered") if lowered else (r["cam"], "raised")
-    right.image(overlay(r["image"], cam, r["box"], alpha), caption=f"Grad-CAM: red = regions that {what} the melanoma estimate; "
+    lowered = model.lowering_maps and right.toggle("Show what lowered the melanoma estimate instead", key=f"lowered-{name}")
+    if lowered:
+        cam, what = extra_map(r, model, info, 0), "lowered the melanoma estimate"
+    elif other:  # the map of the verdict's own estimate
+        cam, what = extra_map(r, model, info, OTHER_TARGET), "raised the estimate of another skin cancer"
+    else:
+        cam, what = r["cam"], "raised the melanoma estimate"
+    right.image(overlay(r["image"], cam, r["box"], alpha), caption=f"Grad-CAM: red = regions that {what}; "
                 "darkened = outside the square the model looks at", width="stretch")
+
+
+def show_differential(differential: list[tuple[str, float]], top: int = 3) -> None:
+    """The kinds the spot most resembles, as bars, with a plain line on each (kinds.KINDS)."""
+    st.markdown("**What it most resembles** (the model's differential over seven kinds of skin spot):")
+    for code, p in differential[:top]:
+        name, line = KINDS.get(code, (code, ""))
+        st.progress(min(max(p, 0.0), 1.0), text=f"{name}: {probability_text(p)}")
+        if line:
+            st.caption(line)
 
 
 @st.cache_data(show_spinner=False)
@@ -249,7 +276,7 @@ def main() -> None:
             rows.append({"file": f.name, "verdict": "failed", "melanoma estimate": None, "notes": type(exc).__name__})
             continue
         show_result(f.name, r, alpha, info, model)
-        rows.append({"file": f.name, "verdict": r["pred"].label, "melanoma estimate": probability_text(r["pred"].p_malignant, info.threshold),
+        rows.append({"file": f.name, "verdict": r["pred"].verdict, "melanoma estimate": probability_text(r["pred"].p_malignant, info.threshold),
                      "notes": " ".join((["Unlike the training images."] if r["pred"].ood else [])
                                        + [w.split(";")[0].split(".")[0] + "." for w in r["quality"].warnings])})
     if len(files) > 1:

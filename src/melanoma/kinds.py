@@ -57,6 +57,11 @@ def code_of(name: str) -> str | None:
     return name if name in KINDS else ALIASES.get(name)
 
 
+def kind_name(code: str) -> str:
+    """A kind's name in words (its code when it is not one of the seven)."""
+    return KINDS.get(code, (code,))[0]
+
+
 def differential(p_melanoma: np.ndarray, kind_logits: np.ndarray, kinds: list[str]) -> np.ndarray:
     """B x K probabilities over `kinds` (the kinds head's order): the melanoma estimate for melanoma, the
     rest shared by the kinds head's softmax over the other kinds (see the module docstring)."""
