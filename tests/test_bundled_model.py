@@ -71,7 +71,7 @@ def test_figures_on_the_real_test_split_match_their_file_the_readme_and_the_mode
     with open(RESULTS / "predictions.csv") as f:
         kept = {row["path"]: row for row in csv.DictReader(f)}
     leaked = {path for path, row in kept.items() if row["near_duplicate_in_train"] == "1"}
-    samples, p, _, _, ood = score_images(model, info, scan(data_dir, "test"))
+    samples, p, _, _, ood, _ = score_images(model, info, scan(data_dir, "test"))
     assert len(samples) == m["test"]["images"] == 2000
     assert [s.rel for s in samples] == list(kept)
     assert np.abs(p - [float(r["p_malignant"]) for r in kept.values()]).max() <= 1e-5  # written with 6 decimals

@@ -142,6 +142,33 @@ def test_the_page_names_another_skin_cancer_with_its_differential_and_its_own_ma
     assert sum("raised the estimate of another skin cancer" in c for c in captions) == 1
 
 
+def test_evaluate_reports_the_verdicts_by_class_and_kind_and_the_seven_kind_task(tmp_path):
+    import json
+
+    path = kinds_model(tmp_path)
+    rows = ["file,label,dx"]
+    for i, (label, dx) in enumerate([("Benign", "NV"), ("Benign", "BKL"), ("Malignant", "MEL"), ("Other", "BCC"), ("Other", "AKIEC"),
+                                     ("Benign", "NV"), ("Malignant", "MEL"), ("Other", "BCC")]):
+        lesion_image(seed=i).save(tmp_path / f"{i}.png")
+        rows.append(f"{i}.png,{label},{dx}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    r = melanoma_cli("evaluate", "--model", path, "--labels", tmp_path / "labels.csv", "--by-kind", "dx", "--out", tmp_path / "ev",
+                     "--bootstrap", "50")
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["test"]["images"] == 8 and m["test"]["malignant"] == 2  # Other counts as not melanoma in the melanoma figures
+    other = next(v for v in m["verdicts"] if v["class"] == "Other" and v["kind"] == "all")
+    preds = {row["path"]: row for row in csv.DictReader(open(tmp_path / "ev" / "predictions.csv"))}
+    sent = [preds[f"{i}.png"]["verdict"] in (MELANOMA_SUSPECTED, OTHER_SUSPECTED) for i in (3, 4, 7)]
+    assert other["images"] == 3 and other["sent_to_doctor"] == pytest.approx(np.mean(sent))
+    task = m["seven_kinds"]
+    tops = [preds[f"{i}.png"]["top_kind"] for i in range(8)]
+    truth = ["nv", "bkl", "mel", "bcc", "akiec", "nv", "mel", "bcc"]
+    recalls = [np.mean([t == k for t, d in zip(tops, truth) if d == k]) for k in dict.fromkeys(truth)]
+    assert task["balanced_accuracy"] == pytest.approx(np.mean(recalls)) and np.array(task["confusion_matrix"]).sum() == 8
+    assert (tmp_path / "ev" / "kinds_confusion.png").stat().st_size > 1000 and "balanced multi-class accuracy" in r.stdout
+
+
 @pytest.mark.slow
 def test_fit_kinds_gives_a_trained_model_a_kinds_head_and_leaves_its_melanoma_head_alone(tmp_path, small_data, extra_dir):
     ham = small_source(tmp_path / "data", extra_dir, "ham10000", per_diagnosis=8)

@@ -119,13 +119,16 @@ class LabelledSet:
     layout: str  # "kaggle" (DATA/test/...), "folders" (DATA/Benign, DATA/Malignant) or "csv"
     source: Path  # the folder or CSV file
     train_dir: Path | None = None  # the Kaggle layout's train/ beside test/: the clean subset is measured against it
+    others: frozenset = frozenset()  # rel of the CSV's images labelled Other: skin cancers that are not melanoma, scored as not melanoma
 
 
 def labelled_set(data: str | os.PathLike | None, labels: str | os.PathLike | None = None, kind_column: str | None = None) -> LabelledSet:
     """The images `evaluate` scores, with their labels, from one of three layouts:
     `labels` (a CSV of path,label rows; `file` is accepted for `path`; relative paths are relative
     to the CSV's folder; labels Benign/Malignant in any case, or 0/1); else DATA/test/{Benign,Malignant}
-    (the Kaggle download, whose train/ gives the clean subset); else DATA/{Benign,Malignant}.
+    (the Kaggle download, whose train/ gives the clean subset); else DATA/{Benign,Malignant}. A CSV's
+    label Other (skin cancers that are not melanoma, external-dev/other-cancers) counts as not melanoma,
+    and `others` names those images.
     DATA defaults as for training (`data_dir`). `kind_column` names a column of the CSV whose value
     each sample keeps as its `kind`."""
     if labels is not None:
@@ -162,11 +165,14 @@ def _csv_set(path: Path, kind_column: str | None = None) -> LabelledSet:
     kind = columns.get(kind_column.strip().lower()) if kind_column else None
     if kind_column and kind is None:
         raise UsageError(f"{path}: no column {kind_column!r} for --by-kind (columns: {', '.join(columns.values())})")
-    samples, missing = [], []
+    samples, missing, others = [], [], set()
     for n, row in enumerate(rows, start=2):  # row 1 is the header
         rel, label = (row.get(column) or "").strip(), (row.get(columns["label"]) or "").strip()
+        if label.lower() == "other":
+            others.add(rel)
+            label = CLASS_NAMES[0]
         if label.lower() not in names:
-            raise UsageError(f"{path}, row {n}: unknown label {label!r} (Benign or Malignant, or 0 or 1)")
+            raise UsageError(f"{path}, row {n}: unknown label {label!r} (Benign, Malignant or Other, or 0 or 1)")
         file = Path(rel) if Path(rel).is_absolute() else path.parent / rel
         if not rel or not file.is_file():
             missing.append(f"row {n} {rel!r}")
@@ -174,4 +180,4 @@ def _csv_set(path: Path, kind_column: str | None = None) -> LabelledSet:
         samples.append(Sample(file, rel, "", names[label.lower()], (row.get(kind) or "").strip() if kind else ""))
     if missing:
         raise UsageError(f"{path}: {len(missing)} listed image(s) not found (first: {missing[0]}); paths are relative to the CSV's folder")
-    return LabelledSet(samples, "csv", path)
+    return LabelledSet(samples, "csv", path, others=frozenset(others))

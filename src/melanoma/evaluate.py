@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -16,10 +17,11 @@ from .audit import copies_in_train, read_thumbnails
 from .data import labelled_set, scan
 from .errors import UsageError
 from .experiments import faithfulness, shift_suite
-from .metrics import attention_summary, binary_metrics, kinds_report, ood_report
+from .kinds import code_of
+from .metrics import attention_summary, binary_metrics, kinds_report, ood_report, seven_kinds, verdict_report
 from .model import file_sha256
 from .onnx_model import load_model
-from .reports import format_table, kinds_table, ood_table, shift_table
+from .reports import format_table, kinds_table, ood_table, seven_kinds_table, shift_table, verdict_table
 from .scoring import folder_ood_scores, score_images
 
 
@@ -37,11 +39,15 @@ def run(model_path: str | None, data_dir: Path | None, out: Path, bootstrap: int
     out.mkdir(parents=True, exist_ok=True)
     model, info = load_model(model_path)
     thumbs: list[np.ndarray] = []
-    samples, p, views, placements, ood = score_images(model, info, evalset.samples, thumbs=thumbs if evalset.train_dir else None)
+    samples, p, views, placements, ood, preds = score_images(model, info, evalset.samples, thumbs=thumbs if evalset.train_dir else None)
     if not samples:
         raise UsageError(f"{evalset.source}: none of the images could be read")
     y = np.array([s.label for s in samples])
     notes = [] if model.maps else [f"{model_path}: this model file carries no Grad-CAM map: no map placement, no Grad-CAM examples"]
+    classes = ["Other" if s.rel in evalset.others else info.class_names[s.label] for s in samples]
+    if evalset.others:
+        notes.append(f"{len(evalset.others)} images labelled Other (skin cancers that are not melanoma) count as not melanoma "
+                     "in the melanoma figures; `verdicts` says how many were sent to a doctor")
     if len(set(y)) < 2:
         notes.append(f"only {info.class_names[int(y[0])]} images: no ROC AUC, and only "
                      + ("specificity" if y[0] == 0 else "sensitivity") + " is measured")
@@ -71,8 +77,14 @@ def run(model_path: str | None, data_dir: Path | None, out: Path, bootstrap: int
         "ood": ood_report(y[clean], p[clean], ood[clean], info,
                           {Path(f).name: folder_ood_scores(model, info, f) for f in ood_against or []}),
     }
+    metrics["verdicts"] = verdict_report(classes, [s.kind for s in samples], [q.verdict for q in preds])
     if by_kind:
         metrics["kinds"] = kinds_report(y, p, [s.kind for s in samples], info.threshold, info.class_names, bootstrap)
+        truth = [code_of(s.kind) for s in samples]
+        named = [i for i, t in enumerate(truth) if t]
+        if info.kinds and len({truth[i] for i in named}) >= 2:  # the seven-kind task, where the column names kinds
+            metrics["seven_kinds"] = seven_kinds([cast(str, truth[i]) for i in named], [cast(str, preds[i].top_kind) for i in named],
+                                                 info.kinds, bootstrap)
     if faithfulness_images:
         metrics["faithfulness"] = faithfulness(model, info, [v for v, c in zip(views, clean) if c], faithfulness_images)
         if metrics["faithfulness"] is None:
@@ -83,9 +95,11 @@ def run(model_path: str | None, data_dir: Path | None, out: Path, bootstrap: int
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     with open(out / "predictions.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["path", "label", "p_malignant", "ood_score"] + (["near_duplicate_in_train"] if has_clean else []))
-        w.writerows([s.rel, info.class_names[s.label], f"{pi:.6f}", "" if np.isnan(oi) else f"{oi:.4f}"] + ([int(d)] if has_clean else [])
-                    for s, pi, oi, d in zip(samples, p, ood, leaked))
+        w.writerow(["path", "label", "p_malignant", "ood_score"] + (["near_duplicate_in_train"] if has_clean else [])
+                   + ["verdict", "p_other_cancer", "top_kind"])
+        w.writerows([s.rel, c, f"{pi:.6f}", "" if np.isnan(oi) else f"{oi:.4f}"] + ([int(d)] if has_clean else [])
+                    + [q.verdict, "" if q.p_other is None else f"{q.p_other:.6f}", q.top_kind or ""]
+                    for s, c, pi, oi, d, q in zip(samples, classes, p, ood, leaked, preds))
 
     if info.history:
         plots.plot_history(info.history, out / "training_curves.png")
@@ -100,8 +114,12 @@ def run(model_path: str | None, data_dir: Path | None, out: Path, bootstrap: int
     if metrics["ood"]:
         plots.plot_coverage(metrics["ood"], out / "ood_coverage.png")
         (out / "ood.md").write_text(ood_table(metrics))
+    (out / "verdicts.md").write_text(verdict_table(metrics["verdicts"]) + "\n")
     if by_kind:
         (out / "kinds.md").write_text(kinds_table(metrics["kinds"]) + "\n")
+    if "seven_kinds" in metrics:
+        plots.plot_kinds_confusion(metrics["seven_kinds"], out / "kinds_confusion.png")
+        (out / "seven_kinds.md").write_text(seven_kinds_table(metrics["seven_kinds"]) + "\n")
     if shifts:
         plots.plot_shifts(metrics["shifts"], out / "shifts.png")
         (out / "shifts.md").write_text(shift_table(metrics["shifts"]))

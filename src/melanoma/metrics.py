@@ -96,6 +96,59 @@ def kinds_report(y: np.ndarray, p: np.ndarray, kinds: list[str] | np.ndarray, th
     return rows
 
 
+def share_interval(k: int, n: int) -> list[float] | None:
+    """95% interval of a share k/n (scipy's Wilson score interval); None for no images."""
+    from scipy.stats import binomtest
+
+    if not n:
+        return None
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=0.95, method="wilson")
+    return [float(ci.low), float(ci.high)]
+
+
+def verdict_report(classes: list[str], groups: list[str], verdicts: list[str]) -> list[dict]:
+    """Per class (Benign, Malignant, Other: cancers that are not melanoma) and per group within it (a
+    labels CSV's column; "all" first): how many images, and the share with each outcome of the verdict
+    in words (kinds.py): sent to a doctor (either cancer verdict, with its 95% interval), named another
+    skin cancer, suspected of melanoma."""
+    from .kinds import MELANOMA_SUSPECTED, OTHER_SUSPECTED, SENT_TO_DOCTOR
+
+    rows = []
+    cls, grp, ver = np.array(classes), np.array(groups), np.array(verdicts)
+    for c in dict.fromkeys(classes):
+        for g in ["all", *sorted(set(grp[cls == c]) - {""})]:
+            this = (cls == c) & ((grp == g) if g != "all" else True)
+            n, sent = int(this.sum()), int(np.isin(ver[this], SENT_TO_DOCTOR).sum())
+            rows.append({"class": c, "kind": g, "images": n, "sent_to_doctor": sent / n, "sent_to_doctor_ci95": share_interval(sent, n),
+                         "named_other_cancer": float((ver[this] == OTHER_SUSPECTED).mean()),
+                         "melanoma_suspected": float((ver[this] == MELANOMA_SUSPECTED).mean())})
+    return rows
+
+
+def seven_kinds(truth: list[str], top: list[str], kinds: list[str], bootstrap: int = 1000, seed: int = 0) -> dict:
+    """The ISIC 2018 challenge's task (task 3) on images whose truth is one of `kinds`: balanced
+    multi-class accuracy of the top kind (the challenge's metric: the mean recall over the kinds present)
+    with a 95% bootstrap interval (images resampled within each kind), the recall of each kind, and the
+    confusion matrix (rows: truth, columns: top kind, in `kinds`' order)."""
+    from sklearn.metrics import balanced_accuracy_score, confusion_matrix
+
+    t, k = np.array(truth), np.array(top)
+    present = [c for c in kinds if (t == c).any()]
+    score = float(balanced_accuracy_score(t, k))
+    interval = None
+    if bootstrap:
+        rng = np.random.default_rng(seed)
+        groups = [np.flatnonzero(t == c) for c in present]
+        draws = []
+        for _ in range(bootstrap):
+            idx = np.concatenate([rng.choice(g, len(g)) for g in groups])
+            draws.append(np.mean([(k[idx][t[idx] == c] == c).mean() for c in present]))
+        interval = [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))]
+    return {"images": int(len(t)), "balanced_accuracy": score, "balanced_accuracy_ci95": interval,
+            "recall": {c: float((k[t == c] == c).mean()) for c in present}, "kinds": list(kinds),
+            "confusion_matrix": confusion_matrix(t, k, labels=list(kinds)).tolist()}
+
+
 def cam_placement(view: np.ndarray, cam: np.ndarray) -> list[float]:
     """Where one image's Grad-CAM map falls: [share of the map on the spot, the spot's share of the
     image, 1 if the map's peak is on the spot, share of the map on the black vignette, the vignette's

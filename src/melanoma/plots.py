@@ -51,6 +51,21 @@ def plot_confusion(test: dict, clean: dict | None, class_names, path: Path) -> N
     _save(fig, path)
 
 
+def plot_kinds_confusion(task: dict, path: Path) -> None:
+    """The seven-kind task's confusion matrix (metrics.seven_kinds), each row as shares of its kind."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    cm = np.array(task["confusion_matrix"], float)
+    rows = cm.sum(1, keepdims=True)
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    ConfusionMatrixDisplay(np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0), display_labels=task["kinds"]).plot(
+        ax=ax, cmap="Blues", colorbar=False, values_format=".2f")
+    ax.set_xlabel("top kind of the differential")
+    ax.set_ylabel("diagnosis")
+    ax.set_title(f"{task['images']} images, balanced accuracy {task['balanced_accuracy']:.3f}")
+    _save(fig, path)
+
+
 def plot_roc(y: np.ndarray, p: np.ndarray, clean: np.ndarray | None, path: Path) -> None:
     from sklearn.metrics import RocCurveDisplay
 

@@ -1,7 +1,9 @@
 """The evaluation's figures (metrics.json) as text: the console summary and the Markdown tables
-written beside it (kinds.md, shifts.md, ood.md)."""
+written beside it (kinds.md, verdicts.md, seven_kinds.md, shifts.md, ood.md)."""
 
 from __future__ import annotations
+
+import numpy as np
 
 
 def kinds_table(rows: list[dict]) -> str:
@@ -11,6 +13,28 @@ def kinds_table(rows: list[dict]) -> str:
         auc = "n/a" if r["roc_auc"] is None else f"{r['roc_auc']:.3f}" + (
             f" ({r['roc_auc_ci95'][0]:.3f}-{r['roc_auc_ci95'][1]:.3f})" if r["roc_auc_ci95"] else "")
         lines.append(f"| {r['class']} | {r['kind'] or '(none)'} | {r['images']} | {r['called_right']:.1%} | {auc} |")
+    return "\n".join(lines)
+
+
+def verdict_table(rows: list[dict]) -> str:
+    """`metrics.verdict_report` as a Markdown table."""
+    lines = ["| class | kind | images | sent to a doctor (95% CI) | named another skin cancer | melanoma suspected |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        ci = f" ({r['sent_to_doctor_ci95'][0]:.1%}-{r['sent_to_doctor_ci95'][1]:.1%})" if r["sent_to_doctor_ci95"] else ""
+        lines.append(f"| {r['class']} | {r['kind']} | {r['images']} | {r['sent_to_doctor']:.1%}{ci} | {r['named_other_cancer']:.1%} | "
+                     f"{r['melanoma_suspected']:.1%} |")
+    return "\n".join(lines)
+
+
+def seven_kinds_table(task: dict) -> str:
+    """`metrics.seven_kinds` in Markdown: the balanced accuracy and each kind's recall."""
+    ci = task["balanced_accuracy_ci95"]
+    head = (f"{task['images']} images; balanced multi-class accuracy of the top kind {task['balanced_accuracy']:.3f}"
+            + (f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""))
+    lines = [head, "", "| kind | images | recall |", "| --- | --- | --- |"]
+    counts = dict(zip(task["kinds"], np.array(task["confusion_matrix"]).sum(1)))
+    lines += [f"| {k} | {int(counts[k])} | {r:.1%} |" for k, r in task["recall"].items()]
     return "\n".join(lines)
 
 
@@ -73,6 +97,10 @@ def format_table(m: dict) -> str:
                      f"of the map on {a['vignette_area']:.1%} of the image")
     if m.get("kinds"):
         lines += ["", kinds_table(m["kinds"])]
+    if m.get("verdicts"):
+        lines += ["", "The verdict in words:", verdict_table(m["verdicts"])]
+    if m.get("seven_kinds"):
+        lines += ["", "The seven kinds (ISIC 2018 task 3):", seven_kinds_table(m["seven_kinds"])]
     if "shifts" in m:
         lines += ["", "Shift suite (" + ("clean test" if m["clean_test"] else "all images") + "):", shift_table(m["shifts"])]
     if m.get("faithfulness"):

@@ -23,15 +23,18 @@ LOG = logging.getLogger(__name__)
 
 
 def score_views(model, info: ModelInfo, views: list[np.ndarray] | np.ndarray, batch_size: int = 64,
-                cam: bool = True) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+                cam: bool = True, keep: list | None = None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """P(malignant), the Grad-CAM maps (with `cam`; None without) and the OOD scores (NaN where the
-    model carries no fit) of model views (H x W x 3 uint8), a batch at a time."""
+    model carries no fit) of model views (H x W x 3 uint8), a batch at a time; with `keep`, each
+    view's whole `predict.Prediction` (verdict, differential) is appended to it."""
     from .predict import model_input, predictions
 
     probs, cams, oods = [], [], []
     for start in range(0, len(views), batch_size):
         out = infer(model, model_input(model, np.stack(views[start : start + batch_size]), info.preprocess), cam=cam)  # type: ignore[arg-type]  # an array stacks too
         preds = predictions(out, info)  # what predict, the API and the page return for these images
+        if keep is not None:
+            keep += preds
         probs.append(np.array([r.p_malignant for r in preds]))
         cams.append(out.cam)
         oods.append(np.array([np.nan if r.ood_score is None else r.ood_score for r in preds]))
@@ -46,6 +49,7 @@ class Scored(NamedTuple):
     views: list[np.ndarray]
     placements: np.ndarray  # N x 5, see cam_placement
     ood: np.ndarray  # OOD scores (NaN: the model carries no fit)
+    predictions: list  # each one's predict.Prediction (the verdict in words, the differential)
 
 
 def score_images(model, info: ModelInfo, samples, batch_size: int = 64, thumbs: list | None = None) -> Scored:
@@ -53,7 +57,7 @@ def score_images(model, info: ModelInfo, samples, batch_size: int = 64, thumbs: 
     reported and left out. With `thumbs`, each image's near-duplicate thumbnail is appended to it in the same pass."""
     from tqdm import tqdm
 
-    kept, probs, oods, views, placements = [], [], [], [], []
+    kept, probs, oods, views, placements, preds = [], [], [], [], [], []
     unreadable: list[ImageError] = []
     for start in tqdm(range(0, len(samples), batch_size), desc="scoring", unit="batch", file=sys.stderr, mininterval=2):
         batch_views = []
@@ -63,13 +67,13 @@ def score_images(model, info: ModelInfo, samples, batch_size: int = 64, thumbs: 
             if thumbs is not None:
                 thumbs.append(thumbnail(im))
         if batch_views:
-            p, cams, ood = score_views(model, info, batch_views, batch_size, cam=model.maps)
+            p, cams, ood = score_views(model, info, batch_views, batch_size, cam=model.maps, keep=preds)
             probs.append(p)
             oods.append(ood)
             placements += [cam_placement(v, c) for v, c in zip(batch_views, cams)] if cams is not None else []
             views += batch_views
     join = lambda parts: np.concatenate(parts) if parts else np.zeros(0)  # noqa: E731
-    return Scored(kept, join(probs), views, np.array(placements).reshape(-1, 5), join(oods))
+    return Scored(kept, join(probs), views, np.array(placements).reshape(-1, 5), join(oods), preds)
 
 
 def folder_ood_scores(model, info: ModelInfo, folder: str) -> np.ndarray:
