@@ -170,7 +170,7 @@ def test_evaluate_reports_the_verdicts_by_class_and_kind_and_the_seven_kind_task
 
 
 @pytest.mark.slow
-def test_fit_kinds_gives_a_trained_model_a_kinds_head_and_leaves_its_melanoma_head_alone(tmp_path, small_data, extra_dir):
+def test_train_diagnosis_keeps_a_kinds_head_and_fit_kinds_refits_one_leaving_the_melanoma_head_alone(tmp_path, small_data, extra_dir):
     ham = small_source(tmp_path / "data", extra_dir, "ham10000", per_diagnosis=8)
     sources = write(tmp_path / "sources.toml", f"""
 [[source]]
@@ -184,8 +184,12 @@ licence = "CC-BY-NC-4.0"
 read_other = true
 """)
     run = tmp_path / "run"
-    r = melanoma_cli("train", "--sources", sources, "--out", run, "--img-size", "64", "--epochs", "1", "--batch-size", "8", "--val-fraction", "0.333")
+    r = melanoma_cli("train", "--sources", sources, "--out", run, "--img-size", "64", "--epochs", "1", "--batch-size", "8", "--val-fraction", "0.333",
+                     "--diagnosis", "0.5", "--other-target-sensitivity", "0.75")
     assert r.returncode == 0, r.stderr[-2000:]
+    trained, info = load(run / "model.safetensors")  # trained end to end: the file keeps the head, its threshold chosen on validation
+    assert info.kinds == trained.kind_codes and {"akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"} == set(info.kinds)
+    assert info.other_target_sensitivity == 0.75 and 0 < info.other_threshold <= 0.5 and info.kinds_validation["images"] > 0
     r = melanoma_cli("fit-kinds", "--model", run / "model.safetensors", "--out", tmp_path / "k.safetensors", "--target-sensitivity", "0.8")
     assert r.returncode == 0, r.stderr[-2000:]
     before, info0 = load(run / "model.safetensors")
@@ -197,7 +201,8 @@ read_other = true
     assert sent >= 0.8  # the threshold keeps the target on the validation images it was chosen on
     assert (info.threshold, info.temperature, info.validation) == (info0.threshold, info0.temperature, info0.validation)
     same = {k: v for k, v in after.state_dict().items() if not k.startswith("kinds.")}
-    assert same.keys() == before.state_dict().keys() and all(torch.equal(v, before.state_dict()[k]) for k, v in same.items())
+    was = {k: v for k, v in before.state_dict().items() if not k.startswith("kinds.")}
+    assert same.keys() == was.keys() and all(torch.equal(v, was[k]) for k, v in same.items())
     d = melanoma_cli("describe", "--model", tmp_path / "k.safetensors")
     assert "kinds head: akiec, bcc" in d.stdout and "balanced accuracy of the top kind" in d.stdout
 

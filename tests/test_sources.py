@@ -210,9 +210,9 @@ def test_diagnosis_targets_index_the_named_diagnoses_and_leave_the_rest_out():
     from melanoma.sources import SourceSample
 
     samples = [SourceSample(Path("x"), str(i), "train", label, kind, "s") for i, (label, kind) in
-               enumerate([(0, "nv"), (1, "mel"), (0, ""), (0, "bkl"), (1, ""), (0, "nv")])]
-    names, index = diagnosis_targets(samples)
-    assert names == ["bkl", "mel", "nv"] and index.tolist() == [2, 1, -1, 0, -1, 2]
+               enumerate([(0, "nv"), (1, "mel"), (0, ""), (0, "bkl"), (1, ""), (0, "nv"), (0, "seborrheic_keratosis"), (0, "other")])]
+    names, index = diagnosis_targets(samples)  # ISIC 2017's names as the seven kinds' codes; Other/ without a diagnosis names none
+    assert names == ["bkl", "mel", "nv"] and index.tolist() == [2, 1, -1, 0, -1, 2, 0, -1]
 
 
 def test_a_split_drawn_without_its_views_decodes_the_same_ones_when_asked(small_data):
@@ -324,7 +324,8 @@ per_epoch = {{ nv = 3 }}
     assert r.returncode == 0, r.stderr[-2000:]
     assert "diagnosis head: bkl " in r.stderr and "without a diagnosis (the verdict's loss alone)" in r.stderr
     model, info = load(out / "model.safetensors")
-    assert info.train_config["diagnosis"] == 0.5 and not any("diagnosis" in k for k in model.state_dict())  # the head stays out
+    assert info.train_config["diagnosis"] == 0.5 and info.kinds == model.kind_codes  # the kinds head stays in the file
+    assert model.state_dict()["kinds.weight"].shape == (len(info.kinds), 1280) and {"bkl", "mel", "nv"} <= set(info.kinds)
     assert [s["name"] for s in info.sources] == ["kaggle", "isic", "ham"]
     used = {s["name"]: s for s in info.sources}
     assert set(used["ham"]["images"]["Benign"]) <= {"nv", "bkl", "df", "vasc"} and used["ham"]["licence"] == "CC-BY-NC-4.0"

@@ -124,7 +124,7 @@ def show_result(name: str, r: dict, alpha: float, info, model) -> None:
     verdict = (
         f"**{pred.verdict.capitalize()}** — the model's estimate of melanoma is {probability_text(pred.p_malignant, info.threshold)}, "
         + ("at or above" if malignant else "below") + f" its threshold of {info.threshold:.0%}"
-        + ("." if pred.p_other is None else
+        + ("." if pred.p_other is None or info.other_threshold is None else
            f"; of another skin cancer (basal cell carcinoma, actinic keratosis / Bowen's disease, squamous cell carcinoma) "
            f"{probability_text(pred.p_other, info.other_threshold)}, {'at or above' if pred.p_other >= info.other_threshold else 'below'} "
            f"its threshold of {info.other_threshold:.0%}.")
@@ -133,7 +133,7 @@ def show_result(name: str, r: dict, alpha: float, info, model) -> None:
     st.markdown(probability_bar(pred.p_malignant, info.threshold), unsafe_allow_html=True)
     if malignant or other:
         st.caption("The thresholds are set low on purpose, to miss few skin cancers; many spots above them are harmless. Show it to a doctor.")
-    elif pred.p_other is None:
+    elif pred.p_other is None or info.other_threshold is None:
         st.caption("This model speaks for melanoma only: it cannot say whether a spot is another kind of skin cancer.")
     if pred.differential:
         show_differential(pred.differential)

@@ -137,8 +137,10 @@ def kinds_lines(info: ModelInfo) -> list[str]:
     if not info.kinds:
         return ["kinds head: none (the verdict is melanoma suspected or not; other skin cancers are not named)"]
     v = info.kinds_validation
-    lines = [f"kinds head: {', '.join(info.kinds)}; other skin cancer suspected at {info.other_threshold:.3f}, chosen on validation "
-             f"for sensitivity {info.other_target_sensitivity}",
+    lines = [f"kinds head: {', '.join(info.kinds)}; " + (
+             f"other skin cancer suspected at {info.other_threshold:.3f}, chosen on validation for sensitivity {info.other_target_sensitivity}"
+             if info.other_threshold is not None else "no other-cancer threshold (no other skin cancer among its validation images): "
+             "the verdict speaks for melanoma alone"),
              f"  validation: {v.get('images')} images that name a kind, balanced accuracy of the top kind {v.get('balanced_accuracy', float('nan')):.3f}"]
     for k, f in (v.get("by_kind") or {}).items():
         lines.append(f"  {k}: {f['images']} images, top-kind recall {f['recall']:.3f}, sent to a doctor {f['sent_to_doctor']:.3f}, "
@@ -434,8 +436,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("--mixup", float, "mixup: blend each batch with itself shuffled, shares drawn from Beta(a, a); 0 is off, 0.2 is usual"),
         ("--sources", str, "a sources file (TOML) naming every training source, e.g. sources/kaggle+archives.toml: the Kaggle data "
                            "and other labelled folders, each with its licence (instead of --data)"),
-        ("--diagnosis", float, "weight of the loss of a diagnosis head trained beside the verdict on the images whose source names "
-                               "a diagnosis (nevus, keratosis, ...; a labels.csv); the head is left out of the model file; 0 is off"),
+        ("--diagnosis", float, "weight of the loss of a kinds head trained beside the verdict on the images whose source names "
+                               "a diagnosis (HAM10000's seven kinds; a labels.csv): the model file keeps it, for the differential "
+                               "and the estimate of another skin cancer; 0 is off"),
+        ("--other-target-sensitivity", float, "with --diagnosis: validation sensitivity for other skin cancers the other-cancer "
+                                              "threshold is chosen for"),
     ]:
         dest = flag[2:].replace("-", "_")
         default = getattr(d, dest)

@@ -79,15 +79,28 @@ def fit(model: models.Classifier, info: ModelInfo, data_dir: Path, target_sensit
         head.weight.copy_(torch.from_numpy(weight[order]).float())
         head.bias.copy_(torch.from_numpy((lr.intercept_ - weight @ scaler.mean_)[order]).float())
     model.kinds, model.kind_codes = head, kinds
+    return kinds_operating_point(model, info, split, target_sensitivity)
 
-    outs = [infer(model, x, cam=False) for x in batches(split, va, info.preprocess)]
+
+def kinds_operating_point(model: models.Classifier, info: ModelInfo, split, target_sensitivity: float) -> ModelInfo:
+    """`info` with the kinds of `model`'s kinds head, the other-cancer threshold (the highest that keeps
+    `target_sensitivity` of the validation images of another skin cancer at or above it) and the head's
+    validation figures (`kinds_record`), from the split's validation images that name a kind; without
+    such images of another skin cancer, no threshold (the verdict then speaks for melanoma alone)."""
+    assert model.kinds is not None  # a model with a kinds head (fit, or train --diagnosis)
+    kinds = model.kind_codes
+    va, va_codes = labelled(split.samples, split.va)
+    if not va_codes:
+        return replace(info, kinds=kinds, other_threshold=None, other_target_sensitivity=None, kinds_validation={})
+    outs = [infer(model, x, cam=False) for x in batches(split, va, info.preprocess)]  # on the CPU
     p_mel = calibrated_probability(np.concatenate([np.asarray(o.logits, np.float32) for o in outs]), info.temperature)
     diff = differential(p_mel, np.concatenate([o.kinds for o in outs if o.kinds is not None]), kinds)
     p_other = other_cancer(diff, kinds)
     is_other = np.array([c in OTHER_CANCERS for c in va_codes])
-    threshold = threshold_for_sensitivity(p_other, is_other.astype(int), target_sensitivity)
-    record = kinds_record(va_codes, kinds, diff, p_mel >= info.threshold, p_other >= threshold)
-    return replace(info, kinds=kinds, other_threshold=threshold, other_target_sensitivity=target_sensitivity, kinds_validation=record)
+    threshold = threshold_for_sensitivity(p_other, is_other.astype(int), target_sensitivity) if is_other.any() else None
+    record = kinds_record(va_codes, kinds, diff, p_mel >= info.threshold, p_other >= threshold if threshold is not None else p_other > 1)
+    return replace(info, kinds=kinds, other_threshold=threshold, other_target_sensitivity=target_sensitivity if threshold is not None else None,
+                   kinds_validation=record)
 
 
 def kinds_record(codes: list[str], kinds: list[str], diff: np.ndarray, melanoma_called: np.ndarray, other_called: np.ndarray) -> dict:

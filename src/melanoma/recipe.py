@@ -36,7 +36,8 @@ class TrainConfig:
     duplicates: str = "each"  # or "once": a near-duplicate group weighs as much as one image (sample_weights)
     mixup: float = 0.0  # Beta(a, a) mixing of each batch with itself shuffled (tempers over-confidence); 0: off
     sources: str | None = None  # a sources file (sources.py) naming every training source; default: the Kaggle data alone
-    diagnosis: float = 0.0  # weight of a training-only diagnosis head's loss (images whose source names a diagnosis); 0: off
+    diagnosis: float = 0.0  # weight of the kinds head's loss (images whose source names a diagnosis; kinds.py); 0: no kinds head
+    other_target_sensitivity: float = 0.9  # with diagnosis: validation sensitivity for other skin cancers of the other-cancer threshold
 
     @property
     def data_seed(self) -> int:
@@ -74,6 +75,8 @@ class TrainConfig:
             return "--mixup is a Beta parameter in [0, 10] (0 turns it off), e.g. 0.2"
         if not 0 <= self.diagnosis <= 10:
             return "--diagnosis is a loss weight in [0, 10] (0 turns it off), e.g. 0.5"
+        if not 0 < self.other_target_sensitivity <= 1:
+            return "--other-target-sensitivity is a fraction in (0, 1], e.g. 0.9"
         if self.diagnosis and self.mixup:
             return "--diagnosis and --mixup do not go together (a blend of two images has no one diagnosis)"
         if not 0 < self.lr < 1 or not 0 <= self.weight_decay < 1:

@@ -36,6 +36,8 @@ from .checkpoint import Progress
 from .data import CLASS_NAMES
 from .errors import Interrupted, UsageError
 from .explain import infer
+from .kinds import code_of
+from .kinds_fit import kinds_operating_point
 from .lineage import check_same_run
 from .modelinfo import ModelInfo
 from .parallel import Parallel
@@ -88,28 +90,29 @@ def freeze_early_layers(model: models.Classifier, arch: str, n_blocks: int) -> l
 
 
 class Trainee(nn.Module):
-    """What `--diagnosis` trains: the classifier plus a diagnosis head on the same pooled features
-    (one logit per diagnosis the training sources name). The head only shapes the features during
-    training; the model file keeps the classifier alone, whose two logits stay the verdict."""
+    """What `--diagnosis` trains: the classifier, whose kinds head (`model.kinds`, one logit per kind of
+    kinds.KINDS the training sources name) reads the same pooled features as the verdict. The model
+    file keeps the head (kinds.py): the differential and the estimate of another skin cancer."""
 
-    def __init__(self, model: models.Classifier, n_diagnoses: int):
+    def __init__(self, model: models.Classifier, kinds: list[str]):
         super().__init__()
         self.model = model
         head: Any = model.head  # an nn.Sequential ending with its Linear layer (model.efficientnet_lite, seed_cnn)
-        self.diagnosis = nn.Linear(head[-1].in_features, n_diagnoses)
+        model.kinds, model.kind_codes = nn.Linear(head[-1].in_features, len(kinds)), list(kinds)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         head: Any = self.model.head
         pooled = head[:-1](self.model.features(x))
-        return head[-1](pooled), self.diagnosis(pooled)
+        return head[-1](pooled), cast(nn.Linear, self.model.kinds)(pooled)
 
 
 def diagnosis_targets(samples) -> tuple[list[str], torch.Tensor]:
-    """The diagnoses the training images' sources name (a labels.csv's column), sorted, and each
-    image's index among them; -1 where its source names none (the Kaggle folders)."""
-    names = sorted({s.kind for s in samples if s.kind})
+    """The kinds (kinds.KINDS' codes; ISIC 2017's names mapped to them) the training images' sources
+    name, sorted, and each image's index among them; -1 where its source names none (the Kaggle folders)."""
+    codes = [code_of(s.kind) if s.kind else None for s in samples]
+    names = sorted({c for c in codes if c})
     index = {name: i for i, name in enumerate(names)}
-    return names, torch.tensor([index.get(s.kind, -1) for s in samples], dtype=torch.long)
+    return names, torch.tensor([index[c] if c else -1 for c in codes], dtype=torch.long)
 
 
 @dataclass
@@ -284,7 +287,7 @@ def with_diagnosis(run: Run, model: models.Classifier) -> nn.Module:
     counts = torch.bincount(index[index >= 0], minlength=len(names)).tolist()
     LOG.info(f"diagnosis head: {', '.join(f'{n} {c}' for n, c in zip(names, counts))} training images; "
              f"{int((index < 0).sum())} without a diagnosis (the verdict's loss alone)")
-    return Trainee(model, len(names)).to(run.par.device)
+    return Trainee(model, names).to(run.par.device)
 
 
 def start(run: Run, model: nn.Module, trainee: nn.Module, saved: checkpoint.Checkpoint | None):
@@ -400,6 +403,8 @@ def calibrate_and_save(run: Run, model: models.Classifier, progress: Progress) -
         validation=validation, history=progress.history, versions=models.versions(), ood_cutoff=ood_cutoff, ood_block=model.ood.block,
         sources=[source_record(src, data.samples) for src in data.sources],
     )
+    if model.kinds is not None:  # --diagnosis: the other-cancer threshold, chosen on the validation images as the melanoma one
+        info = kinds_operating_point(model.cpu(), info, data, config.other_target_sensitivity)
     models.save(path, model.cpu(), info)
     plot_history(progress.history, run.out_dir / "training_curves.png")
     LOG.info(f"saved {path}: temperature {temperature:.3f}, threshold {threshold:.3f}, validation {json.dumps(validation)}")
@@ -453,7 +458,9 @@ def start_from(model: nn.Module, config: TrainConfig, pre: Preprocess, data_fing
         raise UsageError(f"{config.init}: an ensemble of {len(info.members)} networks; --init starts from one network's weights "
                          "(give a member's own file, or distil the ensemble with --teacher)")
     check_same_run(config.init, info, config, pre, data_fingerprint, split, weights_only=True)
-    state = {k: v for k, v in init.state_dict().items() if not k.startswith(("ood.", "kinds."))}  # refitted at the end (the kinds head: by fit-kinds)
+    state = {k: v for k, v in init.state_dict().items() if not k.startswith(("ood.", "kinds."))}  # refitted at the end
+    if model.kinds is not None:  # --diagnosis: a fresh kinds head (the --init model's, if any, may name other kinds)
+        state |= {f"kinds.{k}": v for k, v in model.kinds.state_dict().items()}
     model.load_state_dict(state)
     return {k: v.detach().clone().to(par.device) for k, v in state.items()}
 
