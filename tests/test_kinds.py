@@ -98,6 +98,27 @@ def test_a_model_without_a_kinds_head_says_no_sign_of_melanoma_never_benign(tiny
         assert p.verdict in (MELANOMA_SUSPECTED, NO_MELANOMA_SIGN) and p.p_other is None and p.differential is None
 
 
+def test_an_ensemble_of_members_with_kinds_heads_averages_them_and_its_file_keeps_the_head(tmp_path):
+    from melanoma.ensemble import member_record
+    from melanoma.model import Ensemble
+
+    members = []
+    for seed in (1, 2):
+        (tmp_path / str(seed)).mkdir()
+        torch.manual_seed(seed)
+        members.append(load(kinds_model(tmp_path / str(seed)))[0])
+        with torch.no_grad():
+            members[-1].kinds.weight.normal_(0, 0.05)  # members differ
+    ens = Ensemble(members).eval()
+    info = load(kinds_model(tmp_path))[1]
+    x = to_batch([lesion_image(seed=s) for s in range(3)], info.preprocess)
+    mean = np.mean([infer(m, x, cam=False).kinds for m in members], 0)
+    assert ens.kind_codes == KINDS and np.allclose(infer(ens, x, cam=False).kinds, mean, atol=1e-5)
+    save(tmp_path / "ens.safetensors", ens, replace(info, members=[member_record(f"m{i}", info) for i in range(2)]))
+    back, _ = load(tmp_path / "ens.safetensors")
+    assert np.allclose(infer(back, x, cam=False).kinds, mean, atol=1e-5)
+
+
 def test_onnx_export_carries_the_kinds_and_the_other_cancer_map(tmp_path):
     from melanoma.onnx_model import OnnxModel, export
     from melanoma.preprocess import model_view, normalize_nhwc

@@ -29,6 +29,7 @@ def member_record(name: str, info: ModelInfo) -> dict:
     operating point (the weights' checksum is added when the file is written, model.save)."""
     return {"name": name, "arch": info.arch, "preprocess": info.preprocess.to_dict(), "train_config": info.train_config,
             "data_fingerprint": info.data_fingerprint, "threshold": info.threshold, "temperature": info.temperature,
+            "other_target_sensitivity": info.other_target_sensitivity,
             "validation": {k: v for k, v in info.validation.items() if k in MEMBER_VALIDATION}}
 
 
@@ -57,7 +58,7 @@ def combine(paths: list[str], half: bool = False) -> tuple[models.Ensemble, Mode
     ensemble = models.Ensemble(networks, half_storage=half).eval()
     info = replace(first, members=[member_record(member_name(p), i) for p, (_, i) in zip(paths, loaded)], threshold=0.5,
                    temperature=1.0, history=[], versions=models.versions(), ood_cutoff=None, ood_block=None,
-                   kinds=[], other_threshold=None, other_target_sensitivity=None, kinds_validation={},
+                   kinds=list(ensemble.kind_codes), other_threshold=None, other_target_sensitivity=None, kinds_validation={},
                    validation={k: v for k, v in first.validation.items() if k == "split_sha256"})
     return ensemble, info
 
@@ -76,7 +77,12 @@ def calibrate_whole(model: models.Ensemble, info: ModelInfo, data_dir: Path, tar
     logits = predict_logits(model, val_views, info.preprocess)
     temperature, p, threshold = operating_point(logits, split.labels[split.va], target_sensitivity)
     assert threshold is not None and model.ood is not None  # a target was given; ood.attach set model.ood
-    return replace(info, temperature=float(temperature), threshold=float(threshold), target_sensitivity=target_sensitivity,
+    info = replace(info, temperature=float(temperature), threshold=float(threshold), target_sensitivity=target_sensitivity,
                    ood_cutoff=cutoff, ood_block=model.ood.block,
                    validation={**validation_record(split, p, threshold), "split_sha256": split.digest})
+    if model.kinds is not None:  # the members' kinds heads, averaged: its other-cancer threshold, chosen as the members' was
+        from .kinds_fit import kinds_operating_point
+
+        info = kinds_operating_point(model, info, split, info.members[0].get("other_target_sensitivity") or 0.9)
+    return info
 

@@ -123,6 +123,12 @@ class Ensemble(Classifier):
             fc.bias.copy_(torch.stack([f.bias for f in fcs]).mean(0))
         super().__init__(_EnsembleFeatures([m.features for m in members]), nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), fc))
         self.member_heads = [{k: v.detach().clone() for k, v in m.head.state_dict().items()} for m in members]
+        if all(m.kinds is not None and m.kind_codes == members[0].kind_codes for m in members):  # their kinds heads, averaged alike
+            heads = [cast(nn.Linear, m.kinds) for m in members]
+            self.kinds, self.kind_codes = nn.Linear(fc.in_features, len(members[0].kind_codes)), list(members[0].kind_codes)
+            with torch.no_grad():
+                self.kinds.weight.copy_(torch.cat([h.weight for h in heads], 1) / len(heads))
+                self.kinds.bias.copy_(torch.stack([h.bias for h in heads]).mean(0))
         self.half_storage = half_storage  # the model file keeps the members' floating-point weights as float16
 
     def member_states(self) -> list[dict[str, torch.Tensor]]:
