@@ -219,3 +219,12 @@ def test_evaluate_reads_an_onnx_file(bundled_onnx, small_data, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["test"]["images"] == 24 and m["model_sha256"] and not (tmp_path / "architecture.png").exists()
+
+
+def test_the_deprecated_engine_option_still_works_with_a_warning_naming_the_new_way(bundled_onnx, data_dir):
+    image = sorted((data_dir / "test" / "Benign").glob("*.jpg"))[0]
+    r = melanoma_cli("predict", image, "--engine", "onnx", "--model", bundled_onnx)
+    plain = melanoma_cli("predict", image, "--model", bundled_onnx)
+    assert r.returncode == 0 and r.stdout == plain.stdout and "--engine is deprecated and goes in melanoma 0.2.0" in r.stderr
+    r = melanoma_cli("predict", image, "--engine", "onnx")  # the bundled .safetensors file: say what to give instead, in one line
+    assert r.returncode == 2 and "give --model FILE.onnx" in r.stderr and "Traceback" not in r.stderr

@@ -263,10 +263,21 @@ def member_lines(info: ModelInfo) -> list[str]:
     return lines
 
 
+DROPPED_IN = "0.2.0"  # the release that drops what is deprecated now (README, "Deprecated")
+
+
 def _predict(args) -> int:
     from .onnx_model import load_model
     from .predict import inference_streams, run
 
+    if args.engine:  # deprecated: the model file's suffix picks the engine
+        print(f"warning: --engine is deprecated and goes in melanoma {DROPPED_IN}: the model file picks the engine "
+              "(--model FILE.onnx runs through ONNX Runtime, anything else through torch)", file=sys.stderr)
+        if (args.engine == "onnx") != str(args.model or "").lower().endswith(".onnx"):
+            print(f"error: --engine {args.engine} with {args.model or 'the bundled model'}: "
+                  + ("give --model FILE.onnx, written by `melanoma export --onnx FILE.onnx`" if args.engine == "onnx"
+                     else "an .onnx file runs through ONNX Runtime; drop --engine"), file=sys.stderr)
+            return 2
     model, info = load_model(args.model, threads=inference_streams(cam=bool(args.cam))[1])
     cam = args.cam
     if cam and not model.maps:
@@ -482,7 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("paths", nargs="+", metavar="PATH")
     r.add_argument("--model", help="model file: .safetensors, or .onnx from `melanoma export` (run by ONNX Runtime) "
                                    "(default: the bundled model)")
-    r.add_argument("--csv", help="write path,p_malignant,label rows to this file")
+    r.add_argument("--csv", help="write path,p_malignant,label,ood_score,ood,verdict,p_other_cancer,top_kind,differential rows to this file")
+    r.add_argument("--engine", choices=["torch", "onnx"], help=argparse.SUPPRESS)  # deprecated (_predict), goes in DROPPED_IN
     r.add_argument("--cam", metavar="DIR", help="write a Grad-CAM overlay PNG per image into DIR")
     r.add_argument("--workers", type=whole(0), help="threads decoding images ahead of the model (default: 1, or one per core beyond 2, "
                                                     "up to 4; 0: decoded between batches)")
