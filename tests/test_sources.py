@@ -355,3 +355,18 @@ per_epoch = {{ nv = 3 }}
     assert r.returncode == 2 and "give it or --data, not both" in r.stderr
     r = melanoma_cli("train", "--sources", write(tmp_path / "bad.toml", "[[source]]\nname = 'a'\n"), "--out", tmp_path / "x")
     assert r.returncode == 1 and "needs path, licence" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_models_sources_file_is_found_from_any_folder_or_named_with_sources(tmp_path, monkeypatch):
+    from melanoma.modelinfo import ModelInfo
+    from melanoma.preprocess import Preprocess
+    from melanoma.split import REPOSITORY, locate_sources_file, with_sources
+
+    monkeypatch.chdir(tmp_path)  # outside the repository: the recorded relative path is found in the repository
+    assert locate_sources_file("sources/kaggle+archives.toml") == REPOSITORY / "sources" / "kaggle+archives.toml"
+    with pytest.raises(UsageError, match="sources/gone.toml: the sources file the model was trained from is not in the working folder.*--sources FILE"):
+        locate_sources_file("sources/gone.toml")
+    info = ModelInfo("efficientnet_lite0", Preprocess(224, (0.5,) * 3, (0.5,) * 3), train_config={"sources": "sources/gone.toml"})
+    assert with_sources(info, str(SOURCES_FILE)).train_config["sources"] == str(SOURCES_FILE) and with_sources(info, None) is info
+    with pytest.raises(UsageError, match="trained on the Kaggle data alone"):
+        with_sources(ModelInfo("efficientnet_lite0", info.preprocess), "x.toml")

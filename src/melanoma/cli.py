@@ -152,11 +152,12 @@ def _fit_kinds(args) -> int:
     from . import model as models
     from .data import check_outside, resolve_data_dir
     from .kinds_fit import fit
+    from .split import with_sources
 
     data = resolve_data_dir(args.data)
     check_outside(data, args.out)
     model, info = models.load(args.model)
-    info = fit(model, info, data, args.target_sensitivity)
+    info = fit(model, with_sources(info, args.sources), data, args.target_sensitivity)
     models.save(Path(args.out), model, info)
     print(f"wrote {args.out}", file=sys.stderr)
     print("\n".join(kinds_lines(info)))
@@ -195,11 +196,12 @@ def _fit_ood(args) -> int:
     from . import model as models
     from . import ood
     from .data import check_outside, resolve_data_dir
-    from .split import model_split
+    from .split import model_split, with_sources
 
     data = resolve_data_dir(args.data)
     check_outside(data, args.out)
     model, info = models.load(args.model)  # fitted on its run's training images, its cut-off set on its validation split
+    info = with_sources(info, args.sources)
     split = model_split(info, data)
     cutoff = ood.attach(model, info.preprocess, split.views_of(split.tr), split.labels[split.tr], split.views_of(split.va))
     assert model.ood is not None  # set by ood.attach
@@ -214,12 +216,13 @@ def _calibrate(args) -> int:
     from . import model as models
     from .calibration import operating_point
     from .data import check_outside, resolve_data_dir
-    from .split import model_split
+    from .split import model_split, with_sources
     from .train import predict_logits, validation_record
 
     data = resolve_data_dir(args.data)
     check_outside(data, args.out)
     model, info = models.load(args.model)
+    info = with_sources(info, args.sources)
     split = model_split(info, data, keep_views=False)  # only the validation images are decoded for the model
     logits = predict_logits(model, split.views_of(split.va), info.preprocess)
     temperature, p, threshold = operating_point(logits, split.labels[split.va], args.target_sensitivity)
@@ -237,11 +240,12 @@ def _ensemble(args) -> int:
     from . import model as models
     from .data import check_outside, resolve_data_dir
     from .ensemble import calibrate_whole, combine
+    from .split import with_sources
 
     data = resolve_data_dir(args.data)
     check_outside(data, args.out)
     model, info = combine(args.members, half=args.float16)
-    info = calibrate_whole(model, info, data, args.target_sensitivity)
+    info = calibrate_whole(model, with_sources(info, args.sources), data, args.target_sensitivity)
     models.save(Path(args.out), model, info)
     print(f"wrote {args.out}", file=sys.stderr)
     print("\n".join(member_lines(info) + operating_point_lines(info)))
@@ -263,6 +267,8 @@ def member_lines(info: ModelInfo) -> list[str]:
     return lines
 
 
+SOURCES_HELP = ("the sources file the model was trained from, where it is not where the model records it "
+                "(default: as recorded, from the working folder or the repository)")
 DROPPED_IN = "0.2.0"  # the release that drops what is deprecated now (README, "Deprecated")
 
 
@@ -296,9 +302,9 @@ def _export(args) -> int:
         export(model, info, args.onnx)
     else:
         from .data import resolve_data_dir
-        from .split import validation_views
+        from .split import validation_views, with_sources
 
-        views, labels = validation_views(info, resolve_data_dir(args.data))
+        views, labels = validation_views(with_sources(info, args.sources), resolve_data_dir(args.data))
         refitted = quantize(model, info, views[: args.calibration_images], (views, labels), args.onnx)
         v = refitted.validation
         print(f"int8 refitted on its {v['images']} validation images: temperature {refitted.temperature:.3f} (float {info.temperature:.3f}), "
@@ -504,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--model", help="model file (default: the bundled model)")
     o.add_argument("--data", help=data_help)
     o.add_argument("--out", required=True, help="the model file to write (the model with the score)")
+    o.add_argument("--sources", help=SOURCES_HELP)
     o.set_defaults(func=_fit_ood)
 
     c = sub.add_parser("calibrate", help="fit a model file's temperature and threshold anew for another target sensitivity "
@@ -512,6 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--data", help=data_help)
     c.add_argument("--target-sensitivity", type=fraction, required=True, help="validation sensitivity the threshold is chosen for")
     c.add_argument("--out", required=True, help="the model file to write")
+    c.add_argument("--sources", help=SOURCES_HELP)
     c.set_defaults(func=_calibrate)
 
     k = sub.add_parser("fit-kinds", help="give a model file a kinds head (a differential over the seven kinds and the estimate of "
@@ -521,6 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--target-sensitivity", type=fraction, default=0.9,
                    help="validation sensitivity for other skin cancers the other-cancer threshold is chosen for (default 0.9)")
     k.add_argument("--out", required=True, help="the model file to write")
+    k.add_argument("--sources", help=SOURCES_HELP)
     k.set_defaults(func=_fit_kinds)
 
     n = sub.add_parser("ensemble", help="several trained models as one model file (the mean of their logits), calibrated as a "
@@ -531,6 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--float16", action="store_true", help="keep the members' weights as float16 in the file (half its size; "
                    "the calibration is fitted on the rounded weights)")
     n.add_argument("--out", required=True, help="the model file to write")
+    n.add_argument("--sources", help=SOURCES_HELP)
     n.set_defaults(func=_ensemble)
 
     x = sub.add_parser("export", help="write the model as ONNX (with its threshold and preprocessing in the metadata)")
@@ -541,6 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--data", help="with --int8: " + data_help)
     x.add_argument("--calibration-images", dest="calibration_images", type=whole(1), default=CALIBRATION_IMAGES,
                    help="with --int8: validation images the activation ranges are measured on (default %(default)s)")
+    x.add_argument("--sources", help=SOURCES_HELP)
     x.set_defaults(func=_export)
 
     b = sub.add_parser("bench", help="time prediction, Grad-CAM, ONNX Runtime and training; writes bench.json and bench.md")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import random
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +20,8 @@ from .errors import UsageError
 from .lineage import split_digest
 from .preprocess import Preprocess, model_view
 from .sources import Source, join_lesions, kaggle_source, read_sources_file, scan_sources
+
+REPOSITORY = Path(__file__).resolve().parents[2]  # the repository's root, in an editable install (sources/ lives there)
 
 if TYPE_CHECKING:
     from .images import ImageError
@@ -89,11 +91,27 @@ def subsample(samples, limit: int | None, seed: int):
 
 
 def run_sources(config_sources: str | None, data_dir: Path | None) -> list[Source]:
-    """A run's training sources: the sources file's, else the Kaggle data at `data_dir` alone (None only with a sources file)."""
+    """A run's training sources: the sources file's (`locate_sources_file`), else the Kaggle data at
+    `data_dir` alone (None only with a sources file)."""
     if config_sources:
-        return read_sources_file(config_sources)
+        return read_sources_file(locate_sources_file(config_sources))
     assert data_dir is not None  # a run without a sources file is given its Kaggle folder (cli._train)
     return [kaggle_source(data_dir)]
+
+
+def locate_sources_file(recorded: str) -> Path:
+    """The sources file a model records, as it was typed when the model was trained (often relative to
+    the repository, `sources/….toml`): from the working folder, else from the repository this package
+    runs from (an editable install), so that calibrate, fit-ood and export work from any folder. Not
+    found: refused in one line saying where it was looked for and how to name it (`--sources FILE`)."""
+    path = Path(recorded)
+    if path.is_file() or path.is_absolute():
+        return path
+    beside = REPOSITORY / path
+    if beside.is_file():
+        return beside
+    raise UsageError(f"{recorded}: the sources file the model was trained from is not in the working folder or in {REPOSITORY}; "
+                     "give it with --sources FILE (its source folders are read relative to it)")
 
 
 def prepare_data(sources: list[Source], pre: Preprocess, limit: int | None, val_fraction: float, seed: int, quiet: bool = False,
@@ -122,6 +140,16 @@ def split_seed_of(recipe: dict) -> int:
     """The seed that drew a recorded run's split: its split_seed, else its seed (runs from before split_seed)."""
     split_seed = recipe.get("split_seed")
     return recipe.get("seed", 0) if split_seed is None else split_seed
+
+
+def with_sources(info: ModelInfo, sources: str | None) -> ModelInfo:
+    """`info` whose recorded sources file is `sources` (a command's --sources: the same file elsewhere),
+    when given; the data's fingerprint still has to match (`model_split`)."""
+    if not sources:
+        return info
+    if not info.train_config.get("sources"):
+        raise UsageError("--sources: this model was trained on the Kaggle data alone (--data names it), not from a sources file")
+    return replace(info, train_config={**info.train_config, "sources": sources})
 
 
 def model_split(info: ModelInfo, data_dir: Path, keep_views: bool = True) -> Split:
