@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from melanoma.model import load
 from melanoma.modelinfo import ModelFileError
-from melanoma.ood import attach
+from melanoma.ood_fit import attach
 from melanoma.preprocess import model_view
 from melanoma.quality import assess
 

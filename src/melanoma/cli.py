@@ -194,7 +194,7 @@ def _fit_ood(args) -> int:
     from dataclasses import replace
 
     from . import model as models
-    from . import ood
+    from . import ood_fit
     from .data import check_outside, resolve_data_dir
     from .split import model_split, with_sources
 
@@ -203,8 +203,8 @@ def _fit_ood(args) -> int:
     model, info = models.load(args.model)  # fitted on its run's training images, its cut-off set on its validation split
     info = with_sources(info, args.sources)
     split = model_split(info, data)
-    cutoff = ood.attach(model, info.preprocess, split.views_of(split.tr), split.labels[split.tr], split.views_of(split.va))
-    assert model.ood is not None  # set by ood.attach
+    cutoff = ood_fit.attach(model, info.preprocess, split.views_of(split.tr), split.labels[split.tr], split.views_of(split.va))
+    assert model.ood is not None  # set by ood_fit.attach
     models.save(Path(args.out), model, replace(info, ood_cutoff=cutoff, ood_block=model.ood.block))
     print(f"wrote {args.out} (out-of-distribution cut-off {cutoff:.4g})", file=sys.stderr)
     return 0

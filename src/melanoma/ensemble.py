@@ -66,17 +66,17 @@ def combine(paths: list[str], half: bool = False) -> tuple[models.Ensemble, Mode
 def calibrate_whole(model: models.Ensemble, info: ModelInfo, data_dir: Path, target_sensitivity: float) -> ModelInfo:
     """Fit the ensemble's OOD score on the members' shared training images and its temperature,
     threshold (for `target_sensitivity`) and cut-off on their shared validation images."""
-    from . import ood
+    from . import ood_fit
     from .calibration import operating_point
     from .split import model_split
     from .train import predict_logits, validation_record
 
     split = model_split(info, data_dir, keep_views=False)
     val_views = split.views_of(split.va)
-    cutoff = ood.attach(model, info.preprocess, split.views_of(split.tr), split.labels[split.tr], val_views)
+    cutoff = ood_fit.attach(model, info.preprocess, split.views_of(split.tr), split.labels[split.tr], val_views)
     logits = predict_logits(model, val_views, info.preprocess)
     temperature, p, threshold = operating_point(logits, split.labels[split.va], target_sensitivity)
-    assert threshold is not None and model.ood is not None  # a target was given; ood.attach set model.ood
+    assert threshold is not None and model.ood is not None  # a target was given; ood_fit.attach set model.ood
     info = replace(info, temperature=float(temperature), threshold=float(threshold), target_sensitivity=target_sensitivity,
                    ood_cutoff=cutoff, ood_block=model.ood.block,
                    validation={**validation_record(split, p, threshold), "split_sha256": split.digest})

@@ -57,7 +57,8 @@ def score_images(model, info: ModelInfo, samples, batch_size: int = 64, thumbs: 
     reported and left out. With `thumbs`, each image's near-duplicate thumbnail is appended to it in the same pass."""
     from tqdm import tqdm
 
-    kept, probs, oods, views, placements, preds = [], [], [], [], [], []
+    kept, probs, oods, views, placements = [], [], [], [], []
+    preds: list = []
     unreadable: list[ImageError] = []
     for start in tqdm(range(0, len(samples), batch_size), desc="scoring", unit="batch", file=sys.stderr, mininterval=2):
         batch_views = []

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from . import checkpoint, ood
+from . import checkpoint, ood_fit
 from . import model as models
 from .calibration import calibrated_probability, operating_point
 from .checkpoint import Progress
@@ -388,9 +388,9 @@ def calibrate_and_save(run: Run, model: models.Classifier, progress: Progress) -
     path = run.out_dir / "model.safetensors"
     if not par.main:
         return path
-    ood_cutoff = ood.attach(model, run.pre, data.views_of(data.tr), data.labels[data.tr], val_views, par.device)
+    ood_cutoff = ood_fit.attach(model, run.pre, data.views_of(data.tr), data.labels[data.tr], val_views, par.device)
     temperature, p_val, threshold = operating_point(logits, val_labels, config.target_sensitivity)
-    assert threshold is not None and model.ood is not None  # a run has a target sensitivity; ood.attach set model.ood
+    assert threshold is not None and model.ood is not None  # a run has a target sensitivity; ood_fit.attach set model.ood
     validation = {
         **validation_record(data, p_val, threshold),
         "best_epoch": progress.best_epoch,  # 0: no epoch beat the --init model
@@ -459,8 +459,9 @@ def start_from(model: nn.Module, config: TrainConfig, pre: Preprocess, data_fing
                          "(give a member's own file, or distil the ensemble with --teacher)")
     check_same_run(config.init, info, config, pre, data_fingerprint, split, weights_only=True)
     state = {k: v for k, v in init.state_dict().items() if not k.startswith(("ood.", "kinds."))}  # refitted at the end
-    if model.kinds is not None:  # --diagnosis: a fresh kinds head (the --init model's, if any, may name other kinds)
-        state |= {f"kinds.{k}": v for k, v in model.kinds.state_dict().items()}
+    kinds = getattr(model, "kinds", None)
+    if isinstance(kinds, nn.Linear):  # --diagnosis: a fresh kinds head (the --init model's, if any, may name other kinds)
+        state |= {f"kinds.{k}": v for k, v in kinds.state_dict().items()}
     model.load_state_dict(state)
     return {k: v.detach().clone().to(par.device) for k, v in state.items()}
 
