@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from melanoma.ensemble import member_record
-from melanoma.explain import infer, margin_weights
-from melanoma.model import Ensemble, build, load, save
+from melanoma.explain import infer
+from melanoma.model import Ensemble, build, load, margin_weights, save
 from melanoma.modelinfo import ModelFileError, ModelInfo
 
 from .conftest import lesion_image, to_batch

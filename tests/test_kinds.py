@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from melanoma.explain import infer, other_weights
+from melanoma.explain import infer
 from melanoma.kinds import MELANOMA_SUSPECTED, NO_MELANOMA_SIGN, NO_SIGN, OTHER_SUSPECTED, OTHER_TARGET, code_of, differential, other_cancer, verdict
-from melanoma.model import build, load, save
+from melanoma.model import build, load, other_weights, save
 from melanoma.modelinfo import ModelFileError, ModelInfo
 from melanoma.predict import CSV_COLUMNS, predictions
 

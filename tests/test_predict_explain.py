@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from melanoma.explain import grad_cam, infer, linear_head, overlay
-from melanoma.model import load
+from melanoma.explain import grad_cam, infer, overlay
+from melanoma.model import linear_head, load
 from melanoma.predict import explain
 from melanoma.preprocess import model_view
 
@@ -112,14 +112,14 @@ def test_predict_cli_on_real_images_with_a_bad_file(tmp_path, data_dir, tiny_mod
 def test_maps_are_resized_as_torch_resizes_them():
     """explain's bilinear resizing of a map to the input's size (OpenCV, so an ONNX model needs no torch)
     is torch's interpolate(align_corners=False), then scaled to a peak of 1."""
-    from melanoma.explain import _to_input_size
+    from melanoma.inference import to_input_size
 
     rng = np.random.default_rng(0)
     for h, side in ((7, 224), (12, 100), (8, 260)):
         cam = rng.random((3, 1, h, h)).astype(np.float32)
         ref = torch.nn.functional.interpolate(torch.from_numpy(cam), size=(side, side), mode="bilinear", align_corners=False)[:, 0].numpy()
-        assert np.abs(_to_input_size(cam, (side, side)) - ref / ref.reshape(3, -1).max(1).reshape(-1, 1, 1)).max() < 1e-5
-    assert _to_input_size(np.zeros((0, 7, 7), np.float32), (224, 224)).shape == (0, 224, 224)
+        assert np.abs(to_input_size(cam, (side, side)) - ref / ref.reshape(3, -1).max(1).reshape(-1, 1, 1)).max() < 1e-5
+    assert to_input_size(np.zeros((0, 7, 7), np.float32), (224, 224)).shape == (0, 224, 224)
 
 
 def test_predict_decodes_ahead_in_threads_and_keeps_the_order(tmp_path, data_dir, tiny_model_file, capsys):

@@ -8,7 +8,7 @@ lines: the routes, their limits and the bounded worker pool are one piece that i
   be read gets an entry with `error`; 200 when at least one file was read, 422 when none was.
 - `GET /v1/model`: what the model is, what it can do (`engine`: torch or onnx; `maps`: whether it gives
   Grad-CAM overlays, without which `?cam=true` answers without them) and its measured figures.
-  `GET /healthz`: liveness. The model file is a .safetensors or an .onnx one (onnx_model.load_model).
+  `GET /healthz`: liveness. The model file is a .safetensors or an .onnx one (loader.load_model).
 
 Limits (`Limits`) hold before any image is decoded: a declared or counted body over the size limit
 gets 413 without the rest being read, a body not in after `read_seconds` 408, more files than
@@ -58,9 +58,10 @@ from . import predict
 from .explain import overlay
 from .images import MAX_FILE_BYTES, MAX_PIXELS, ImageError, load_image, pixel_count
 from .kinds import kind_name
+from .loader import load_model
 from .model import BUNDLED_MODEL, CHECKSUM_KEY, Classifier, file_sha256, measured_figures, read_safetensors
 from .modelinfo import ModelInfo
-from .onnx_model import OnnxModel, load_model
+from .onnx_model import OnnxModel
 from .preprocess import model_view, overlay_copy
 from .quality import assess
 

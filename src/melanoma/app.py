@@ -18,8 +18,8 @@ from melanoma import predict
 from melanoma.explain import overlay
 from melanoma.images import MAX_FILE_BYTES, ImageError, load_image
 from melanoma.kinds import KINDS, MELANOMA_SUSPECTED, OTHER_SUSPECTED, OTHER_TARGET, SENT_TO_DOCTOR
+from melanoma.loader import load_model
 from melanoma.modelinfo import ModelFileError
-from melanoma.onnx_model import load_model
 from melanoma.preprocess import overlay_copy
 from melanoma.quality import assess
 

@@ -2,7 +2,7 @@
 baseline, side by side.
 
 Each measurement runs in its own child process (`python -m melanoma.bench PHASE MODEL DATA N [KEEP]`)
-so that its peak memory (ru_maxrss) is its own. The model file is read by `onnx_model.load_model`,
+so that its peak memory (ru_maxrss) is its own. The model file is read by `loader.load_model`,
 a .safetensors or an .onnx file alike. Phases:
 - latency: one image, prediction + Grad-CAM + overlay (`predict.explain`; prediction alone for a file
   without maps), warm; median and p90;
@@ -51,7 +51,7 @@ def _test_images(data: Path, n: int) -> list[Path]:
 def latency(model_file: str, data: Path, n: int) -> dict:
     from PIL import Image
 
-    from .onnx_model import load_model
+    from .loader import load_model
     from .predict import analyse, explain
 
     model, info = load_model(model_file)
@@ -73,7 +73,7 @@ def predict_throughput(model_file: str, data: Path, n: int, engine: str, keep: P
     training run only); an .onnx file as it is, under "onnx" or "int8" by what it is (nothing for the
     other engines). For int8 from a .safetensors file, also the share of the float export's verdicts
     it keeps on the same images (`agreement`); with `keep`, the int8 export is copied there for the process phase."""
-    from .onnx_model import load_model
+    from .loader import load_model
     from .predict import inference_streams, run
 
     threads = inference_streams()[1]
@@ -153,7 +153,7 @@ def train_throughput(model_file: str, data: Path, n: int) -> dict:
 
     from .checkpoint import Progress
     from .data import scan
-    from .onnx_model import load_model
+    from .loader import load_model
     from .parallel import Parallel
     from .preprocess import train_augment
     from .recipe import TrainConfig
@@ -206,9 +206,9 @@ def machine() -> dict:
 def run(data: Path, out_dir: Path, sizes: dict[str, int], model_file: str | os.PathLike | None = None) -> dict:
     """Every phase for `model_file` (.safetensors or .onnx; the bundled model for None) and the
     seed_cnn baseline; writes bench.json and bench.md into `out_dir`."""
+    from .loader import load_model
     from .model import BUNDLED_MODEL, build, save
     from .modelinfo import ModelInfo
-    from .onnx_model import load_model
 
     label = f"{load_model(model_file)[1].arch} ({Path(model_file).name})" if model_file else "efficientnet_lite0 (bundled)"
     report = {"machine": machine(), "sizes": sizes, "models": {}}

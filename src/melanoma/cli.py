@@ -89,7 +89,7 @@ def _train(args) -> int:
 
 def _describe(args) -> int:
     """What a model file is: architecture, operating point, validation, training sources and the weights' licence."""
-    from .onnx_model import load_model
+    from .loader import load_model
 
     _, info = load_model(args.model)
     lines = [f"model: {args.model or 'the bundled model'}", f"architecture: {info.arch}, input {info.preprocess.image_size} px, "
@@ -273,7 +273,7 @@ DROPPED_IN = "0.2.0"  # the release that drops what is deprecated now (README, "
 
 
 def _predict(args) -> int:
-    from .onnx_model import load_model
+    from .loader import load_model
     from .predict import inference_streams, run
 
     if args.engine:  # deprecated: the model file's suffix picks the engine
@@ -338,7 +338,7 @@ def _serve(args) -> int:
 
     from . import MALLOC_ENVIRONMENT
     from .images import MAX_FILE_BYTES
-    from .onnx_model import load_model
+    from .loader import load_model
 
     load_model(args.model)  # a bad model file fails here, with a clear message, not on the page
     env = dict(os.environ, MELANOMA_MODEL=str(Path(args.model).resolve()) if args.model else "", **MALLOC_ENVIRONMENT)
@@ -360,7 +360,7 @@ def _api(args) -> int:
     import uvicorn
 
     from .api import create_app, limits_text
-    from .onnx_model import load_model
+    from .loader import load_model
 
     key = args.api_key or os.environ.get("MELANOMA_API_KEY") or None
     threads = max(1, (os.cpu_count() or 1) // args.workers)  # the model's thread pool in each worker process

@@ -31,7 +31,7 @@ def faithfulness(model, info: ModelInfo, views: list[np.ndarray], n: int, seed: 
     with `seed`."""
     import torch
 
-    from .explain import linear_head, margin_weights
+    from .model import linear_head, margin_weights
 
     fc = linear_head(model)
     if fc is None or not len(views) or n <= 0:

@@ -21,8 +21,9 @@ from torch import nn
 from . import model as models
 from .calibration import calibrated_probability, threshold_for_sensitivity
 from .errors import UsageError
-from .explain import infer, linear_head
+from .explain import infer
 from .kinds import KINDS, OTHER_CANCERS, code_of, differential, other_cancer
+from .model import linear_head
 from .modelinfo import ModelInfo
 from .preprocess import normalize
 

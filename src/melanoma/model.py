@@ -21,6 +21,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from .kinds import MELANOMA, OTHER_CANCERS
 from .modelinfo import METADATA_KEY, ModelFileError, ModelInfo, error_summary
 from .ood import FeatureDistance
 from .preprocess import Preprocess
@@ -59,6 +60,35 @@ class Classifier(nn.Module):
             maps = self.features(x)
             return maps, maps
         return self.features(x, tap=block)
+
+
+def linear_head(model) -> nn.Linear | None:
+    """The head's linear layer when the head is global average pooling then (dropout and) one linear
+    layer, the case where Grad-CAM equals the class activation map (explain.py); otherwise None (also
+    for a model of another engine, an onnx_model.OnnxModel, which has no modules to look at)."""
+    if getattr(model, "engine", None) != "torch":
+        return None
+    head = cast(nn.Sequential, model.head)  # this module's heads are nn.Sequential; Classifier declares nn.Module
+    layers = [m for m in head if not isinstance(m, (nn.Flatten, nn.Dropout))]
+    if (len(layers) == 2 and isinstance(layers[0], nn.AdaptiveAvgPool2d) and layers[0].output_size in (1, (1, 1))
+            and isinstance(layers[1], nn.Linear)):
+        return layers[1]
+    return None
+
+
+def margin_weights(fc: nn.Linear, target: int = 1) -> torch.Tensor:
+    """The weights of class `target`'s margin over a linear head's input (its map is the class
+    activation map of the margin: explain's, the ONNX graph's and the deletion test's)."""
+    return fc.weight[target] - fc.weight[1 - target]
+
+
+def other_weights(kinds_fc: nn.Linear, kinds: list[str]) -> torch.Tensor:
+    """The weights of the other-cancer margin over the pooled features: the kinds head's mean logit of
+    the other skin cancers minus its mean logit of the harmless kinds (kinds.py), whose map shows what
+    raised the estimate of another skin cancer against a harmless spot."""
+    other = [i for i, k in enumerate(kinds) if k in OTHER_CANCERS]
+    harmless = [i for i, k in enumerate(kinds) if k not in OTHER_CANCERS and k != MELANOMA]
+    return kinds_fc.weight[other].mean(0) - kinds_fc.weight[harmless].mean(0)
 
 
 class _LiteFeatures(nn.Module):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import require_extra
+from .inference import Inference, to_input_size
 from .kinds import OTHER_TARGET
 from .modelinfo import METADATA_KEY, RUN_RECORD, ModelFileError, ModelInfo, error_summary
 
@@ -42,7 +43,7 @@ def _graph(model: Classifier, target: int) -> torch.nn.Module:
     import torch
     from torch import nn
 
-    from .explain import linear_head, margin_weights, other_weights
+    from .model import linear_head, margin_weights, other_weights
 
     class Graph(nn.Module):
         def __init__(self):
@@ -246,24 +247,14 @@ class OnnxModel:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self._run(x)["logits"]
 
-    def outputs(self, x: np.ndarray, target: int, cam: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-        """Logits, B x h x w class activation maps (feature resolution, not normalised; with `cam`:
-        of the positive class, or with target kinds.OTHER_TARGET of the other-cancer margin), the OOD scores
-        and the kinds head's logits (None when the model carries none); see explain.infer."""
+    def infer(self, x: np.ndarray, target: int = 1, cam: bool = True) -> Inference:
+        """explain.infer's answer from the graph's outputs: logits, the class activation maps (with
+        `cam`: of the positive class, or with target kinds.OTHER_TARGET of the other-cancer margin; at
+        the input's size, in [0, 1]), the OOD scores and the kinds head's logits (None where the model
+        carries none)."""
         name = "cam_other" if target == OTHER_TARGET else "cam"
         if cam and (name not in self.output_names or target not in (OTHER_TARGET, len(self.info.class_names) - 1)):
             raise ModelFileError("this ONNX model carries no such class activation map; use the .safetensors model it was exported from for Grad-CAM")
         out = self._run(x)
-        return out["logits"], out[name] if cam else None, out.get("ood"), out.get("kinds")
-
-
-def load_model(path: str | os.PathLike | None = None, threads: int | None = None):
-    """(model, info) of any model file, the one loader of every entry point: an .onnx file (float or
-    int8) through ONNX Runtime, anything else (or the bundled model, for None) through model.load.
-    Either declares what it can do: `engine` ("torch" or "onnx"), `maps`, `lowering_maps`."""
-    if path is not None and str(path).lower().endswith(".onnx"):
-        m = OnnxModel(path, threads=threads)
-        return m, m.info
-    from .model import load
-
-    return load(path)
+        size = self.info.preprocess.image_size
+        return Inference(out["logits"], to_input_size(out[name], (size, size)) if cam else None, out.get("ood"), out.get("kinds"))

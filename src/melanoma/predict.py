@@ -19,8 +19,9 @@ import numpy as np
 from PIL import Image
 
 from .calibration import calibrated_probability
-from .explain import Inference, infer, overlay
+from .explain import infer, overlay
 from .images import ImageError, find_images, load_image
+from .inference import Inference
 from .kinds import differential, other_cancer, verdict
 from .preprocess import Preprocess, model_view, normalize, normalize_nhwc, view_box
 
@@ -168,11 +169,10 @@ def default_workers() -> int:
 
 def inference_streams(cam: bool = False, cores: int | None = None) -> tuple[int, int]:
     """(batches run at once, threads each) for batch prediction. Whole batches side by side, each on
-    few threads, keep the cores busier than one batch at a time on all of them: on 2 cores, 640 test
-    images, ONNX Runtime 132 images/s (2 batches x 1 thread) against 102 (1 x 2); torch, 1,000 images,
-    65 against 50 (`melanoma bench`: torch 59, ONNX 123; one batch at a time before: 56 and 98).
-    With Grad-CAM overlays one batch at a time on all cores: the maps are drawn in between, and
-    captum's hooks (seed_cnn) must not meet another thread's forward pass."""
+    few threads, kept the cores busier than one batch at a time on all of them when this was chosen
+    (on 2 cores; the speeds as measured now are the bench's, docs/bench/bench.md). With Grad-CAM
+    overlays one batch at a time on all cores: the maps are drawn in between, and captum's hooks
+    (seed_cnn) must not meet another thread's forward pass."""
     cores = cores or os.cpu_count() or 1
     if cam:
         return 1, cores
