@@ -96,8 +96,7 @@ def test_every_entry_point_applies_the_colour_matching_the_model_file_carries(ma
     """train (validation scores), evaluate, predict (CLI and page), ONNX: one preprocessing (colours and framing)."""
     from melanoma.onnx_model import OnnxModel
     from melanoma.predict import analyse, predict_views
-    from melanoma.scoring import score_views
-    from melanoma.train import predict_logits
+    from melanoma.scoring import predict_logits, score_views
 
     model, info = load(matched_model_file)
     assert info.preprocess.colour_reference == TRAINING_LOOK and info.preprocess.framing == "lesion"

@@ -10,8 +10,9 @@ import pytest
 from melanoma.errors import UsageError
 from melanoma.model import load
 from melanoma.sampling import epoch_batches, epoch_pool, sample_weights, sampled_kinds
+from melanoma.scoring import by_source
 from melanoma.sources import Source, join_lesions, kaggle_source, read_sources_file, scan_source, scan_sources, source_record, weights_licence
-from melanoma.train import by_source, diagnosis_targets
+from melanoma.train import diagnosis_targets
 
 from .conftest import DATA, ROOT, lesion_image
 from .test_predict_explain import melanoma_cli

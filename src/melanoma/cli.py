@@ -216,8 +216,8 @@ def _calibrate(args) -> int:
     from . import model as models
     from .calibration import operating_point
     from .data import check_outside, resolve_data_dir
+    from .scoring import predict_logits, validation_record
     from .split import model_split, with_sources
-    from .train import predict_logits, validation_record
 
     data = resolve_data_dir(args.data)
     check_outside(data, args.out)

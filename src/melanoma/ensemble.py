@@ -68,8 +68,8 @@ def calibrate_whole(model: models.Ensemble, info: ModelInfo, data_dir: Path, tar
     threshold (for `target_sensitivity`) and cut-off on their shared validation images."""
     from . import ood_fit
     from .calibration import operating_point
+    from .scoring import predict_logits, validation_record
     from .split import model_split
-    from .train import predict_logits, validation_record
 
     split = model_split(info, data_dir, keep_views=False)
     val_views = split.views_of(split.va)

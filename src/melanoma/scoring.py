@@ -1,5 +1,7 @@
 """A model run over images: P(malignant), the Grad-CAM maps' placement and the OOD score of each,
-through `predict.predictions` (what predict, the API and the page return for the same images)."""
+through `predict.predictions` (what predict, the API and the page return for the same images); the
+logits of a model's validation images and the figures its file records of them (training, calibrate,
+`melanoma ensemble`)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,11 @@ from .modelinfo import ModelInfo
 from .preprocess import model_view
 
 if TYPE_CHECKING:
+    import torch
+
     from .images import ImageError
+    from .preprocess import Preprocess
+    from .split import Split
 
 LOG = logging.getLogger(__name__)
 
@@ -89,3 +95,48 @@ def folder_ood_scores(model, info: ModelInfo, folder: str) -> np.ndarray:
         except ImageError as exc:
             LOG.warning(f"warning: {exc}: left out of the OOD comparison")
     return score_views(model, info, views, cam=False)[2]
+
+
+def predict_logits(model, arrays: list[np.ndarray], pre: Preprocess, device=None, batch_size: int = 64) -> np.ndarray:
+    """Logits of model views (validation, teachers) from the torch network, a batch at a time through
+    `explain.infer`, on `device` (the CPU by default)."""
+    import torch
+
+    from .preprocess import normalize
+
+    device = device or torch.device("cpu")
+    out = [cast("torch.Tensor", infer(model, normalize(torch.from_numpy(np.stack(arrays[i : i + batch_size])).to(device), pre), cam=False).logits).float().cpu()
+           for i in range(0, len(arrays), batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
+
+
+def validation_record(data: Split, p_val: np.ndarray, threshold: float) -> dict:
+    """The validation figures a model file records at its threshold (`p_val`: the calibrated
+    probabilities of `data`'s validation images): overall, and per source for a run of several."""
+    from .metrics import binary_metrics
+
+    labels = data.labels[data.va]
+    m = binary_metrics(labels, p_val, threshold, bootstrap=0)
+    record = {"images": int(len(data.va)), "auc": m["roc_auc"], "sensitivity": m["sensitivity"], "specificity": m["specificity"]}
+    if len(data.sources) > 1:
+        record["by_source"] = by_source(data.samples_of(data.va), labels, p_val, threshold)
+    return record
+
+
+def by_source(samples, labels: np.ndarray, p: np.ndarray, threshold: float) -> dict:
+    """Validation figures of each source's images at the run's threshold: ROC AUC where it has both
+    classes, and the share of each class called right."""
+    from .metrics import binary_metrics
+
+    out = {}
+    for name in dict.fromkeys(s.source for s in samples):
+        mine = np.array([s.source == name for s in samples])
+        y, q = labels[mine], p[mine]
+        called = q >= threshold
+        out[name] = {"images": int(mine.sum()), "melanomas": int(y.sum()),
+                     "auc": binary_metrics(y, q, threshold, bootstrap=0)["roc_auc"] if len(set(y)) == 2 else None,
+                     "sensitivity": float(called[y == 1].mean()) if y.any() else None,
+                     "specificity": float((~called[y == 0]).mean()) if (y == 0).any() else None}
+    return out
+
+

@@ -35,7 +35,6 @@ from .calibration import calibrated_probability, operating_point
 from .checkpoint import Progress
 from .data import CLASS_NAMES
 from .errors import Interrupted, UsageError
-from .explain import infer
 from .kinds import code_of
 from .kinds_fit import kinds_operating_point
 from .lineage import check_same_run
@@ -44,6 +43,7 @@ from .parallel import Parallel
 from .preprocess import TRAINING_LOOK, Preprocess, normalize, train_augment
 from .recipe import TrainConfig
 from .sampling import ArrayDataset, epoch_batches, epoch_pool, mix_targets, mixup_batch, sample_weights, sampled_kinds
+from .scoring import predict_logits, validation_record
 from .seeding import derive_seed, seed_everything
 from .sources import source_record
 from .split import Split, data_changed_message, prepare_data, run_sources
@@ -193,13 +193,6 @@ def train_one_epoch(f: Fitting, progress: Progress, stop: StopRequest) -> bool:
             bar.close()
             return False
     return True
-
-
-def predict_logits(model, arrays: list[np.ndarray], pre: Preprocess, device=torch.device("cpu"), batch_size: int = 64) -> np.ndarray:
-    """Logits of model views (validation, teachers), a batch at a time through `explain.infer`."""
-    out = [cast(torch.Tensor, infer(model, normalize(torch.from_numpy(np.stack(arrays[i : i + batch_size])).to(device), pre), cam=False).logits).float().cpu()
-           for i in range(0, len(arrays), batch_size)]
-    return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
 
 
 def initial_model(config: TrainConfig, pretrained: bool = True) -> tuple[models.Classifier, Preprocess]:
@@ -409,36 +402,6 @@ def calibrate_and_save(run: Run, model: models.Classifier, progress: Progress) -
     plot_history(progress.history, run.out_dir / "training_curves.png")
     LOG.info(f"saved {path}: temperature {temperature:.3f}, threshold {threshold:.3f}, validation {json.dumps(validation)}")
     return path
-
-
-def validation_record(data: Split, p_val: np.ndarray, threshold: float) -> dict:
-    """The validation figures a model file records at its threshold (`p_val`: the calibrated
-    probabilities of `data`'s validation images): overall, and per source for a run of several."""
-    from .metrics import binary_metrics
-
-    labels = data.labels[data.va]
-    m = binary_metrics(labels, p_val, threshold, bootstrap=0)
-    record = {"images": int(len(data.va)), "auc": m["roc_auc"], "sensitivity": m["sensitivity"], "specificity": m["specificity"]}
-    if len(data.sources) > 1:
-        record["by_source"] = by_source(data.samples_of(data.va), labels, p_val, threshold)
-    return record
-
-
-def by_source(samples, labels: np.ndarray, p: np.ndarray, threshold: float) -> dict:
-    """Validation figures of each source's images at the run's threshold: ROC AUC where it has both
-    classes, and the share of each class called right."""
-    from .metrics import binary_metrics
-
-    out = {}
-    for name in dict.fromkeys(s.source for s in samples):
-        mine = np.array([s.source == name for s in samples])
-        y, q = labels[mine], p[mine]
-        called = q >= threshold
-        out[name] = {"images": int(mine.sum()), "melanomas": int(y.sum()),
-                     "auc": binary_metrics(y, q, threshold, bootstrap=0)["roc_auc"] if len(set(y)) == 2 else None,
-                     "sensitivity": float(called[y == 1].mean()) if y.any() else None,
-                     "specificity": float((~called[y == 0]).mean()) if (y == 0).any() else None}
-    return out
 
 
 def validation_scores(model, views: list[np.ndarray], labels: np.ndarray, pre: Preprocess, device) -> tuple[float, float, float]:
