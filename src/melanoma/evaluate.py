@@ -115,7 +115,7 @@ def measure(model, info, evalset, sc: Scored, model_path: str | None, bootstrap:
         "verdicts": verdict_report(sc.classes, [s.kind for s in sc.samples], [q.verdict for q in sc.preds]),
     }
     if by_kind:
-        metrics["kinds"] = kinds_report(y, p, [s.kind for s in sc.samples], info.threshold, info.class_names, bootstrap)
+        metrics["kinds"] = kinds_report(y, p, [s.kind for s in sc.samples], info.threshold, info.class_names, bootstrap, sc.classes)
         truth = [code_of(s.kind) for s in sc.samples]
         named = [i for i, t in enumerate(truth) if t]
         if info.kinds and len({truth[i] for i in named}) >= 2:  # the seven-kind task, where the column names kinds

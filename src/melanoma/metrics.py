@@ -75,10 +75,13 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float, bootstrap: in
     return out
 
 
-def kinds_report(y: np.ndarray, p: np.ndarray, kinds: list[str] | np.ndarray, threshold: float, class_names, bootstrap: int = 1000) -> list[dict]:
+def kinds_report(y: np.ndarray, p: np.ndarray, kinds: list[str] | np.ndarray, threshold: float, class_names, bootstrap: int = 1000,
+                 classes: list[str] | None = None) -> list[dict]:
     """Per kind of image within each class (`Sample.kind`, e.g. the diagnosis): how many, the share
-    called right at the threshold, and the ROC AUC of that kind against all images of the other
-    class (so "Benign / keratosis" is how well the melanomas are told from keratoses)."""
+    called right at the threshold (not melanoma, for a kind that is not), and the ROC AUC of that kind
+    against all images of the other class (so "Benign / keratosis" is how well the melanomas are told
+    from keratoses). `classes`, each image's class name where it may differ from `class_names[y]`
+    (Other: cancers that are not melanoma, scored as not melanoma), names the rows."""
     from sklearn.metrics import roc_auc_score
 
     rows, kinds = [], np.array(kinds)
@@ -86,7 +89,7 @@ def kinds_report(y: np.ndarray, p: np.ndarray, kinds: list[str] | np.ndarray, th
         for kind in sorted(set(kinds[y == label])):
             this, other = (y == label) & (kinds == kind), y != label
             pair = this | other
-            row = {"class": class_names[label], "kind": kind, "images": int(this.sum()),
+            row = {"class": classes[int(np.flatnonzero(this)[0])] if classes else class_names[label], "kind": kind, "images": int(this.sum()),
                    "called_right": float(((p[this] >= threshold) == bool(label)).mean()), "roc_auc": None, "roc_auc_ci95": None}
             if other.any():
                 row["roc_auc"] = float(roc_auc_score(y[pair], p[pair]))

@@ -30,7 +30,7 @@ def verdict_table(rows: list[dict]) -> str:
 def seven_kinds_table(task: dict) -> str:
     """`metrics.seven_kinds` in Markdown: the balanced accuracy and each kind's recall."""
     ci = task["balanced_accuracy_ci95"]
-    head = (f"{task['images']} images; balanced multi-class accuracy of the top kind {task['balanced_accuracy']:.3f}"
+    head = (f"{task['images']} images of {len(task['recall'])} kinds; balanced multi-class accuracy of the top kind {task['balanced_accuracy']:.3f}"
             + (f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""))
     lines = [head, "", "| kind | images | recall |", "| --- | --- | --- |"]
     counts = dict(zip(task["kinds"], np.array(task["confusion_matrix"]).sum(1)))
@@ -100,7 +100,8 @@ def format_table(m: dict) -> str:
     if m.get("verdicts"):
         lines += ["", "The verdict in words:", verdict_table(m["verdicts"])]
     if m.get("seven_kinds"):
-        lines += ["", "The seven kinds (ISIC 2018 task 3):", seven_kinds_table(m["seven_kinds"])]
+        lines += ["", "The top kind against the diagnosis (ISIC 2018 task 3's metric, over the kinds the labels name):",
+                  seven_kinds_table(m["seven_kinds"])]
     if "shifts" in m:
         lines += ["", "Shift suite (" + ("clean test" if m["clean_test"] else "all images") + "):", shift_table(m["shifts"])]
     if m.get("faithfulness"):
