@@ -128,3 +128,20 @@ def test_resume_reports_changed_data_and_bad_checkpoints(data_dir, tmp_path):
 
     r = train("--resume", tmp_path / "nowhere", "--data", data)
     assert r.returncode == 1 and "no checkpoint here" in r.stderr
+
+
+def test_frozen_blocks_and_their_batchnorm_statistics_do_not_change_in_training(recorded_run):
+    """--freeze-blocks 4 (the default): the stem and the first 4 blocks keep their ImageNet weights and
+    BatchNorm running statistics through training; the next block learns."""
+    import torch
+
+    from melanoma.model import build, load
+
+    trained, info = load(recorded_run / "model.safetensors")
+    assert info.train_config["freeze_blocks"] == 4
+    imagenet, _ = build("efficientnet_lite0", pretrained=True, image_size=info.preprocess.image_size)
+    after, before = trained.state_dict(), imagenet.state_dict()
+    frozen = ("features.net._conv_stem.", "features.net._bn0.", *(f"features.net._blocks.{i}." for i in range(4)))
+    kept = [k for k in before if k.startswith(frozen)]
+    assert any("running_mean" in k for k in kept) and all(torch.equal(after[k], before[k]) for k in kept)
+    assert not all(torch.equal(after[k], before[k]) for k in before if k.startswith("features.net._blocks.4."))
