@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -286,6 +287,31 @@ def test_real_server_on_loopback(tmp_path, data_dir):
         assert s.connect_ex(("127.0.0.1", server.port)) != 0  # nothing listening
     log = (tmp_path / "server.log").read_text()
     assert "Traceback" not in log and image.name not in log and "Finished server process" in log
+
+
+@pytest.mark.slow
+def test_two_worker_processes_answer_as_predict_does(tmp_path, data_dir):
+    """`melanoma api --workers 2`: uvicorn's worker processes each load the model (from the environment
+    `_api` sets) and answer as `melanoma predict` does."""
+    import httpx2
+
+    from melanoma.loadtest import Server
+
+    from .test_predict_explain import melanoma_cli
+
+    images = [sorted((data_dir / "test" / cls).glob("*.jpg"))[0] for cls in ("Benign", "Malignant")]
+    melanoma_cli("predict", *images, "--csv", tmp_path / "p.csv")
+    expected = {Path(row["path"]).name: row for row in csv.DictReader(open(tmp_path / "p.csv"))}
+    with Server(None, tmp_path / "server.log", extra=["--workers", "2"]) as server:
+        server.wait_ready(timeout=180)
+        for _ in range(4):  # several requests, so that both processes are likely to answer some
+            r = httpx2.post(server.url + "/v1/predict", files=[("file", (im.name, im.read_bytes())) for im in images], timeout=120)
+            assert r.status_code == 200
+            for entry in r.json()["results"]:
+                row = expected[entry["file"]]
+                assert entry["verdict"] == row["verdict"] and abs(entry["p_malignant"] - float(row["p_malignant"])) < 1e-5
+    log = (tmp_path / "server.log").read_text()
+    assert "Traceback" not in log and log.count("Started server process") == 2
 
 
 @pytest.mark.slow
