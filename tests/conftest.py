@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,22 +13,30 @@ DATA = Path(os.environ.get("MELANOMA_DATA", ROOT.parent / "shared" / "data" / "m
 EXTRA = Path(os.environ.get("MELANOMA_EXTRA_DATA", DATA.parent / "extra-train"))
 
 
+def melanoma_cli(*args, cwd=None, env=None, timeout=600):
+    """The command line as a user runs it: a child process, its output captured."""
+    return subprocess.run([sys.executable, "-m", "melanoma", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=timeout)
+
+
+def require(present: bool, missing: str, variable: str = "MELANOMA_REQUIRE_DATA") -> None:
+    """Skip a test whose data or tool is missing, or fail it where `variable` says it must be there (CI)."""
+    if not present:
+        if os.environ.get(variable):
+            pytest.fail(f"{missing}, and {variable} is set")
+        pytest.skip(missing)
+
+
 @pytest.fixture(scope="session")
 def extra_dir(data_dir) -> Path:
     """The extra training archives (extra-train/: ISIC 2017, HAM10000), beside the Kaggle data."""
-    if not (EXTRA / "ham10000" / "labels.csv").is_file():
-        if os.environ.get("MELANOMA_REQUIRE_DATA"):
-            pytest.fail(f"extra training data missing at {EXTRA} and MELANOMA_REQUIRE_DATA is set")
-        pytest.skip(f"extra training data not found at {EXTRA} (set MELANOMA_EXTRA_DATA)")
+    require((EXTRA / "ham10000" / "labels.csv").is_file(), f"extra training data not found at {EXTRA} (set MELANOMA_EXTRA_DATA)")
     return EXTRA
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    if not (DATA / "test").is_dir():
-        if os.environ.get("MELANOMA_REQUIRE_DATA"):
-            pytest.fail(f"real data missing at {DATA} and MELANOMA_REQUIRE_DATA is set")
-        pytest.skip(f"real data not found at {DATA} (set MELANOMA_DATA)")
+    require((DATA / "test").is_dir(), f"real data not found at {DATA} (set MELANOMA_DATA)")
     return DATA
 
 

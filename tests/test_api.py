@@ -297,7 +297,7 @@ def test_two_worker_processes_answer_as_predict_does(tmp_path, data_dir):
 
     from melanoma.loadtest import Server
 
-    from .test_predict_explain import melanoma_cli
+    from .conftest import melanoma_cli
 
     images = [sorted((data_dir / "test" / cls).glob("*.jpg"))[0] for cls in ("Benign", "Malignant")]
     melanoma_cli("predict", *images, "--csv", tmp_path / "p.csv")
@@ -339,7 +339,7 @@ def test_loadtest_with_an_abusive_client_answers_every_ordinary_request(tmp_path
 
 
 def test_api_command_refuses_a_bad_model_or_worker_count_in_one_line(tmp_path):
-    from .test_predict_explain import melanoma_cli
+    from .conftest import melanoma_cli
 
     bad = tmp_path / "model.safetensors"
     bad.write_bytes(b"not a model")

@@ -12,8 +12,7 @@ from melanoma.data import split_train_val
 from melanoma.model import load
 from melanoma.sampling import mix_targets, mixup_batch, sample_weights
 
-from .conftest import TINY_THRESHOLD, lesion_image
-from .test_predict_explain import melanoma_cli
+from .conftest import TINY_THRESHOLD, lesion_image, melanoma_cli
 
 
 def test_near_duplicates_found_through_reencoding_and_flips(tmp_path):

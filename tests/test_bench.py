@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from .test_predict_explain import melanoma_cli
+from .conftest import melanoma_cli
 
 
 @pytest.mark.slow

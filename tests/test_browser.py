@@ -11,6 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from melanoma.loadtest import free_port
+
+from .conftest import require
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -25,16 +29,7 @@ def need_browser():
             import playwright.sync_api  # noqa: F401
         except ImportError:
             missing = "playwright not installed (pip install playwright)"
-    if missing:
-        if os.environ.get("MELANOMA_REQUIRE_BROWSER"):
-            pytest.fail(f"{missing}, and MELANOMA_REQUIRE_BROWSER is set")
-        pytest.skip(missing)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    require(not missing, missing, "MELANOMA_REQUIRE_BROWSER")
 
 
 @pytest.fixture

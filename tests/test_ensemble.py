@@ -3,8 +3,6 @@ loader, refused with a line naming the member when a member does not fit, export
 as one graph, and built and calibrated as a whole by `melanoma ensemble`."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,7 +13,7 @@ from melanoma.explain import infer
 from melanoma.model import Ensemble, build, load, margin_weights, save
 from melanoma.modelinfo import ModelFileError, ModelInfo
 
-from .conftest import lesion_image, to_batch
+from .conftest import lesion_image, melanoma_cli, to_batch
 
 SIZE = 64
 
@@ -139,25 +137,22 @@ def test_melanoma_ensemble_calibrates_members_of_one_split_as_a_whole(recorded_r
     common = ["--data", str(data_dir), "--arch", "efficientnet_lite0", "--img-size", "96", "--limit", "24", "--epochs", "1",
               "--batch-size", "16", "--val-fraction", "0.25"]
 
-    def cli(*args):
-        return subprocess.run([sys.executable, "-m", "melanoma", *map(str, args)], capture_output=True, text=True, timeout=600)
-
-    r = cli("train", *common, "--seed", "1", "--split-seed", "0", "--out", tmp_path / "seed1")
+    r = melanoma_cli("train", *common, "--seed", "1", "--split-seed", "0", "--out", tmp_path / "seed1")
     assert r.returncode == 0, r.stderr[-2000:]
     first, second = recorded_run / "model.safetensors", tmp_path / "seed1" / "model.safetensors"
     out = tmp_path / "ensemble.safetensors"
-    r = cli("ensemble", first, second, "--data", data_dir, "--target-sensitivity", "0.9", "--float16", "--out", out)
+    r = melanoma_cli("ensemble", first, second, "--data", data_dir, "--target-sensitivity", "0.9", "--float16", "--out", out)
     assert r.returncode == 0, r.stderr[-2000:]
     model, info = load(out)
     assert [m["name"] for m in info.members] == ["run", "seed1"] and info.ood_cutoff is not None
     assert info.validation["split_sha256"] == load(first)[1].validation["split_sha256"]
     assert info.target_sensitivity == 0.9 and 0 < info.threshold <= 0.5
-    r = cli("describe", "--model", out)
+    r = melanoma_cli("describe", "--model", out)
     assert r.returncode == 0 and "ensemble of 2 members" in r.stdout and "--seed 1 --split-seed 0" in r.stdout, r.stdout
-    r = cli("export", "--model", out, "--onnx", tmp_path / "e8.onnx", "--int8", "--data", data_dir, "--calibration-images", "8")
+    r = melanoma_cli("export", "--model", out, "--onnx", tmp_path / "e8.onnx", "--int8", "--data", data_dir, "--calibration-images", "8")
     assert r.returncode == 0, r.stderr[-2000:]
     assert len(OnnxModel(tmp_path / "e8.onnx").info.members) == 2
-    r = cli("ensemble", first, tiny_model_file, "--data", data_dir, "--target-sensitivity", "0.9", "--out", tmp_path / "bad.safetensors")
+    r = melanoma_cli("ensemble", first, tiny_model_file, "--data", data_dir, "--target-sensitivity", "0.9", "--out", tmp_path / "bad.safetensors")
     assert r.returncode == 1 and "members must share architecture" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (tmp_path / "bad.safetensors").exists()
 

@@ -17,8 +17,7 @@ from melanoma.model import build, load, other_weights, save
 from melanoma.modelinfo import ModelFileError, ModelInfo
 from melanoma.predict import CSV_COLUMNS, predictions
 
-from .conftest import lesion_image, to_batch
-from .test_predict_explain import melanoma_cli
+from .conftest import lesion_image, melanoma_cli, to_batch
 from .test_sources import small_source, write
 
 KINDS = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]

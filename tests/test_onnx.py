@@ -13,8 +13,7 @@ from melanoma.model import load
 from melanoma.onnx_model import OnnxModel
 from melanoma.predict import explain, inference_streams, label_of
 
-from .conftest import ROOT
-from .test_predict_explain import melanoma_cli
+from .conftest import ROOT, melanoma_cli
 
 
 @pytest.fixture(scope="module")

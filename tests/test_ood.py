@@ -15,9 +15,8 @@ from melanoma.ood_fit import attach
 from melanoma.preprocess import model_view
 from melanoma.quality import assess
 
-from .conftest import classify, lesion_image
+from .conftest import classify, lesion_image, melanoma_cli
 from .nonlesion import write as write_nonlesion
-from .test_predict_explain import melanoma_cli
 
 
 @pytest.fixture(scope="module")

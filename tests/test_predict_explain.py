@@ -1,6 +1,4 @@
 import csv
-import subprocess
-import sys
 
 import numpy as np
 import torch
@@ -11,11 +9,7 @@ from melanoma.model import linear_head, load
 from melanoma.predict import explain
 from melanoma.preprocess import model_view
 
-from .conftest import TINY_THRESHOLD, lesion_image, to_batch
-
-
-def melanoma_cli(*args, cwd=None, env=None):
-    return subprocess.run([sys.executable, "-m", "melanoma", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+from .conftest import TINY_THRESHOLD, lesion_image, melanoma_cli, to_batch
 
 
 def test_grad_cam_shape_range_and_hooks_released(tiny_model_file):

@@ -15,8 +15,7 @@ from melanoma.modelinfo import ModelInfo
 from melanoma.preprocess import TRAINING_LOOK, Preprocess, crop_box, lesion_box, match_colour, model_view, normalize
 from melanoma.shifts import SHIFTS, apply
 
-from .conftest import TINY_THRESHOLD, lesion_image
-from .test_predict_explain import melanoma_cli
+from .conftest import TINY_THRESHOLD, lesion_image, melanoma_cli
 
 
 def views(n=6, size=96):

@@ -16,7 +16,7 @@ from melanoma import selection
 from melanoma.cli import main
 from melanoma.errors import UsageError
 
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import ROOT, require
 
 
 def separation(auc: float) -> float:
@@ -211,14 +211,10 @@ def test_describe_writes_the_models_own_validation_images(recorded_run, data_dir
 def test_the_kept_decisions_come_from_the_kept_scored_folders(tmp_path, data_dir):
     """Every select.json under docs/selection/ is what `melanoma select` computes again from the kept folders
     (the labels CSVs they name: the repository's, and ISIC 2018's beside the Kaggle data), and the README quotes mean3's."""
-    import os
     import shutil
 
     external = data_dir.parent / "external-dev"
-    if not (external / "isic2018-task3-test" / "labels.csv").is_file():
-        if os.environ.get("MELANOMA_REQUIRE_DATA"):
-            pytest.fail(f"external development sets missing at {external} and MELANOMA_REQUIRE_DATA is set")
-        pytest.skip(f"external development sets not found at {external}")
+    require((external / "isic2018-task3-test" / "labels.csv").is_file(), f"external development sets not found at {external}")
     kept = json.loads((ROOT / "docs" / "selection" / "mean3" / "select.json").read_text())
     for folder in [kept["reference"], kept["candidate"], *(m["folder"] for m in kept["members"])]:  # as kept, paths made absolute
         for part in ("isic", "pad", "val"):

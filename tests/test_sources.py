@@ -14,8 +14,7 @@ from melanoma.scoring import by_source
 from melanoma.sources import Source, join_lesions, kaggle_source, read_sources_file, scan_source, scan_sources, source_record, weights_licence
 from melanoma.train import diagnosis_targets
 
-from .conftest import DATA, ROOT, lesion_image
-from .test_predict_explain import melanoma_cli
+from .conftest import DATA, ROOT, lesion_image, melanoma_cli
 
 SOURCES_FILE = ROOT / "sources" / "kaggle+archives.toml"
 # Two within-HAM10000 pairs the staging lists at ncc64 0.982-0.984 that are different lesions (small spots in a

@@ -8,7 +8,7 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
-from .test_predict_explain import melanoma_cli
+from .conftest import melanoma_cli
 
 TINY = ["--arch", "seed_cnn", "--img-size", "64", "--limit", "40", "--epochs", "3", "--batch-size", "8", "--val-fraction", "0.25"]
 # 60 training images -> 7 batches per epoch; batch 12 is in the middle of epoch 2
