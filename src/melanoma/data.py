@@ -150,24 +150,35 @@ def labelled_set(data: str | os.PathLike | None, labels: str | os.PathLike | Non
                      "layout) or with Benign/ and Malignant/, or --labels FILE.csv with path,label rows")
 
 
+def read_csv_rows(path: Path, what: str = "labels CSV") -> list[dict]:
+    """The rows of a CSV file with a header line (the one reader of every labels CSV: evaluate's, a
+    training source's, the selection rule's); a file that cannot be read is refused in one line naming it."""
+    try:
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise UsageError(f"{path}: cannot read the {what} ({getattr(exc, 'strerror', None) or exc})") from None
+
+
+def csv_column(rows: list[dict], *names: str) -> str | None:
+    """The header name of the first of `names` a CSV's rows have, matched without case or spaces (None: none)."""
+    columns = {c.strip().lower(): c for c in (rows[0] if rows else {}) if c}
+    return next((columns[n.strip().lower()] for n in names if n.strip().lower() in columns), None)
+
+
 def _csv_set(path: Path, kind_column: str | None = None) -> LabelledSet:
     """The rows of a path,label CSV as samples; a missing file or an unknown label is refused in one line."""
     names = {c.lower(): i for i, c in enumerate(CLASS_NAMES)} | {str(i): i for i in range(len(CLASS_NAMES))}
-    try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise UsageError(f"{path}: cannot read the labels CSV ({getattr(exc, 'strerror', None) or exc})") from None
-    columns = {c.strip().lower(): c for c in (rows[0].keys() if rows else []) if c}
-    column = columns.get("path") or columns.get("file")
-    if not rows or column is None or "label" not in columns:
+    rows = read_csv_rows(path)
+    column, label_column = csv_column(rows, "path", "file"), csv_column(rows, "label")
+    if not rows or column is None or label_column is None:
         raise UsageError(f"{path}: a labels CSV needs a header with path (or file) and label, and at least one row")
-    kind = columns.get(kind_column.strip().lower()) if kind_column else None
+    kind = csv_column(rows, kind_column) if kind_column else None
     if kind_column and kind is None:
-        raise UsageError(f"{path}: no column {kind_column!r} for --by-kind (columns: {', '.join(columns.values())})")
+        raise UsageError(f"{path}: no column {kind_column!r} for --by-kind (columns: {', '.join(c for c in rows[0] if c)})")
     samples, missing, others = [], [], set()
     for n, row in enumerate(rows, start=2):  # row 1 is the header
-        rel, label = (row.get(column) or "").strip(), (row.get(columns["label"]) or "").strip()
+        rel, label = (row.get(column) or "").strip(), (row.get(label_column) or "").strip()
         if label.lower() == "other":
             others.add(rel)
             label = CLASS_NAMES[0]

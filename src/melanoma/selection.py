@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .data import csv_column, read_csv_rows
 from .errors import UsageError
 
 SETS = ("isic", "pad", "val")
@@ -42,26 +43,12 @@ def path_key(path: str) -> str:
     return "/".join(p for p in parts if p != "..")
 
 
-def _read_rows(path: Path, what: str) -> list[dict]:
-    try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise UsageError(f"{path}: cannot read the {what} ({getattr(exc, 'strerror', None) or exc})") from None
-    if not rows:
-        raise UsageError(f"{path}: the {what} has no rows")
-    return rows
-
-
-def _column(rows: list[dict], *names: str) -> str | None:
-    columns = {c.strip().lower(): c for c in rows[0] if c}
-    return next((columns[n] for n in names if n in columns), None)
-
-
 def read_labels(path: Path) -> dict[str, tuple[str, str]]:
     """A labels CSV: image key -> (unit, source); the unit is the row's lesion_id, else the image."""
-    rows = _read_rows(path, "labels CSV")
-    file, lesion, source = _column(rows, "path", "file"), _column(rows, "lesion_id"), _column(rows, "source")
+    rows = read_csv_rows(path, "labels CSV")
+    if not rows:
+        raise UsageError(f"{path}: the labels CSV has no rows")
+    file, lesion, source = csv_column(rows, "path", "file"), csv_column(rows, "lesion_id"), csv_column(rows, "source")
     if file is None:
         raise UsageError(f"{path}: a labels CSV needs a path (or file) column")
     out = {}
@@ -90,9 +77,11 @@ def read_set(folder: Path) -> dict[str, ScoredImage]:
         labels = read_labels(data)
     else:
         labels = {}  # a folder of Benign/ and Malignant/: each image its own unit
-    rows = _read_rows(predictions, "predictions CSV")
-    file, score = _column(rows, "path", "file"), _column(rows, "p_malignant")
-    label = _column(rows, "label")
+    rows = read_csv_rows(predictions, "predictions CSV")
+    if not rows:
+        raise UsageError(f"{predictions}: the predictions CSV has no rows")
+    file, score = csv_column(rows, "path", "file"), csv_column(rows, "p_malignant")
+    label = csv_column(rows, "label")
     if file is None or score is None or label is None:
         raise UsageError(f"{predictions}: needs path, label and p_malignant columns (as `melanoma evaluate` writes them)")
     out: dict[str, ScoredImage] = {}

@@ -25,7 +25,6 @@ The weights are bound by every duty of every source's licence: `weights_licence`
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import logging
 import math
@@ -34,7 +33,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data import CLASS_NAMES, Sample, scan
+from .data import CLASS_NAMES, Sample, read_csv_rows, scan
 from .errors import UsageError
 from .images import IMAGE_SUFFIXES
 
@@ -176,10 +175,9 @@ def scan_source(src: Source, prefix: bool) -> list[SourceSample]:
 def _from_labels_csv(src: Source, tag: str) -> list[SourceSample]:
     path = src.path / "labels.csv"
     try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise UsageError(f"source {src.name}: cannot read {path} ({getattr(exc, 'strerror', None) or exc})") from None
+        rows = read_csv_rows(path)
+    except UsageError as exc:
+        raise UsageError(f"source {src.name}: {exc}") from None
     if not rows or not {"file", "label"} <= set(rows[0]):
         raise UsageError(f"source {src.name}: {path} needs a header with file and label (and optionally diagnosis, lesion_id)")
     labels = {c.lower(): i for i, c in enumerate(CLASS_NAMES)}
