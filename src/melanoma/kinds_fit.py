@@ -21,11 +21,11 @@ from torch import nn
 from . import model as models
 from .calibration import calibrated_probability, threshold_for_sensitivity
 from .errors import UsageError
-from .explain import infer
 from .kinds import KINDS, OTHER_CANCERS, code_of, differential, other_cancer
 from .model import linear_head
 from .modelinfo import ModelInfo
 from .preprocess import normalize
+from .scoring import inferences
 
 REGULARISATION = 0.01  # LogisticRegression's C on standardised features; see fit's docstring
 CHUNK = 256  # images decoded and scored at a time (memory)
@@ -94,7 +94,7 @@ def kinds_operating_point(model: models.Classifier, info: ModelInfo, split, targ
     va, va_codes = labelled(split.samples, split.va)
     if not va_codes:
         return replace(info, kinds=kinds, other_threshold=None, other_target_sensitivity=None, kinds_validation={})
-    outs = [infer(model, x, cam=False) for x in batches(split, va, info.preprocess)]  # on the CPU
+    outs = list(inferences(model, split.views_of(va), info.preprocess))  # on the CPU
     p_mel = calibrated_probability(np.concatenate([np.asarray(o.logits, np.float32) for o in outs]), info.temperature)
     diff = differential(p_mel, np.concatenate([o.kinds for o in outs if o.kinds is not None]), kinds)
     p_other = other_cancer(diff, kinds)

@@ -171,12 +171,11 @@ def refit(int8: "OnnxModel", info: ModelInfo, views: np.ndarray, labels: np.ndar
     from dataclasses import replace
 
     from .calibration import operating_point
-    from .explain import infer
     from .metrics import binary_metrics
     from .ood import cutoff_of
-    from .preprocess import normalize_nhwc
+    from .scoring import inferences
 
-    outs = [infer(int8, normalize_nhwc(views[i : i + 64], info.preprocess), cam=False) for i in range(0, len(views), 64)]
+    outs = list(inferences(int8, views, info.preprocess))
     logits = np.concatenate([o.logits for o in outs])
     temperature, p, threshold = operating_point(logits, labels, info.target_sensitivity)
     threshold = info.threshold if threshold is None else threshold

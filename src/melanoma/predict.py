@@ -26,9 +26,9 @@ from .kinds import differential, other_cancer, verdict
 from .preprocess import Preprocess, model_view, normalize, normalize_nhwc, view_box
 
 if TYPE_CHECKING:
+    from .inference import Engine
     from .model import Classifier
     from .modelinfo import ModelInfo
-    from .onnx_model import OnnxModel
 
 NOT_A_DIAGNOSIS = (
     "This is not a diagnosis. It is a research tool that can be wrong in both directions. "
@@ -69,18 +69,18 @@ def predictions(out: Inference, info: ModelInfo) -> list[Prediction]:
                        verdict(float(p), o, info), o, r) for p, s, o, r in zip(ps, scores, others, ranked)]
 
 
-def model_input(model: Classifier | OnnxModel, views: np.ndarray, pre: Preprocess):
+def model_input(model: Classifier | Engine, views: np.ndarray, pre: Preprocess):
     """A stack of model views (N x H x W x 3 uint8) normalised for `model`: numpy NHWC for ONNX
     Runtime (`normalize_nhwc`, no torch), a torch batch for the torch model (`normalize`)."""
     return normalize_nhwc(views, pre) if model.engine == "onnx" else normalize(views, pre)
 
 
-def predict_views(model: Classifier | OnnxModel, info: ModelInfo, views: np.ndarray) -> list[Prediction]:
+def predict_views(model: Classifier | Engine, info: ModelInfo, views: np.ndarray) -> list[Prediction]:
     """Predictions for a stack of model views (N x H x W x 3 uint8, see preprocess.model_view)."""
     return predictions(infer(model, model_input(model, views, info.preprocess), cam=False), info)
 
 
-def analyse(model: Classifier | OnnxModel, info: ModelInfo, image: Image.Image) -> tuple[Prediction, np.ndarray | None, np.ndarray]:
+def analyse(model: Classifier | Engine, info: ModelInfo, image: Image.Image) -> tuple[Prediction, np.ndarray | None, np.ndarray]:
     """Prediction, Grad-CAM map (model-view resolution; None for a model file without maps) and the
     model view, from one preprocessing."""
     view = model_view(image, info.preprocess)
@@ -88,7 +88,7 @@ def analyse(model: Classifier | OnnxModel, info: ModelInfo, image: Image.Image) 
     return predictions(out, info)[0], None if out.cam is None else out.cam[0], view
 
 
-def explain(model: Classifier | OnnxModel, info: ModelInfo, image: Image.Image, alpha: float = 0.45) -> tuple[Prediction, np.ndarray]:
+def explain(model: Classifier | Engine, info: ModelInfo, image: Image.Image, alpha: float = 0.45) -> tuple[Prediction, np.ndarray]:
     """Prediction and a Grad-CAM overlay at the image's own resolution."""
     pred, cam, _ = analyse(model, info, image)
     assert cam is not None  # a model with maps (callers check model.maps)
@@ -144,7 +144,7 @@ def ahead(pool: Executor | None, fn: Callable, items: Iterable, depth: int) -> I
         yield queue.popleft().result()
 
 
-def predict_with_cam(model: Classifier | OnnxModel, info: ModelInfo, views: np.ndarray) -> tuple[list[Prediction], np.ndarray]:
+def predict_with_cam(model: Classifier | Engine, info: ModelInfo, views: np.ndarray) -> tuple[list[Prediction], np.ndarray]:
     """Predictions and Grad-CAM maps for a stack of model views, from one pass."""
     out = infer(model, model_input(model, views, info.preprocess), target=len(info.class_names) - 1)
     assert out.cam is not None  # infer's cam=True
@@ -199,7 +199,7 @@ def torch_threads(n: int):
         torch.set_num_threads(before)
 
 
-def run(paths: list[str], model: Classifier | OnnxModel, info: ModelInfo, csv_path: str | None, cam_dir: str | None,
+def run(paths: list[str], model: Classifier | Engine, info: ModelInfo, csv_path: str | None, cam_dir: str | None,
         batch_size: int | None = None, workers: int | None = None) -> int:
     """Print a line per image, in the order found (path, P(melanoma), the verdict in words (kinds.verdict), and `ok` or
     `unlike-training` by the OOD score, `-` when the model carries none); optional CSV and overlays

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, NamedTuple, cast
 
 import numpy as np
@@ -22,10 +23,23 @@ if TYPE_CHECKING:
     import torch
 
     from .images import ImageError
+    from .inference import Inference
     from .preprocess import Preprocess
     from .split import Split
 
 LOG = logging.getLogger(__name__)
+
+
+def inferences(model, views: list[np.ndarray] | np.ndarray, pre: Preprocess, batch_size: int = 64, cam: bool = False,
+               device=None) -> Iterator[Inference]:
+    """`explain.infer` over model views (H x W x 3 uint8), a batch at a time, each batch normalised
+    for the model's engine (`predict.model_input`) and, for the torch network, moved to `device`: the
+    one loop every batch pass goes through."""
+    from .predict import model_input
+
+    for start in range(0, len(views), batch_size):
+        x = model_input(model, np.stack(list(views[start : start + batch_size])), pre)
+        yield infer(model, x.to(device) if device is not None else x, cam=cam)
 
 
 def score_views(model, info: ModelInfo, views: list[np.ndarray] | np.ndarray, batch_size: int = 64,
@@ -33,11 +47,10 @@ def score_views(model, info: ModelInfo, views: list[np.ndarray] | np.ndarray, ba
     """P(malignant), the Grad-CAM maps (with `cam`; None without) and the OOD scores (NaN where the
     model carries no fit) of model views (H x W x 3 uint8), a batch at a time; with `keep`, each
     view's whole `predict.Prediction` (verdict, differential) is appended to it."""
-    from .predict import model_input, predictions
+    from .predict import predictions
 
     probs, cams, oods = [], [], []
-    for start in range(0, len(views), batch_size):
-        out = infer(model, model_input(model, np.stack(views[start : start + batch_size]), info.preprocess), cam=cam)  # type: ignore[arg-type]  # an array stacks too
+    for out in inferences(model, views, info.preprocess, batch_size, cam):
         preds = predictions(out, info)  # what predict, the API and the page return for these images
         if keep is not None:
             keep += preds
@@ -102,11 +115,7 @@ def predict_logits(model, arrays: list[np.ndarray], pre: Preprocess, device=None
     `explain.infer`, on `device` (the CPU by default)."""
     import torch
 
-    from .preprocess import normalize
-
-    device = device or torch.device("cpu")
-    out = [cast("torch.Tensor", infer(model, normalize(torch.from_numpy(np.stack(arrays[i : i + batch_size])).to(device), pre), cam=False).logits).float().cpu()
-           for i in range(0, len(arrays), batch_size)]
+    out = [cast("torch.Tensor", o.logits).float().cpu() for o in inferences(model, arrays, pre, batch_size, device=device)]
     return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
 
 
