@@ -194,7 +194,7 @@ def test_evaluate_a_folder_of_benign_and_malignant_with_the_shift_suite(folder_s
     assert (out / "shifts.md").read_text().count("\n| ") == len(SHIFTS) // 2 + 2  # header, rule, a row per change
     assert "Shift suite" in r.stdout and "lower resolution" in r.stdout
     rows = (out / "predictions.csv").read_text().splitlines()
-    assert rows[0] == "path,label,p_malignant,ood_score" and len(rows) == 25 and rows[1].startswith("Benign/")
+    assert rows[0] == "path,label,p_malignant,ood_score,verdict,p_other_cancer,top_kind" and len(rows) == 25 and rows[1].startswith("Benign/")
 
 
 @pytest.mark.slow
