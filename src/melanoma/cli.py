@@ -230,6 +230,10 @@ def _calibrate(args) -> int:
     run = {k: v for k, v in info.validation.items() if k in RUN_RECORD}
     info = replace(info, temperature=float(temperature), threshold=float(threshold), target_sensitivity=args.target_sensitivity,
                    validation={**validation_record(split, p, threshold), **run})
+    if model.kinds is not None:  # the other-cancer estimate shares what the melanoma estimate leaves (kinds.py): choose its threshold again
+        from .kinds_fit import kinds_operating_point
+
+        info = kinds_operating_point(model, info, split, info.other_target_sensitivity or 0.9)
     models.save(Path(args.out), model, info)
     print(f"wrote {args.out}", file=sys.stderr)
     print("\n".join(operating_point_lines(info)))

@@ -24,7 +24,7 @@ from .errors import UsageError
 from .kinds import KINDS, OTHER_CANCERS, code_of, differential, other_cancer
 from .model import linear_head
 from .modelinfo import ModelInfo
-from .preprocess import normalize
+from .ood_fit import pooled_features
 from .scoring import inferences
 
 REGULARISATION = 0.01  # LogisticRegression's C on standardised features; see fit's docstring
@@ -38,16 +38,11 @@ def labelled(samples: list, idx: np.ndarray) -> tuple[np.ndarray, list[str]]:
     return idx[keep], [codes[j] for j in keep]  # type: ignore[misc]  # the kept codes are not None
 
 
-def batches(split, idx: np.ndarray, pre):
-    """The images `idx` of a split as normalised batches of CHUNK (decoded as they are needed)."""
-    for start in range(0, len(idx), CHUNK):
-        yield normalize(np.stack(split.views_of(idx[start:start + CHUNK])), pre)
-
-
 def pooled(model: models.Classifier, split, idx: np.ndarray, pre) -> np.ndarray:
-    """The pooled last-stage features of the images `idx`: what the head (and a kinds head) reads."""
-    with torch.no_grad():
-        return np.concatenate([model.features(x).float().mean((2, 3)).numpy() for x in batches(split, idx, pre)])
+    """The pooled last-stage features of the images `idx` (ood_fit.pooled_features, decoded CHUNK at a
+    time for memory): what the head, and a kinds head, reads."""
+    return np.concatenate([pooled_features(model, split.views_of(idx[start:start + CHUNK]), pre).numpy()
+                           for start in range(0, len(idx), CHUNK)])
 
 
 def fit(model: models.Classifier, info: ModelInfo, data_dir: Path, target_sensitivity: float) -> ModelInfo:
@@ -100,7 +95,8 @@ def kinds_operating_point(model: models.Classifier, info: ModelInfo, split, targ
     p_other = other_cancer(diff, kinds)
     is_other = np.array([c in OTHER_CANCERS for c in va_codes])
     threshold = threshold_for_sensitivity(p_other, is_other.astype(int), target_sensitivity) if is_other.any() else None
-    record = kinds_record(va_codes, kinds, diff, p_mel >= info.threshold, p_other >= threshold if threshold is not None else p_other > 1)
+    other_called = p_other >= threshold if threshold is not None else np.zeros(len(p_other), bool)
+    record = kinds_record(va_codes, kinds, diff, p_mel >= info.threshold, other_called)
     return replace(info, kinds=kinds, other_threshold=threshold, other_target_sensitivity=target_sensitivity if threshold is not None else None,
                    kinds_validation=record)
 
