@@ -158,7 +158,7 @@ def bundled_int8(tmp_path_factory, data_dir):
     own = views("train", 24)
     labels = np.repeat([0, 1], 24)
     path = tmp_path_factory.mktemp("int8") / "int8.onnx"
-    refitted = quantize(model, info, own[:16], (own, labels), path)
+    refitted = quantize(model, info, own[:24], (own, labels), path)  # ranges collected in two chunks of 12
     return model, info, refitted, path, own, views("test", 40)
 
 
@@ -178,6 +178,7 @@ def test_int8_export_carries_the_model_and_is_calibrated_as_itself(bundled_int8)
     assert v["float_convs_first"] in KEEP_FLOAT_FIRST  # how many of the first convolutions stayed float
     # more stay float only while the int8 graph ranks these views worse than the float graph did
     assert not ranks_worse(v) or v["float_convs_first"] == KEEP_FLOAT_FIRST[-1]
+    assert 0.5 < v["float_verdicts_kept"] <= 1  # the float graph's verdicts on the same views that it kept
     assert int8.info.temperature != info.temperature and int8.info.ood_cutoff != info.ood_cutoff
     own_preds = predict_views(int8, int8.info, own)
     assert v["sensitivity"] >= info.target_sensitivity  # the threshold was chosen on its own scores
@@ -197,6 +198,13 @@ def test_int8_export_keeps_the_float_models_verdicts(bundled_int8):
     exact, quantised = predict_views(model, info, test), predict_views(int8, int8.info, test)
     assert np.mean([a.label == b.label for a, b in zip(exact, quantised)]) >= 0.95
     assert np.abs(np.array([a.p_malignant - b.p_malignant for a, b in zip(exact, quantised)])).mean() < 0.05
+
+
+def test_int8_calibration_chunks_divide_the_images():
+    """ONNX Runtime's strided calibration takes equal chunks: the largest of at most CALIBRATION_CHUNK that divides."""
+    from melanoma.onnx_model import CALIBRATION_CHUNK, chunk
+
+    assert chunk(128) == CALIBRATION_CHUNK == 16 and chunk(24) == 12 and chunk(7) == 7 and chunk(127) == 1 and chunk(1) == 1
 
 
 def test_int8_export_refuses_other_training_data(small_data, tmp_path):

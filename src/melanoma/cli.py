@@ -313,10 +313,12 @@ def _export(args) -> int:
         v = refitted.validation
         print(f"int8 refitted on its {v['images']} validation images: temperature {refitted.temperature:.3f} (float {info.temperature:.3f}), "
               f"threshold {refitted.threshold:.3f} (float {info.threshold:.3f}), sensitivity {v['sensitivity']:.4f}, "
-              f"specificity {v['specificity']:.4f}, ROC AUC {v['auc']:.4f}; its first {v['float_convs_first']} convolutions kept float", file=sys.stderr)
+              f"specificity {v['specificity']:.4f}, ROC AUC {v['auc']:.4f}, {v['float_verdicts_kept']:.1%} of the float graph's verdicts kept; "
+              f"its first {v['float_convs_first']} convolutions kept float", file=sys.stderr)
         if ranks_worse(v):
-            print(f"note: {args.onnx}: the int8 graph ranks the validation images worse than the float graph (ROC AUC "
-                  f"{v['auc']:.4f} against {v['float_graph_auc']:.4f}) even with its first {v['float_convs_first']} "
+            print(f"note: {args.onnx}: the int8 graph ranks the validation images worse than the float graph or changes its verdicts "
+                  f"(ROC AUC {v['auc']:.4f} against {v['float_graph_auc']:.4f}; {v['float_verdicts_kept']:.1%} of its verdicts kept) "
+                  f"even with its first {v['float_convs_first']} "
                   "convolutions kept float: use the float export (without --int8) where the verdict matters",
                   file=sys.stderr)
     print(f"wrote {args.onnx}", file=sys.stderr)
