@@ -1,0 +1,116 @@
+"""One spot's outline and shape, as `melanoma compare` measures it: the mask (the project's lesion
+segmentation, lesion.lesion_mask, with a threshold shared by the two photos of a pair), its area,
+longest diameter, border irregularity, asymmetry and mean colour (CIE Lab).
+
+The shape measures are the usual ones of the dermoscopy literature, computed by scikit-image's
+regionprops; only the asymmetry score is written here (a few lines: the mask folded over its two
+principal axes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass
+class Shape:
+    area: float  # pixels of the frame it was measured in
+    diameter: float  # longest diameter (maximum Feret diameter), pixels
+    border: float  # perimeter^2 / (4 pi area): 1 for a circle, more for a ragged or lobed border
+    asymmetry: float  # 0-1: the share of the spot left uncovered when folded over its principal axes (mean of the two)
+    lab: tuple[float, float, float]  # mean CIE Lab colour inside the spot
+
+    def as_dict(self) -> dict:
+        return {"area_px": round(self.area, 1), "diameter_px": round(self.diameter, 2), "border": round(self.border, 4),
+                "asymmetry": round(self.asymmetry, 4), "lab": [round(v, 2) for v in self.lab]}
+
+
+def spot_gray(rgb: np.ndarray) -> np.ndarray:
+    """The gray photo the outline is drawn on: hairs taken out (dark thin lines found by a black-hat
+    filter and painted over from around them, as DullRazor does) and smoothed over about 1% of the side,
+    so that a spot of scattered dots or a faint lobe reads as one region in both photos."""
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    side = max(gray.shape)
+    k = max(3, round(side / 30)) | 1
+    hair = cv2.morphologyEx(gray, cv2.MORPH_BLACKHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))) > 12
+    hair = cv2.dilate(hair.astype(np.uint8), np.ones((3, 3), np.uint8))
+    if hair.mean() < 0.25:  # more is the spot's own texture, not hair
+        gray = cv2.inpaint(gray, hair, max(3, round(side / 100)), cv2.INPAINT_TELEA)
+    return cv2.GaussianBlur(gray, (0, 0), max(1.0, side / 100))
+
+
+def joint_threshold(grays: list[np.ndarray], lits: list[np.ndarray]) -> float:
+    """Otsu's threshold over the lit pixels of both photos at once, so that one edge contrast means
+    one outline in both (a threshold of each photo's own would move with how much of it is spot)."""
+    values = np.concatenate([g[lit] for g, lit in zip(grays, lits)])
+    if values.size < 100:
+        return 0.0
+    t, _ = cv2.threshold(values.reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return float(t)
+
+
+def spot_mask(gray: np.ndarray, lit: np.ndarray, threshold: float, near: np.ndarray | None = None) -> np.ndarray:
+    """The spot on `spot_gray`: lit pixels darker than `threshold`, gaps closed, specks removed and holes filled; of its connected
+    parts the one most overlapping `near` (another mask in the same frame), else the one that is
+    largest for its distance from the centre (as preprocess.lesion_box chooses). All False if none."""
+    size = max(3, round(min(gray.shape) / 40)) | 1
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    dark = cv2.morphologyEx(cv2.morphologyEx(((gray < threshold) & lit).astype(np.uint8), cv2.MORPH_CLOSE, disc), cv2.MORPH_OPEN, disc)
+    n, labels, stats, centres = cv2.connectedComponentsWithStats(dark)
+    if n <= 1:
+        return np.zeros(gray.shape, bool)
+    area = stats[1:, cv2.CC_STAT_AREA].astype(np.float64)
+    if near is not None and near.any():
+        overlap = np.bincount(labels[near], minlength=n)[1:].astype(np.float64)
+        k = 1 + int(np.argmax(overlap)) if overlap.max() > 0 else 0
+    else:
+        h, w = gray.shape
+        off = np.hypot(centres[1:, 0] / w - 0.5, centres[1:, 1] / h - 0.5)
+        k = 1 + int(np.argmax(area / (1 + 4 * off)))
+    if k == 0 or stats[k, cv2.CC_STAT_AREA] < 0.002 * gray.size:
+        return np.zeros(gray.shape, bool)
+    return fill_holes(labels == k)
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """`mask` with its enclosed holes filled (a regressing, paler centre is still the spot)."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    filled = np.zeros(mask.shape, np.uint8)
+    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
+    return filled > 0
+
+
+def asymmetry(mask: np.ndarray, centroid: tuple[float, float], orientation: float) -> float:
+    """The mask turned so its major axis lies along x, about its centroid, then folded over each axis:
+    the share of its area the fold leaves uncovered, the mean of the two folds (0 for an ellipse)."""
+    cy, cx = centroid
+    angle = -np.degrees(orientation) + 90  # regionprops' orientation: between the row axis and the major axis
+    h, w = mask.shape
+    side = int(np.ceil(2 * np.hypot(h, w)))
+    m = np.array([[1, 0, side / 2 - cx], [0, 1, side / 2 - cy]], np.float64)
+    centred = cv2.warpAffine(mask.astype(np.uint8), m, (side, side), flags=cv2.INTER_NEAREST)
+    turned = cv2.warpAffine(centred, cv2.getRotationMatrix2D((side / 2, side / 2), angle, 1.0), (side, side), flags=cv2.INTER_NEAREST) > 0
+    area = max(int(turned.sum()), 1)
+    folds = [np.logical_xor(turned, turned[::-1, :]).sum() / (2 * area), np.logical_xor(turned, turned[:, ::-1]).sum() / (2 * area)]
+    return float(np.mean(folds))
+
+
+def shape(mask: np.ndarray, rgb: np.ndarray) -> Shape:
+    """The measures of a non-empty spot mask on its photo (H x W x 3 uint8, the same frame)."""
+    from skimage.color import rgb2lab
+    from skimage.measure import regionprops
+
+    props = regionprops(mask.astype(np.uint8))[0]
+    lab = rgb2lab(rgb[mask][None].astype(np.float64) / 255.0)[0].mean(axis=0)
+    return Shape(area=float(props.area), diameter=float(props.feret_diameter_max),
+                 border=float(props.perimeter ** 2 / (4 * np.pi * props.area)),
+                 asymmetry=asymmetry(mask, props.centroid, props.orientation), lab=(float(lab[0]), float(lab[1]), float(lab[2])))
+
+
+def delta_e(a: Shape, b: Shape) -> float:
+    """CIE Delta E 2000 between the two spots' mean colours (about 1: just noticeable; over 10: clearly another colour)."""
+    from skimage.color import deltaE_ciede2000
+
+    return float(deltaE_ciede2000(np.array(a.lab), np.array(b.lab)))
