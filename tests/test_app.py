@@ -183,3 +183,28 @@ def test_trained_on_names_only_the_kinds_a_source_records():
     line = trained_on(info)
     assert not re.search(r"\ball\b", line)
     assert "benign ones include moles (nevi); taught as not melanoma, though not harmless: basal cell carcinomas." in line
+
+
+def test_compare_two_photos_of_one_spot_and_a_bad_file(tiny_model_file, monkeypatch, data_dir):
+    """The page's compare part: the same photo under other light reads as the same spot with next to no change and
+    shows the aligned picture; two different spots are not compared; a file that is not an image is named."""
+    at = page(tiny_model_file, monkeypatch)
+    at.radio[0].set_value("Compare two photos of one spot").run()
+    assert not at.exception and len(at.file_uploader) == 2
+    photo = sorted((data_dir / "train" / "Malignant").glob("*.jpg"))[0]
+    brighter = io.BytesIO()
+    Image.eval(Image.open(photo).convert("RGB"), lambda v: min(255, int(v * 1.1))).save(brighter, "JPEG", quality=95)
+    at.file_uploader[0].set_value([(photo.name, photo.read_bytes(), "image/jpeg")])
+    at.file_uploader[1].set_value([("brighter.jpg", brighter.getvalue(), "image/jpeg")]).run()
+    assert not at.exception
+    text = text_of(at)
+    assert "goes to a doctor" in text and "Earlier photo:" in text, text
+    assert "were not compared" not in text, text
+    area = [m for m in at.metric if m.label == "Area"]
+    assert area and abs(float(area[0].value.rstrip("%"))) < 5
+    assert len(at.get("image")) == 1
+    other = sorted((data_dir / "train" / "Benign").glob("*.jpg"))[5]
+    at.file_uploader[1].set_value([(other.name, other.read_bytes(), "image/jpeg")]).run()
+    assert "were not compared" in text_of(at) and not at.get("image")
+    at.file_uploader[1].set_value([("broken.jpg", b"not an image", "image/jpeg")]).run()
+    assert not at.exception and "**broken.jpg** could not be used" in text_of(at)

@@ -1,4 +1,4 @@
-"""The HTTP API for programs: `melanoma api` serves it with uvicorn (FastAPI application). About 300
+"""The HTTP API for programs: `melanoma api` serves it with uvicorn (FastAPI application). About 370
 lines: the routes, their limits and the bounded worker pool are one piece that its tests hold together.
 
 - `POST /v1/predict` (multipart, one or more files in the field `file`; `?cam=true` adds the
@@ -6,6 +6,9 @@ lines: the routes, their limits and the bounded worker pool are one piece that i
   predict` (images.load_image on the uploaded bytes, the model's view, predict.predict_views or
   predict.predict_with_cam), with the photo checks of the page (quality.assess). A file that cannot
   be read gets an entry with `error`; 200 when at least one file was read, 422 when none was.
+- `POST /v1/compare` (multipart, one image in each of the fields `before` and `after`): the object
+  `melanoma compare --json` prints (compare_report.answer), with `files` naming the uploads; a missing
+  or extra image, or one that cannot be read, gets 422 with the field and the reason.
 - `GET /v1/model`: what the model is, what it can do (`engine`: torch or onnx; `maps`: whether it gives
   Grad-CAM overlays, without which `?cam=true` answers without them) and its measured figures.
   `GET /healthz`: liveness. The model file is a .safetensors or an .onnx one (loader.load_model).
@@ -69,6 +72,7 @@ LOG = logging.getLogger(__name__)
 DECODE_AT_ONCE = 2  # full-resolution images decoded at once in a process: up to ~0.4 GB each at 64 megapixels
 _DECODING = threading.BoundedSemaphore(DECODE_AT_ONCE)
 RETRY_AFTER_SECONDS = 2
+COMPARE_SIDE = 1024  # POST /v1/compare keeps each photo at most this many pixels on its longest side (compare.WORK_SIDE is less)
 
 
 @dataclass(frozen=True)
@@ -193,6 +197,28 @@ class Service:
         return entries
 
 
+    def compare(self, files: list[tuple[str, str, bytes]]) -> JSONResponse:
+        """POST /v1/compare: one image in each of `before` and `after` (compare_report.answer); each decoded
+        in turn and kept only as a copy of at most COMPARE_SIDE pixels on its longest side."""
+        from .compare_report import answer
+
+        counts = {f: sum(field == f for field, _, _ in files) for f in ("before", "after")}
+        if counts != {"before": 1, "after": 1}:
+            return error(422, "send exactly one image in each of the multipart fields 'before' and 'after' "
+                              f"(got {counts['before']} and {counts['after']})")
+        copies = {}
+        for field_name, name, data in files:
+            try:
+                with _DECODING:
+                    image = load_image(data, name=name)
+                    image.thumbnail((COMPARE_SIDE, COMPARE_SIDE), Image.Resampling.LANCZOS)
+                    copies[field_name] = image
+            except ImageError as exc:
+                return error(422, f"{field_name}: {exc}")
+        body, _ = answer(copies["before"], copies["after"], self.model, self.info)
+        return JSONResponse({**body, "files": {f: name for f, name, _ in files}})
+
+
 def describe(model, info, path: Path) -> dict:
     """What GET /v1/model answers: the model, what it can do, its checksums (the tensors' as a
     .safetensors file records them, and the file's, which metrics files name) and its measured figures."""
@@ -219,6 +245,10 @@ UPLOAD_SCHEMA = {"requestBody": {"required": True, "content": {"multipart/form-d
     "type": "object", "required": ["file"],
     "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"},
                             "description": "one or more images (JPEG, PNG, WebP, BMP, TIFF, GIF, HEIC)"}}}}}}}
+COMPARE_SCHEMA = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["before", "after"],
+    "properties": {"before": {"type": "string", "format": "binary", "description": "the earlier photo of the spot"},
+                   "after": {"type": "string", "format": "binary", "description": "the later photo of the same spot"}}}}}}}
 
 
 def create_app(model_path: str | None = None, api_key: str | None = None, cors_origins: list[str] | None = None,
@@ -256,11 +286,8 @@ def create_app(model_path: str | None = None, api_key: str | None = None, cors_o
     async def model_description() -> dict:
         return service.about
 
-    @app.post("/v1/predict", summary="Estimate melanoma for each uploaded image", openapi_extra=UPLOAD_SCHEMA,
-              dependencies=[Depends(authorised)],
-              responses={413: {"description": "too large or too many files, or too many pixels"}, 408: {"description": "upload too slow"},
-                         422: {"description": "no file could be read"}, 503: {"description": "busy: retry after the Retry-After header's seconds"}})
-    async def predict_files(request: Request, cam: bool = Query(False, description="add the Grad-CAM overlay as a base64 PNG")) -> JSONResponse:
+    async def admitted(request: Request, fields: tuple[str, ...], work) -> JSONResponse:
+        """The queue's limits, the upload (files of `fields`) and its pixel limit, then `work(files)` in the pool."""
         declared = request.headers.get("content-length", "")
         size = min(int(declared), limits.request_bytes) if declared.isdigit() else limits.request_bytes
         if service.busy >= limits.queue or service.busy_bytes + size > limits.queue_bytes:
@@ -268,16 +295,34 @@ def create_app(model_path: str | None = None, api_key: str | None = None, cors_o
                          {"Retry-After": str(RETRY_AFTER_SECONDS)})
         service.busy, service.busy_bytes = service.busy + 1, service.busy_bytes + size
         try:
-            uploads = await read_uploads(request, limits)
-            pixels = sum(pixel_count(data) or 0 for _, data in uploads)
+            files = await read_uploads(request, limits, fields)
+            pixels = sum(pixel_count(data) or 0 for _, _, data in files)
             if pixels > limits.request_pixels:
                 return error(413, f"the images total {pixels / 1e6:.0f} megapixels, over the {limits.request_pixels / 1e6:.0f} megapixel "
                                   "limit per request; send fewer or smaller images at once")
-            entries = await asyncio.get_running_loop().run_in_executor(service.pool, service.answer, uploads, cam)
+            return await asyncio.get_running_loop().run_in_executor(service.pool, work, files)
         finally:
             service.busy, service.busy_bytes = service.busy - 1, service.busy_bytes - size
-        status = 200 if any("error" not in e for e in entries) else 422
-        return JSONResponse({"results": entries, "not_a_diagnosis": predict.NOT_A_DIAGNOSIS}, status_code=status)
+
+    @app.post("/v1/predict", summary="Estimate melanoma for each uploaded image", openapi_extra=UPLOAD_SCHEMA,
+              dependencies=[Depends(authorised)],
+              responses={413: {"description": "too large or too many files, or too many pixels"}, 408: {"description": "upload too slow"},
+                         422: {"description": "no file could be read"}, 503: {"description": "busy: retry after the Retry-After header's seconds"}})
+    async def predict_files(request: Request, cam: bool = Query(False, description="add the Grad-CAM overlay as a base64 PNG")) -> JSONResponse:
+        def work(files) -> JSONResponse:
+            entries = service.answer([(name, data) for _, name, data in files], cam)
+            status = 200 if any("error" not in e for e in entries) else 422
+            return JSONResponse({"results": entries, "not_a_diagnosis": predict.NOT_A_DIAGNOSIS}, status_code=status)
+
+        return await admitted(request, ("file",), work)
+
+    @app.post("/v1/compare", summary="Two photos of one spot, months apart: what changed (as `melanoma compare --json`)",
+              openapi_extra=COMPARE_SCHEMA, dependencies=[Depends(authorised)],
+              responses={413: {"description": "too large, or too many pixels"}, 408: {"description": "upload too slow"},
+                         422: {"description": "not one image in each of 'before' and 'after', or one could not be read"},
+                         503: {"description": "busy: retry after the Retry-After header's seconds"}})
+    async def compare_files(request: Request) -> JSONResponse:
+        return await admitted(request, ("before", "after"), service.compare)
 
     if cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
@@ -286,10 +331,11 @@ def create_app(model_path: str | None = None, api_key: str | None = None, cors_o
     return app
 
 
-async def read_uploads(request: Request, limits: Limits) -> list[tuple[str, bytes]]:
-    """The files of the field `file`, as (name, bytes), in the order sent."""
+async def read_uploads(request: Request, limits: Limits, fields: tuple[str, ...] = ("file",)) -> list[tuple[str, str, bytes]]:
+    """The files of the multipart fields `fields`, as (field, name, bytes), field by field in the order sent."""
+    named = " and ".join(f"'{f}'" for f in fields)
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-        raise HTTPException(415, "send the images as multipart/form-data, in the field 'file'")
+        raise HTTPException(415, f"send the images as multipart/form-data, in the field{'s' if len(fields) > 1 else ''} {named}")
     try:
         form = await InMemoryParser(request.headers, request.stream(), max_files=limits.files, max_fields=limits.files).parse()
     except MultiPartException as exc:
@@ -297,10 +343,11 @@ async def read_uploads(request: Request, limits: Limits) -> list[tuple[str, byte
         raise HTTPException(413 if too_many else 400, f"at most {limits.files} files per request" if too_many
                             else f"the multipart body could not be read ({exc.message})") from None
     try:
-        files = [f for f in form.getlist("file") if isinstance(f, UploadFile)]  # the files, not text fields
+        files = [(name, f) for name in fields for f in form.getlist(name) if isinstance(f, UploadFile)]  # the files, not text fields
         if not files:
-            raise HTTPException(422, "no file: send one or more images in the multipart field 'file'")
-        return [(f.filename or f"upload {i + 1}", await f.read()) for i, f in enumerate(files)]
+            raise HTTPException(422, "no file: send one or more images in the multipart field 'file'" if fields == ("file",)
+                                else f"no file: send one image in each of the multipart fields {named}")
+        return [(name, f.filename or f"upload {i + 1}", await f.read()) for i, (name, f) in enumerate(files)]
     finally:
         await form.close()
 

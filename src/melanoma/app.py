@@ -1,4 +1,5 @@
-"""The web page: upload skin-spot photos, see the verdict, the probability and the Grad-CAM overlay.
+"""The web page: upload skin-spot photos, see the verdict, the probability and the Grad-CAM overlay;
+or compare two photos of one spot taken months apart (app_compare.py).
 
 Only widgets here: images are read by `images.load_image`, predictions and maps come from
 `predict` / `explain`, warnings from `quality`. Uploads stay in memory; nothing is written to disk
@@ -255,6 +256,12 @@ def main() -> None:
             "- Good, even light; no flash glare, no shadows.\n- One spot per photo; no rulers or ink marks if you can.\n"
             "- The model was trained on dermoscopy images; ordinary phone photos are less reliable."
         )
+    compare = "Compare two photos of one spot"
+    if st.radio("What would you like to do?", ["Check photos", compare], horizontal=True) == compare:
+        from melanoma.app_compare import show_compare
+
+        show_compare(model, info)
+        return
     files = st.file_uploader(
         f"Upload one or more photos (JPEG, PNG, WebP, BMP, TIFF, HEIC; up to {MAX_FILE_BYTES // 2**20} MB each)",
         type=UPLOAD_TYPES, accept_multiple_files=True,

@@ -1,5 +1,5 @@
 """The `melanoma` command: the parser and one short handler per subcommand (audit, train, describe,
-evaluate, fit-ood, calibrate, ensemble, select, predict, export, bench, serve, api, loadtest). Over 300 lines because it holds
+evaluate, fit-ood, calibrate, ensemble, select, predict, compare, check-compare, export, bench, serve, api, loadtest). Over 300 lines because it holds
 every subcommand's flags and help in one place, where `tests/test_documented_commands.py` checks the
 docs against them; each handler imports what it needs when it runs."""
 
@@ -296,6 +296,43 @@ def _predict(args) -> int:
     return run(args.paths, model, info, args.csv, cam, workers=args.workers)
 
 
+def _compare(args) -> int:
+    import json
+
+    from .compare_report import answer, picture, text
+    from .images import ImageError, load_image
+    from .loader import load_model
+
+    try:
+        before, after = load_image(args.before), load_image(args.after)
+    except ImageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    model, info = load_model(args.model)
+    body, result = answer(before, after, model, info)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "compare.json").write_text(json.dumps(body, indent=1) + "\n")
+        drawn = picture(result)
+        if drawn is not None:
+            drawn.save(out / "compare.png")
+        else:
+            (out / "compare.png").unlink(missing_ok=True)  # an earlier pair's picture would read as this one's
+        print(f"wrote {out / 'compare.json'}" + ("" if drawn is None else f" and {out / 'compare.png'}"), file=sys.stderr)
+    print(json.dumps(body) if args.json else text(body, args.before, args.after))
+    return 0
+
+
+def _check_compare(args) -> int:
+    from .compare_check import run
+    from .data import resolve_data_dir
+
+    summary = run(resolve_data_dir(args.data), Path(args.ham), Path(args.out), n=args.pairs, seed=args.seed)["summary"]
+    print("\n".join(f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}" for k, v in summary.items()))
+    return 0
+
+
 def _export(args) -> int:
     require_extra("onnx", "melanoma export")
     from .model import load
@@ -511,6 +548,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=whole(0), help="threads decoding images ahead of the model (default: 1, or one per core beyond 2, "
                                                     "up to 4; 0: decoded between batches)")
     r.set_defaults(func=_predict)
+
+    m = sub.add_parser("compare", help="two photos of one spot, months apart: aligned, outlined, and what changed")
+    m.add_argument("before", metavar="BEFORE", help="the earlier photo")
+    m.add_argument("after", metavar="AFTER", help="the later photo")
+    m.add_argument("--model", help="model file for the two melanoma estimates (default: the bundled model)")
+    m.add_argument("--out", metavar="DIR", help="write compare.json and compare.png (both photos aligned, outlined, and the difference) into DIR")
+    m.add_argument("--json", action="store_true", help="print one JSON object instead of words")
+    m.set_defaults(func=_compare)
+
+    k = sub.add_parser("check-compare", help="how well `compare` reads change on pairs whose truth is known (docs/compare.md)")
+    k.add_argument("--data", help=data_help)
+    k.add_argument("--ham", default="../shared/data/extra-train/ham10000",
+                   help="HAM10000 folder with labels.csv (lesion_id): its same-lesion and different-lesion pairs (default %(default)s)")
+    k.add_argument("--pairs", type=whole(1), default=200, help="pairs of each kind (default %(default)s)")
+    k.add_argument("--seed", type=whole(0), default=0, help="which photos and changes are drawn (default %(default)s)")
+    k.add_argument("--out", required=True, help="the JSON file to write (every pair and the summary)")
+    k.set_defaults(func=_check_compare)
 
     o = sub.add_parser("fit-ood", help="fit the out-of-distribution score of a model file anew (weights, threshold and temperature unchanged)")
     o.add_argument("--model", help="model file (default: the bundled model)")

@@ -16,6 +16,7 @@ be told apart only by the skin around it, which is why a spot that fills the pho
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -93,10 +94,10 @@ def rough_spot(rgb: np.ndarray) -> np.ndarray:
 def skin(rgb: np.ndarray, *spots: np.ndarray) -> np.ndarray:
     """Lit pixels at least SKIN_MARGIN of the side away from each of `spots` (uint8 0/255, a mask for OpenCV)."""
     k = max(3, round(SKIN_MARGIN * max(rgb.shape[:2]))) | 1
-    near = np.zeros(rgb.shape[:2], np.uint8)
+    near = np.zeros(rgb.shape[:2], bool)
     for s in spots:
-        near |= s.astype(np.uint8)
-    near = cv2.dilate(near, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+        near |= s
+    near = cv2.dilate(near.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
     return ((lit_pixels(cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)) & (near == 0)) * 255).astype(np.uint8)
 
 
@@ -108,7 +109,8 @@ def keypoints(rgb: np.ndarray, spot: np.ndarray):
     lit = cv2.erode(lit_pixels(cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)).astype(np.uint8), np.ones((k, k), np.uint8))
     lit[:k // 2 + 1], lit[-(k // 2 + 1):], lit[:, :k // 2 + 1], lit[:, -(k // 2 + 1):] = 0, 0, 0, 0
     gray = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(gray_of(rgb))
-    points, descriptors = cv2.SIFT_create(nfeatures=4000, contrastThreshold=CONTRAST).detectAndCompute(gray, lit * 255)
+    sift: Any = cv2.SIFT_create  # type: ignore[attr-defined]  # OpenCV's stubs lack it
+    points, descriptors = sift(nfeatures=4000, contrastThreshold=CONTRAST).detectAndCompute(gray, lit * 255)
     on_skin = skin(rgb, spot)
     return points, descriptors, np.array([on_skin[min(int(p.pt[1]), rgb.shape[0] - 1), min(int(p.pt[0]), rgb.shape[1] - 1)] > 0 for p in points], bool)
 
@@ -136,8 +138,8 @@ def align(before: np.ndarray, after: np.ndarray) -> Alignment:
         return Alignment(None, 0, 0)
     pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(da, db, k=2)
     good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
-    pa = np.float32([ka[m.queryIdx].pt for m in good]).reshape(-1, 2)
-    pb = np.float32([kb[m.trainIdx].pt for m in good]).reshape(-1, 2)
+    pa = np.array([ka[m.queryIdx].pt for m in good], np.float32).reshape(-1, 2)
+    pb = np.array([kb[m.trainIdx].pt for m in good], np.float32).reshape(-1, 2)
     matrix, inliers = similarity(pa, pb)
     found = Alignment(matrix, inliers, len(good))
     if matrix is None or inliers < MIN_INLIERS:
@@ -164,7 +166,7 @@ def refine(found: Alignment, before: np.ndarray, after: np.ndarray, mb: np.ndarr
     except cv2.error:  # did not converge: keep the keypoints' transform
         return
     h, w = gb.shape
-    corners = np.float32([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]])
+    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float32)
     if np.abs(corners @ warp.T - corners @ inverse.T).max() <= 0.02 * WORK_SIDE:
         found.matrix, found.refined = cv2.invertAffineTransform(warp).astype(np.float64), True
 

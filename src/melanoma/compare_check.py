@@ -51,8 +51,9 @@ def grow(rgb: np.ndarray, mask: np.ndarray, growth: float) -> np.ndarray:
     big_r = np.hypot(gy - cy, gx - cx)
     r0 = 1.05 * reach[(np.degrees(np.arctan2(gy - cy, gx - cx)) % 360).astype(int) % bins]
     r1 = np.maximum(1.2 * r0, 1.1 * s * r0)
-    r = np.where(big_r <= s * r0, big_r / s, np.where(big_r < r1, r0 + (big_r - s * r0) * (r1 - r0) / (r1 - s * r0), big_r))
-    ratio = np.divide(r, big_r, out=np.ones_like(r), where=big_r > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):  # directions without spot pixels: r0 = 0, left as they are
+        r = np.where(big_r <= s * r0, big_r / s, np.where(big_r < r1, r0 + (big_r - s * r0) * (r1 - r0) / (r1 - s * r0), big_r))
+    ratio = np.divide(r, big_r, out=np.ones_like(r), where=(big_r > 0) & np.isfinite(r))
     mx, my = (cx + (gx - cx) * ratio).astype(np.float32), (cy + (gy - cy) * ratio).astype(np.float32)
     return cv2.remap(rgb, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
 
@@ -71,7 +72,7 @@ def jpeg(rgb: np.ndarray) -> Image.Image:
 def similarity(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     h, w = shape
     m = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-ROTATION, ROTATION), float(np.exp(rng.uniform(*np.log(SCALE)))))
-    m[:, 2] += rng.uniform(-SHIFT, SHIFT, 2) * (w, h)
+    m[:, 2] = m[:, 2] + rng.uniform(-SHIFT, SHIFT, 2) * (w, h)
     return m
 
 
@@ -118,7 +119,7 @@ def lesion_pairs(ham_dir: Path, n: int, seed: int) -> tuple[list[tuple[Path, Pat
     multi = sorted(k for k, v in by_lesion.items() if len(v) >= 2)
     same = [tuple(by_lesion[multi[i]][:2]) for i in rng.choice(len(multi), min(n, len(multi)), replace=False)]
     ids = sorted(by_lesion)
-    different = []
+    different: list[tuple[Path, Path]] = []
     while len(different) < n:
         a, b = rng.choice(len(ids), 2, replace=False)
         different.append((by_lesion[ids[a]][0], by_lesion[ids[b]][0]))

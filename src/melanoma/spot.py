@@ -28,17 +28,12 @@ class Shape:
 
 
 def spot_gray(rgb: np.ndarray) -> np.ndarray:
-    """The gray photo the outline is drawn on: hairs taken out (dark thin lines found by a black-hat
-    filter and painted over from around them, as DullRazor does) and smoothed over about 1% of the side,
-    so that a spot of scattered dots or a faint lobe reads as one region in both photos."""
+    """The gray photo the outline is drawn on, smoothed over about 1% of the side so that a spot of
+    scattered dots or a faint lobe reads as one region in both photos. (Painting hairs out first, as
+    DullRazor does, was tried and left out: on the check's pairs it also painted over the spot's own
+    dark texture and moved the outline, see docs/compare.md.)"""
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    side = max(gray.shape)
-    k = max(3, round(side / 30)) | 1
-    hair = cv2.morphologyEx(gray, cv2.MORPH_BLACKHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))) > 12
-    hair = cv2.dilate(hair.astype(np.uint8), np.ones((3, 3), np.uint8))
-    if hair.mean() < 0.25:  # more is the spot's own texture, not hair
-        gray = cv2.inpaint(gray, hair, max(3, round(side / 100)), cv2.INPAINT_TELEA)
-    return cv2.GaussianBlur(gray, (0, 0), max(1.0, side / 100))
+    return cv2.GaussianBlur(gray, (0, 0), max(1.0, max(gray.shape) / 100))
 
 
 def joint_threshold(grays: list[np.ndarray], lits: list[np.ndarray]) -> float:
@@ -54,7 +49,8 @@ def joint_threshold(grays: list[np.ndarray], lits: list[np.ndarray]) -> float:
 def spot_mask(gray: np.ndarray, lit: np.ndarray, threshold: float, near: np.ndarray | None = None) -> np.ndarray:
     """The spot on `spot_gray`: lit pixels darker than `threshold`, gaps closed, specks removed and holes filled; of its connected
     parts the one most overlapping `near` (another mask in the same frame), else the one that is
-    largest for its distance from the centre (as preprocess.lesion_box chooses). All False if none."""
+    largest for its distance from the centre (as preprocess.lesion_box chooses), passing over rings
+    (the darker edge of a dermoscope's lit field, which filled would be the whole field). All False if none."""
     size = max(3, round(min(gray.shape) / 40)) | 1
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
     dark = cv2.morphologyEx(cv2.morphologyEx(((gray < threshold) & lit).astype(np.uint8), cv2.MORPH_CLOSE, disc), cv2.MORPH_OPEN, disc)
@@ -63,15 +59,17 @@ def spot_mask(gray: np.ndarray, lit: np.ndarray, threshold: float, near: np.ndar
         return np.zeros(gray.shape, bool)
     area = stats[1:, cv2.CC_STAT_AREA].astype(np.float64)
     if near is not None and near.any():
-        overlap = np.bincount(labels[near], minlength=n)[1:].astype(np.float64)
-        k = 1 + int(np.argmax(overlap)) if overlap.max() > 0 else 0
+        score = np.bincount(labels[near], minlength=n)[1:].astype(np.float64)  # overlap with `near`
     else:
         h, w = gray.shape
-        off = np.hypot(centres[1:, 0] / w - 0.5, centres[1:, 1] / h - 0.5)
-        k = 1 + int(np.argmax(area / (1 + 4 * off)))
-    if k == 0 or stats[k, cv2.CC_STAT_AREA] < 0.002 * gray.size:
-        return np.zeros(gray.shape, bool)
-    return fill_holes(labels == k)
+        score = area / (1 + 4 * np.hypot(centres[1:, 0] / w - 0.5, centres[1:, 1] / h - 0.5))
+    for k in 1 + np.argsort(-score):
+        if score[k - 1] <= 0 or stats[k, cv2.CC_STAT_AREA] < 0.002 * gray.size:
+            break
+        filled = fill_holes(labels == k)
+        if filled.sum() <= 2 * stats[k, cv2.CC_STAT_AREA]:  # more: a ring around the lit field's darker edge, not a spot
+            return filled
+    return np.zeros(gray.shape, bool)
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
