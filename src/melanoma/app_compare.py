@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 
 import streamlit as st
+from PIL import Image
 
 from melanoma.compare_report import ADVICE, answer, picture
 from melanoma.images import ImageError, load_image
@@ -14,7 +15,7 @@ from melanoma.images import ImageError, load_image
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "heic", "heif", "gif"]
 
 
-def cached_comparison(before: bytes, after: bytes, model, info) -> tuple[dict, object]:
+def cached_comparison(before: bytes, after: bytes, model, info) -> tuple[dict, Image.Image | None]:
     """One comparison a session keeps (the last pair), so a rerun of the page does not redo it."""
     key = hashlib.sha256(before).hexdigest() + hashlib.sha256(after).hexdigest()
     kept = st.session_state.get("comparison")
