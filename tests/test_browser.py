@@ -87,6 +87,31 @@ def test_upload_in_a_real_browser(server, data_dir, tmp_path):
         shutil.copy(shot, os.environ["MELANOMA_SCREENSHOT"])
 
 
+def test_compare_two_photos_in_a_real_browser(server, data_dir, tmp_path):
+    """The compare part as a user meets it: choose it, upload an earlier and a later photo, see the change and the picture."""
+    need_browser()
+    url, _ = server
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    before = sorted((data_dir / "train" / "Malignant").glob("*.jpg"))[0]
+    after = tmp_path / "later.jpg"
+    Image.eval(Image.open(before).convert("RGB"), lambda v: min(255, int(v * 1.1))).save(after, quality=95)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        page.goto(url, timeout=60_000)
+        page.get_by_text("Compare two photos of one spot").click(timeout=60_000)
+        page.get_by_text("Earlier photo (before)").wait_for(timeout=60_000)
+        inputs = page.locator("input[type=file]")
+        inputs.nth(0).set_input_files(str(before))
+        inputs.nth(1).set_input_files(str(after))
+        page.get_by_text("Longest diameter").wait_for(timeout=60_000)
+        page.get_by_text("red: grown, blue: shrunk").wait_for(timeout=60_000)
+        assert page.get_by_text("goes to a doctor").count() >= 1 and page.get_by_text("Traceback").count() == 0
+        browser.close()
+
+
 def rss_kib(pid: int) -> int:
     """Resident memory of a process and its children (KiB), from /proc."""
     total = 0
