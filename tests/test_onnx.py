@@ -149,7 +149,7 @@ def bundled_int8(tmp_path_factory, data_dir):
     """`quantize` (what `export --int8` and the bench run) on the bundled model, ranges and calibration from a
     few Kaggle train images (the product uses the model's validation images); with those views and labels."""
     from melanoma.images import load_image
-    from melanoma.onnx_model import quantize
+    from melanoma.int8 import quantize
     from melanoma.preprocess import model_view
 
     model, info = load()
@@ -166,7 +166,7 @@ def bundled_int8(tmp_path_factory, data_dir):
 def test_int8_export_carries_the_model_and_is_calibrated_as_itself(bundled_int8):
     """A file that loads with its digest checked, marked int8, with the map and the OOD score, calibrated as
     itself (its own temperature, threshold and OOD cut-off from its own scores)."""
-    from melanoma.onnx_model import KEEP_FLOAT_FIRST, ranks_worse
+    from melanoma.int8 import KEEP_FLOAT_FIRST, ranks_worse
     from melanoma.predict import predict_views
 
     model, info, refitted, path, own, _ = bundled_int8
@@ -202,7 +202,7 @@ def test_int8_export_keeps_the_float_models_verdicts(bundled_int8):
 
 def test_int8_calibration_chunks_divide_the_images():
     """ONNX Runtime's strided calibration takes equal chunks: the largest of at most CALIBRATION_CHUNK that divides."""
-    from melanoma.onnx_model import CALIBRATION_CHUNK, chunk
+    from melanoma.int8 import CALIBRATION_CHUNK, chunk
 
     assert chunk(128) == CALIBRATION_CHUNK == 16 and chunk(24) == 12 and chunk(7) == 7 and chunk(127) == 1 and chunk(1) == 1
 

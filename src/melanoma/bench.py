@@ -85,7 +85,8 @@ def predict_throughput(model_file: str, data: Path, n: int, engine: str, keep: P
     if exports and engine == "int8" and not info.data_fingerprint:
         return {}  # no training run to draw validation images from (the random-weight baseline)
     if exports:
-        from .onnx_model import CALIBRATION_IMAGES, export, quantize
+        from .int8 import CALIBRATION_IMAGES, quantize
+        from .onnx_model import export
         from .split import validation_views
 
         tmp = tempfile.TemporaryDirectory(prefix="melanoma-bench-")  # removed when this phase's process ends

@@ -335,8 +335,9 @@ def _check_compare(args) -> int:
 
 def _export(args) -> int:
     require_extra("onnx", "melanoma export")
+    from .int8 import quantize, ranks_worse
     from .model import load
-    from .onnx_model import export, quantize, ranks_worse
+    from .onnx_model import export
 
     model, info = load(args.model)
     if not args.int8:
@@ -454,7 +455,7 @@ def _select(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .onnx_model import CALIBRATION_IMAGES
+    from .int8 import CALIBRATION_IMAGES
     from .recipe import TrainConfig
 
     p = argparse.ArgumentParser(prog="melanoma", description="Melanoma classifier for dermoscopy images (not a medical device).",
