@@ -454,25 +454,50 @@ def _select(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .int8 import CALIBRATION_IMAGES
-    from .recipe import TrainConfig
+DATA_HELP = "data folder laid out as the Kaggle download (train/, test/); default $MELANOMA_DATA or ../shared/data/melanoma"
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser: one `_add_<subcommand>` function per subcommand, in the order `melanoma --help` lists them."""
     p = argparse.ArgumentParser(prog="melanoma", description="Melanoma classifier for dermoscopy images (not a medical device).",
                                 epilog="exit status: 0 done, 1 something named could not be used or the run failed, "
                                        "2 a wrong command line, 130 stopped (Ctrl-C or SIGTERM)")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    data_help = "data folder laid out as the Kaggle download (train/, test/); default $MELANOMA_DATA or ../shared/data/melanoma"
+    _add_audit(sub)
+    _add_train(sub)
+    _add_describe(sub)
+    _add_evaluate(sub)
+    _add_predict(sub)
+    _add_compare(sub)
+    _add_check_compare(sub)
+    _add_fit_ood(sub)
+    _add_calibrate(sub)
+    _add_fit_kinds(sub)
+    _add_ensemble(sub)
+    _add_export(sub)
+    _add_bench(sub)
+    _add_serve(sub)
+    _add_api(sub)
+    _add_loadtest(sub)
+    _add_select(sub)
+    return p
 
+
+def _add_audit(sub) -> None:
     a = sub.add_parser("audit", help="counts, unreadable files, near-duplicates within train and across train/test")
-    a.add_argument("--data", help=data_help)
+    a.add_argument("--data", help=DATA_HELP)
     a.add_argument("--out", required=True, help="folder for audit.json, audit.md, test_near_duplicates.txt")
     a.add_argument("--strict", action="store_true", help="exit 1 when any file is unreadable")
     a.set_defaults(func=_audit)
 
+
+
+def _add_train(sub) -> None:
+    from .recipe import TrainConfig
+
     t = sub.add_parser("train", help="train a model (at most 30 epochs, early stopping) and calibrate it on validation")
-    t.add_argument("--data", help=data_help)
+    t.add_argument("--data", help=DATA_HELP)
     t.add_argument("--out", help="run folder for a new run: model.safetensors, checkpoint, history, curves")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or killed run from its last checkpoint")
     d = TrainConfig()
@@ -513,6 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="distil from this model file (repeat for an ensemble; trained on the same data, --seed and --val-fraction)")
     t.set_defaults(func=_train)
 
+
+
+def _add_describe(sub) -> None:
     i = sub.add_parser("describe", help="what a model file is: operating point, validation, training sources, the weights' licence")
     i.add_argument("--model", help="model file (default: the bundled model)")
     i.add_argument("--validation-csv", dest="validation_csv", metavar="FILE",
@@ -520,6 +548,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "$MELANOMA_DATA or ../shared/data/melanoma, or its sources file) as a labels CSV: path,label,source,lesion_id")
     i.set_defaults(func=_describe)
 
+
+
+def _add_evaluate(sub) -> None:
     e = sub.add_parser("evaluate", help="metrics and plots on the test split and its clean subset, or on any labelled images")
     e.add_argument("--model", help="model file (default: the bundled model)")
     e.add_argument("--data", help="the Kaggle layout (its test/ is scored, the clean subset measured against its train/), or a folder "
@@ -539,6 +570,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--bootstrap", type=whole(0), default=1000, help="bootstrap resamples for the ROC AUC interval (0: none)")
     e.set_defaults(func=_evaluate)
 
+
+
+def _add_predict(sub) -> None:
     r = sub.add_parser("predict", help="classify images (files or folders, searched recursively)")
     r.add_argument("paths", nargs="+", metavar="PATH")
     r.add_argument("--model", help="model file: .safetensors, or .onnx from `melanoma export` (run by ONNX Runtime) "
@@ -550,6 +584,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "up to 4; 0: decoded between batches)")
     r.set_defaults(func=_predict)
 
+
+
+def _add_compare(sub) -> None:
     m = sub.add_parser("compare", help="two photos of one spot, months apart: aligned, outlined, and what changed")
     m.add_argument("before", metavar="BEFORE", help="the earlier photo")
     m.add_argument("after", metavar="AFTER", help="the later photo")
@@ -558,8 +595,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true", help="print one JSON object instead of words")
     m.set_defaults(func=_compare)
 
+
+
+def _add_check_compare(sub) -> None:
     k = sub.add_parser("check-compare", help="how well `compare` reads change on pairs whose truth is known (docs/compare.md)")
-    k.add_argument("--data", help=data_help)
+    k.add_argument("--data", help=DATA_HELP)
     k.add_argument("--ham", default="../shared/data/extra-train/ham10000",
                    help="HAM10000 folder with labels.csv (lesion_id): its same-lesion and different-lesion pairs (default %(default)s)")
     k.add_argument("--pairs", type=whole(1), default=200, help="pairs of each kind (default %(default)s)")
@@ -567,36 +607,48 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--out", required=True, help="the JSON file to write (every pair and the summary)")
     k.set_defaults(func=_check_compare)
 
+
+
+def _add_fit_ood(sub) -> None:
     o = sub.add_parser("fit-ood", help="fit the out-of-distribution score of a model file anew (weights, threshold and temperature unchanged)")
     o.add_argument("--model", help="model file (default: the bundled model)")
-    o.add_argument("--data", help=data_help)
+    o.add_argument("--data", help=DATA_HELP)
     o.add_argument("--out", required=True, help="the model file to write (the model with the score)")
     o.add_argument("--sources", help=SOURCES_HELP)
     o.set_defaults(func=_fit_ood)
 
+
+
+def _add_calibrate(sub) -> None:
     c = sub.add_parser("calibrate", help="fit a model file's temperature and threshold anew for another target sensitivity "
                                          "(weights and OOD score unchanged)")
     c.add_argument("--model", help="model file (default: the bundled model)")
-    c.add_argument("--data", help=data_help)
+    c.add_argument("--data", help=DATA_HELP)
     c.add_argument("--target-sensitivity", type=fraction, required=True, help="validation sensitivity the threshold is chosen for")
     c.add_argument("--out", required=True, help="the model file to write")
     c.add_argument("--sources", help=SOURCES_HELP)
     c.set_defaults(func=_calibrate)
 
+
+
+def _add_fit_kinds(sub) -> None:
     k = sub.add_parser("fit-kinds", help="give a model file a kinds head (a differential over the seven kinds and the estimate of "
                                          "another skin cancer), fitted on its own training images; melanoma head unchanged")
     k.add_argument("--model", help="model file (default: the bundled model)")
-    k.add_argument("--data", help=data_help)
+    k.add_argument("--data", help=DATA_HELP)
     k.add_argument("--target-sensitivity", type=fraction, default=0.9,
                    help="validation sensitivity for other skin cancers the other-cancer threshold is chosen for (default 0.9)")
     k.add_argument("--out", required=True, help="the model file to write")
     k.add_argument("--sources", help=SOURCES_HELP)
     k.set_defaults(func=_fit_kinds)
 
+
+
+def _add_ensemble(sub) -> None:
     n = sub.add_parser("ensemble", help="several trained models as one model file (the mean of their logits), calibrated as a "
                                         "whole on the validation split they share")
     n.add_argument("members", nargs="+", metavar="MEMBER", help="member model files (same architecture, data and --split-seed)")
-    n.add_argument("--data", help=data_help)
+    n.add_argument("--data", help=DATA_HELP)
     n.add_argument("--target-sensitivity", type=fraction, required=True, help="validation sensitivity the threshold is chosen for")
     n.add_argument("--float16", action="store_true", help="keep the members' weights as float16 in the file (half its size; "
                    "the calibration is fitted on the rounded weights)")
@@ -604,19 +656,27 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--sources", help=SOURCES_HELP)
     n.set_defaults(func=_ensemble)
 
+
+
+def _add_export(sub) -> None:
+    from .int8 import CALIBRATION_IMAGES
+
     x = sub.add_parser("export", help="write the model as ONNX (with its threshold and preprocessing in the metadata)")
     x.add_argument("--onnx", required=True, metavar="FILE", help="the .onnx file to write")
     x.add_argument("--model", help="model file (default: the bundled model)")
     x.add_argument("--int8", action="store_true", help="statically quantised to int8, its ranges measured on the model's own "
                    "validation images (needs --data: the model's training data)")
-    x.add_argument("--data", help="with --int8: " + data_help)
+    x.add_argument("--data", help="with --int8: " + DATA_HELP)
     x.add_argument("--calibration-images", dest="calibration_images", type=whole(1), default=CALIBRATION_IMAGES,
                    help="with --int8: validation images the activation ranges are measured on (default %(default)s)")
     x.add_argument("--sources", help=SOURCES_HELP)
     x.set_defaults(func=_export)
 
+
+
+def _add_bench(sub) -> None:
     b = sub.add_parser("bench", help="time prediction, Grad-CAM, ONNX Runtime and training; writes bench.json and bench.md")
-    b.add_argument("--data", help=data_help)
+    b.add_argument("--data", help=DATA_HELP)
     b.add_argument("--out", required=True, help="folder for bench.json and bench.md")
     b.add_argument("--model", help="model file: .safetensors (timed as torch, ONNX and int8 exports) or .onnx (timed as it is) "
                                    "(default: the bundled model)")
@@ -625,12 +685,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--train-images", dest="train_images", type=whole(1), default=320, help="training images for the training speed (default %(default)s)")
     b.set_defaults(func=_bench)
 
+
+
+def _add_serve(sub) -> None:
     s = sub.add_parser("serve", help="start the web page")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=whole(1, 65535), default=8501)
     s.add_argument("--model", help="model file (default: the bundled model)")
     s.set_defaults(func=_serve)
 
+
+
+def _add_api(sub) -> None:
     h = sub.add_parser("api", help="start the HTTP API (POST /v1/predict, GET /v1/model, /healthz; docs at /docs)")
     h.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
     h.add_argument("--port", type=whole(1, 65535), default=8000)
@@ -642,10 +708,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let web pages from this origin call the API (repeatable; default: none)")
     h.set_defaults(func=_api)
 
+
+
+def _add_loadtest(sub) -> None:
     g = sub.add_parser("loadtest", help="the HTTP API under load on loopback: errors, answers against predict, latency, memory")
     g.add_argument("--out", required=True, help="folder for loadtest.json and loadtest.md")
     g.add_argument("--image", help="the image every request sends (default: the first test/Benign image of --data)")
-    g.add_argument("--data", help=data_help)
+    g.add_argument("--data", help=DATA_HELP)
     g.add_argument("--model", help="model file (default: the bundled model)")
     g.add_argument("--clients", type=whole(1), default=32, help="concurrent clients (default %(default)s)")
     g.add_argument("--requests", type=whole(1), default=1000, help="requests in all (default %(default)s)")
@@ -654,6 +723,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--time-limit", dest="time_limit", type=positive, default=600, help="seconds before the load is stopped (default %(default)s)")
     g.set_defaults(func=_loadtest)
 
+
+
+def _add_select(sub) -> None:
     q = sub.add_parser("select", help="whether a candidate replaces the bundled model, by the rule of docs/selection.md: "
                                       "paired bootstrap of F on the development sets")
     q.add_argument("reference", metavar="REFERENCE_DIR", help="the bundled model's scored folder: {isic,pad,val}/ from `melanoma evaluate`")
@@ -665,7 +737,6 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--log", metavar="FILE.md", help="add one line to the log table that ends this file (docs/selection.md)")
     q.add_argument("--resamples", type=whole(1), default=2000, help="paired bootstrap resamples (default %(default)s, seed 0)")
     q.set_defaults(func=_select)
-    return p
 
 
 def log_to_stderr() -> None:
