@@ -161,8 +161,11 @@ def refine(found: Alignment, before: np.ndarray, after: np.ndarray, mb: np.ndarr
     inverse = cv2.invertAffineTransform(found.matrix).astype(np.float32)  # ECC warps BEFORE's pixels into AFTER's
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-5)
     try:
-        _, warp = cv2.findTransformECCWithMask(gb.astype(np.float32), ga.astype(np.float32), mb, ma, inverse.copy(),
-                                               cv2.MOTION_AFFINE, criteria, 5)
+        if hasattr(cv2, "findTransformECCWithMask"):  # OpenCV 4.13 on: both photos' skin
+            _, warp = cv2.findTransformECCWithMask(gb.astype(np.float32), ga.astype(np.float32), mb, ma, inverse.copy(),
+                                                   cv2.MOTION_AFFINE, criteria, 5)
+        else:  # older: AFTER's skin only
+            _, warp = cv2.findTransformECC(gb.astype(np.float32), ga.astype(np.float32), inverse.copy(), cv2.MOTION_AFFINE, criteria, ma, 5)
     except cv2.error:  # did not converge: keep the keypoints' transform
         return
     h, w = gb.shape
