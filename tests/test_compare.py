@@ -3,6 +3,7 @@ two spots never read as one, and the command and the API endpoint as a user meet
 check (200 pairs of each kind) is `melanoma check-compare`, kept in docs/compare/check.json."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,3 +116,28 @@ def test_api_compare_answers_as_the_command_and_refuses_in_one_line(tmp_path, sp
     none = client.post("/v1/compare", data={"x": "y"})
     assert none.status_code in (415, 422) and "'before' and 'after'" in none.json()["error"]
     assert "/v1/compare" in client.get("/openapi.json").json()["paths"]
+
+
+CHECK = Path(__file__).resolve().parents[1] / "docs" / "compare" / "check.json"
+# Issue 38's bars, set before `melanoma check-compare` was run; a known miss is an expected failure naming its bar
+COMPARE_BARS = {"grown_within_5_points": 0.90, "same_lesion_read_same": 0.90, "different_read_different": 0.95}
+COMPARE_MISSED = {"grown_within_5_points": "87.9% of grown pairs within 5 points (docs/compare/check.json, 2026-12-07): bar 90%",
+                  "same_lesion_read_same": "80.5% of HAM10000 same-lesion pairs read as one spot (2026-12-07): bar 90%"}
+
+
+def check_summary() -> dict:
+    result = json.loads(CHECK.read_text())
+    grown, lesions = result["grown"], result["lesions"]
+    # the summary is what its rows say (so a figure cannot be written by hand)
+    within = np.mean([abs(g.get("area_change_pct", np.inf) - g["true_area_change_pct"]) <= 5 for g in grown])
+    assert result["summary"]["grown_within_5_points"] == pytest.approx(within)
+    assert result["summary"]["same_lesion_read_same"] == pytest.approx(np.mean([r["same_spot"] for r in lesions if r["same_lesion"]]))
+    assert result["summary"]["different_read_different"] == pytest.approx(np.mean([not r["same_spot"] for r in lesions if not r["same_lesion"]]))
+    assert len(grown) >= 190 and sum(r["same_lesion"] for r in lesions) == 200 and sum(not r["same_lesion"] for r in lesions) == 200
+    return result["summary"]
+
+
+@pytest.mark.parametrize("bar", [pytest.param(b, marks=pytest.mark.xfail(strict=True, reason=COMPARE_MISSED[b])) if b in COMPARE_MISSED else b
+                                 for b in COMPARE_BARS])
+def test_the_kept_check_meets_the_issues_bars(bar):
+    assert check_summary()[bar] >= COMPARE_BARS[bar]
