@@ -216,7 +216,7 @@ def test_int8_export_refuses_other_training_data(small_data, tmp_path):
     if named:
         (tmp_path / named).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / named).write_text(f'[[source]]\nname = "kaggle"\npath = "{small_data}"\nlicence = "CC0-1.0"\n')
-    r = melanoma_cli("export", "--int8", "--onnx", tmp_path / "int8.onnx", "--data", small_data, cwd=tmp_path)
+    r = melanoma_cli("export", "--int8", "--onnx", tmp_path / "int8.onnx", *([] if named else ["--data", small_data]), cwd=tmp_path)
     assert r.returncode == 1 and "not the training images and validation split the model was trained with" in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "int8.onnx").exists()
 

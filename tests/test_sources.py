@@ -341,7 +341,11 @@ per_epoch = {{ nv = 3 }}
 
     # the run's split drawn again from the sources file it records (fit-ood, export --int8), and a resume
     r = melanoma_cli("fit-ood", "--model", out / "model.safetensors", "--data", small_data, "--out", tmp_path / "refit.safetensors")
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.returncode == 1 and "trained from a sources file" in r.stderr and "--sources FILE" in r.stderr  # refused, not ignored
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "refit.safetensors").exists()
+    (tmp_path / "elsewhere").mkdir()
+    r = melanoma_cli("fit-ood", "--model", out / "model.safetensors", "--out", tmp_path / "refit.safetensors", cwd=tmp_path / "elsewhere")
+    assert r.returncode == 0, r.stderr[-2000:]  # from another folder: the sources file names the folders
     assert load(tmp_path / "refit.safetensors")[1].ood_cutoff == pytest.approx(info.ood_cutoff, rel=1e-5)
     r = melanoma_cli("train", "--resume", out)
     assert r.returncode == 0, r.stderr[-2000:]

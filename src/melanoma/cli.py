@@ -107,11 +107,11 @@ def _describe(args) -> int:
 
 def _validation_csv(info: ModelInfo, out: Path) -> None:
     """`describe --validation-csv`: the model's own validation images, drawn again from its recorded split, as a labels CSV."""
-    from .data import check_outside, resolve_data_dir
+    from .data import check_outside
     from .selection import write_validation_csv
-    from .split import model_split
+    from .split import model_data_dir, model_split
 
-    data = resolve_data_dir(None)  # as calibrate and fit-ood without --data: $MELANOMA_DATA or ../shared/data/melanoma
+    data = model_data_dir(info, None)  # as calibrate and fit-ood without --data: its sources file, or $MELANOMA_DATA or the default
     check_outside(data, out)
     n = write_validation_csv(model_split(info, data, keep_views=False), out)
     print(f"wrote {out} ({n} validation images)", file=sys.stderr)
@@ -150,14 +150,15 @@ def kinds_lines(info: ModelInfo) -> list[str]:
 
 def _fit_kinds(args) -> int:
     from . import model as models
-    from .data import check_outside, resolve_data_dir
+    from .data import check_outside
     from .kinds_fit import fit
-    from .split import with_sources
+    from .split import model_data_dir, with_sources
 
-    data = resolve_data_dir(args.data)
-    check_outside(data, args.out)
     model, info = models.load(args.model)
-    info = fit(model, with_sources(info, args.sources), data, args.target_sensitivity)
+    info = with_sources(info, args.sources)
+    data = model_data_dir(info, args.data)
+    check_outside(data, args.out)
+    info = fit(model, info, data, args.target_sensitivity)
     models.save(Path(args.out), model, info)
     print(f"wrote {args.out}", file=sys.stderr)
     print("\n".join(kinds_lines(info)))
@@ -195,13 +196,13 @@ def _fit_ood(args) -> int:
 
     from . import model as models
     from . import ood_fit
-    from .data import check_outside, resolve_data_dir
-    from .split import model_split, with_sources
+    from .data import check_outside
+    from .split import model_data_dir, model_split, with_sources
 
-    data = resolve_data_dir(args.data)
-    check_outside(data, args.out)
     model, info = models.load(args.model)  # fitted on its run's training images, its cut-off set on its validation split
     info = with_sources(info, args.sources)
+    data = model_data_dir(info, args.data)
+    check_outside(data, args.out)
     split = model_split(info, data)
     cutoff = ood_fit.attach(model, info.preprocess, split.views_of(split.tr), split.labels[split.tr], split.views_of(split.va))
     assert model.ood is not None  # set by ood_fit.attach
@@ -215,14 +216,14 @@ def _calibrate(args) -> int:
 
     from . import model as models
     from .calibration import operating_point
-    from .data import check_outside, resolve_data_dir
+    from .data import check_outside
     from .scoring import predict_logits, validation_record
-    from .split import model_split, with_sources
+    from .split import model_data_dir, model_split, with_sources
 
-    data = resolve_data_dir(args.data)
-    check_outside(data, args.out)
     model, info = models.load(args.model)
     info = with_sources(info, args.sources)
+    data = model_data_dir(info, args.data)
+    check_outside(data, args.out)
     split = model_split(info, data, keep_views=False)  # only the validation images are decoded for the model
     logits = predict_logits(model, split.views_of(split.va), info.preprocess)
     temperature, p, threshold = operating_point(logits, split.labels[split.va], args.target_sensitivity)
@@ -242,14 +243,15 @@ def _calibrate(args) -> int:
 
 def _ensemble(args) -> int:
     from . import model as models
-    from .data import check_outside, resolve_data_dir
+    from .data import check_outside
     from .ensemble import calibrate_whole, combine
-    from .split import with_sources
+    from .split import model_data_dir, with_sources
 
-    data = resolve_data_dir(args.data)
-    check_outside(data, args.out)
     model, info = combine(args.members, half=args.float16)
-    info = calibrate_whole(model, with_sources(info, args.sources), data, args.target_sensitivity)
+    info = with_sources(info, args.sources)
+    data = model_data_dir(info, args.data)
+    check_outside(data, args.out)
+    info = calibrate_whole(model, info, data, args.target_sensitivity)
     models.save(Path(args.out), model, info)
     print(f"wrote {args.out}", file=sys.stderr)
     print("\n".join(member_lines(info) + operating_point_lines(info)))
@@ -338,15 +340,16 @@ def _export(args) -> int:
     from .int8 import quantize, ranks_worse
     from .model import load
     from .onnx_model import export
+    from .split import model_data_dir
 
     model, info = load(args.model)
     if not args.int8:
         export(model, info, args.onnx)
     else:
-        from .data import resolve_data_dir
         from .split import validation_views, with_sources
 
-        views, labels = validation_views(with_sources(info, args.sources), resolve_data_dir(args.data))
+        info = with_sources(info, args.sources)
+        views, labels = validation_views(info, model_data_dir(info, args.data))
         refitted = quantize(model, info, views[: args.calibration_images], (views, labels), args.onnx)
         v = refitted.validation
         print(f"int8 refitted on its {v['images']} validation images: temperature {refitted.temperature:.3f} (float {info.temperature:.3f}), "

@@ -38,8 +38,10 @@ class Sample:
     kind: str = ""  # a finer label from a labels CSV's column (evaluate --by-kind), e.g. the diagnosis
 
 
-def check_outside(data: Path, *outputs: str | os.PathLike | None) -> None:
-    """Refuse any output path inside the data folder: the project never writes there."""
+def check_outside(data: Path | None, *outputs: str | os.PathLike | None) -> None:
+    """Refuse any output path inside the data folder (None: none given): the project never writes there."""
+    if data is None:
+        return
     for out in outputs:
         if out is not None and Path(out).resolve().is_relative_to(data.resolve()):
             raise UsageError(f"{out}: inside the data folder {data}; write outputs elsewhere")

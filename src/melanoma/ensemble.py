@@ -63,7 +63,7 @@ def combine(paths: list[str], half: bool = False) -> tuple[models.Ensemble, Mode
     return ensemble, info
 
 
-def calibrate_whole(model: models.Ensemble, info: ModelInfo, data_dir: Path, target_sensitivity: float) -> ModelInfo:
+def calibrate_whole(model: models.Ensemble, info: ModelInfo, data_dir: Path | None, target_sensitivity: float) -> ModelInfo:
     """Fit the ensemble's OOD score on the members' shared training images and its temperature,
     threshold (for `target_sensitivity`) and cut-off on their shared validation images."""
     from . import ood_fit

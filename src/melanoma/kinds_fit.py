@@ -45,7 +45,7 @@ def pooled(model: models.Classifier, split, idx: np.ndarray, pre) -> np.ndarray:
                            for start in range(0, len(idx), CHUNK)])
 
 
-def fit(model: models.Classifier, info: ModelInfo, data_dir: Path, target_sensitivity: float) -> ModelInfo:
+def fit(model: models.Classifier, info: ModelInfo, data_dir: Path | None, target_sensitivity: float) -> ModelInfo:
     """Attach a kinds head to `model` (fitted on its training split's images that name a kind) and
     return its ModelInfo with the kinds, the other-cancer threshold (the highest that keeps
     `target_sensitivity` of the validation split's other skin cancers) and the head's validation figures.

@@ -152,7 +152,23 @@ def with_sources(info: ModelInfo, sources: str | None) -> ModelInfo:
     return replace(info, train_config={**info.train_config, "sources": sources})
 
 
-def model_split(info: ModelInfo, data_dir: Path, keep_views: bool = True) -> Split:
+def model_data_dir(info: ModelInfo, data: str | None) -> Path | None:
+    """The Kaggle folder a model's split is drawn again from (`--data`, else $MELANOMA_DATA or the default);
+    None for a model trained from a sources file, whose folders the file names (`--sources` names another
+    copy of it), so that the commands work from any folder. `--data` given for such a model is refused,
+    not ignored."""
+    from .data import resolve_data_dir
+
+    recorded = info.train_config.get("sources")
+    if recorded:
+        if data:
+            raise UsageError(f"--data {data}: this model was trained from a sources file ({recorded}), which names its training "
+                             "folders; give another copy of that file with --sources FILE instead")
+        return None
+    return resolve_data_dir(data)
+
+
+def model_split(info: ModelInfo, data_dir: Path | None, keep_views: bool = True) -> Split:
     """The training images and validation split the run that made a model drew, drawn again from its
     recorded settings and checked against the digests it carries; with `keep_views=False` no view is
     kept (`views_of` decodes the ones asked for: 21,221 views are 3.2 GB)."""
@@ -161,11 +177,12 @@ def model_split(info: ModelInfo, data_dir: Path, keep_views: bool = True) -> Spl
                          recipe.get("val_fraction", 0.1), split_seed_of(recipe), keep_views=keep_views)
     digest = info.validation.get("split_sha256")  # models from before the digest: the split is drawn by the same settings
     if split.fingerprint != info.data_fingerprint or digest not in (None, split.digest):
-        raise UsageError(f"{data_dir}: not the training images and validation split the model was trained with")
+        where = data_dir if data_dir is not None else f"the sources file {recipe.get('sources')}"
+        raise UsageError(f"{where}: not the training images and validation split the model was trained with")
     return split
 
 
-def validation_views(info: ModelInfo, data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+def validation_views(info: ModelInfo, data_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
     """A model's own validation images (`model_split`) as model views, shuffled with seed 0, and
     their labels: `export --int8` measures activation ranges on the first `--calibration-images`
     and refits the int8 model's temperature, threshold and OOD cut-off on all of them."""
