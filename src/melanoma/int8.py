@@ -22,7 +22,7 @@ KEEP_FLOAT_LAST = 4  # int8: the last four convolutions (the last block and the 
 INT8_AUC_LOSS = 0.005  # int8: the validation ROC AUC an int8 graph may lose against the float model's
 INT8_VERDICTS_KEPT = 0.99  # int8: the share of the float graph's validation verdicts an int8 graph must keep
 CALIBRATION_IMAGES = 128  # int8: validation images the activation ranges come from
-CALIBRATION_CHUNK = 16  # int8: calibration images whose activations are held at once (see quantize)
+CALIBRATION_CHUNK = 8  # int8: calibration images whose activations are held at once (see quantize)
 
 
 def chunk(n: int) -> int:
