@@ -235,3 +235,21 @@ def test_the_deprecated_engine_option_still_works_with_a_warning_naming_the_new_
     assert r.returncode == 0 and r.stdout == plain.stdout and "--engine is deprecated and goes in melanoma 0.2.0" in r.stderr
     r = melanoma_cli("predict", image, "--engine", "onnx")  # the bundled .safetensors file: say what to give instead, in one line
     assert r.returncode == 2 and "give --model FILE.onnx" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_kept_int8_export_keeps_the_float_verdicts_on_the_test_images():
+    """Issue 37's bar: the bundled model's int8 export (docs/int8/kaggle, `melanoma evaluate --model FILE.onnx`) gives the
+    float model's verdict (docs/results), each at its own threshold, on at least 99% of the 2,000 test images."""
+    import csv
+    import json
+
+    from .conftest import ROOT
+
+    def verdicts(folder: str) -> dict[str, bool]:
+        threshold = json.loads((ROOT / folder / "metrics.json").read_text())["test"]["threshold"]
+        with open(ROOT / folder / "predictions.csv", newline="") as f:
+            return {r["path"]: float(r["p_malignant"]) >= threshold for r in csv.DictReader(f)}
+
+    exact, quantised = verdicts("docs/results"), verdicts("docs/int8/kaggle")
+    assert len(exact) == len(quantised) == 2000 and exact.keys() == quantised.keys()
+    assert np.mean([exact[p] == quantised[p] for p in exact]) >= 0.99
