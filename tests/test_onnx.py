@@ -158,7 +158,7 @@ def bundled_int8(tmp_path_factory, data_dir):
     own = views("train", 24)
     labels = np.repeat([0, 1], 24)
     path = tmp_path_factory.mktemp("int8") / "int8.onnx"
-    refitted = quantize(model, info, own[:24], (own, labels), path)  # ranges collected in two chunks of 12
+    refitted = quantize(model, info, own[:24], (own, labels), path)  # ranges collected in three chunks of 8
     return model, info, refitted, path, own, views("test", 40)
 
 
@@ -204,7 +204,7 @@ def test_int8_calibration_chunks_divide_the_images():
     """ONNX Runtime's strided calibration takes equal chunks: the largest of at most CALIBRATION_CHUNK that divides."""
     from melanoma.int8 import CALIBRATION_CHUNK, chunk
 
-    assert chunk(128) == CALIBRATION_CHUNK == 16 and chunk(24) == 12 and chunk(7) == 7 and chunk(127) == 1 and chunk(1) == 1
+    assert chunk(128) == CALIBRATION_CHUNK == 8 and chunk(24) == 8 and chunk(20) == 5 and chunk(7) == 7 and chunk(127) == 1 and chunk(1) == 1
 
 
 def test_int8_export_refuses_other_training_data(small_data, tmp_path):
