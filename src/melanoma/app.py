@@ -17,14 +17,13 @@ import streamlit as st
 
 from melanoma import predict
 from melanoma.explain import overlay
-from melanoma.images import MAX_FILE_BYTES, ImageError, load_image
+from melanoma.images import MAX_FILE_BYTES, UPLOAD_TYPES, ImageError, load_image
 from melanoma.kinds import KINDS, MELANOMA_SUSPECTED, OTHER_SUSPECTED, OTHER_TARGET, SENT_TO_DOCTOR
 from melanoma.loader import load_model
 from melanoma.modelinfo import ModelFileError
 from melanoma.preprocess import overlay_copy
 from melanoma.quality import assess
 
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "heic", "heif", "gif"]
 NOT_A_DIAGNOSIS = predict.NOT_A_DIAGNOSIS.replace("This is not a diagnosis.", "**This is not a diagnosis.**", 1)
 
 

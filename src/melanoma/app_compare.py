@@ -10,9 +10,7 @@ import streamlit as st
 from PIL import Image
 
 from melanoma.compare_report import ADVICE, answer, picture
-from melanoma.images import ImageError, load_image
-
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "heic", "heif", "gif"]
+from melanoma.images import UPLOAD_TYPES, ImageError, load_image
 
 
 def cached_comparison(before: bytes, after: bytes, model, info) -> tuple[dict, Image.Image | None]:

@@ -85,9 +85,14 @@ def gray_of(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
 
 
+def lit_of(rgb: np.ndarray) -> np.ndarray:
+    """The photo's lit pixels (lesion.lit_pixels: not the black field of a round dermoscope)."""
+    return lit_pixels(cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb))
+
+
 def rough_spot(rgb: np.ndarray) -> np.ndarray:
     """The spot by the photo's own threshold (before the pair's shared one can be known), for where not to align."""
-    gray, lit = spot_gray(rgb), lit_pixels(cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb))
+    gray, lit = spot_gray(rgb), lit_of(rgb)
     return spot_mask(gray, lit, joint_threshold([gray], [lit]))
 
 
@@ -98,20 +103,19 @@ def skin(rgb: np.ndarray, *spots: np.ndarray) -> np.ndarray:
     for s in spots:
         near |= s
     near = cv2.dilate(near.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-    return ((lit_pixels(cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)) & (near == 0)) * 255).astype(np.uint8)
+    return ((lit_of(rgb) & (near == 0)) * 255).astype(np.uint8)
 
 
-def keypoints(rgb: np.ndarray, spot: np.ndarray):
+def keypoints(rgb: np.ndarray, on_skin: np.ndarray):
     """SIFT keypoints and descriptors of the contrast-equalised gray photo, on lit pixels away from the
     edge of a dermoscope's black field (whose circle would match any other photo's), and for each
-    whether it lies on the skin around the spot (see `skin`)."""
+    whether it lies on the skin around the spot (`on_skin`, from `skin`)."""
     k = max(3, round(EDGE_MARGIN * max(rgb.shape[:2]))) | 1
-    lit = cv2.erode(lit_pixels(cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)).astype(np.uint8), np.ones((k, k), np.uint8))
+    lit = cv2.erode(lit_of(rgb).astype(np.uint8), np.ones((k, k), np.uint8))
     lit[:k // 2 + 1], lit[-(k // 2 + 1):], lit[:, :k // 2 + 1], lit[:, -(k // 2 + 1):] = 0, 0, 0, 0
     gray = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(gray_of(rgb))
     sift: Any = cv2.SIFT_create  # type: ignore[attr-defined]  # OpenCV's stubs lack it
     points, descriptors = sift(nfeatures=4000, contrastThreshold=CONTRAST).detectAndCompute(gray, lit * 255)
-    on_skin = skin(rgb, spot)
     return points, descriptors, np.array([on_skin[min(int(p.pt[1]), rgb.shape[0] - 1), min(int(p.pt[0]), rgb.shape[1] - 1)] > 0 for p in points], bool)
 
 
@@ -124,16 +128,16 @@ def similarity(pa: np.ndarray, pb: np.ndarray) -> tuple[np.ndarray | None, int]:
     return (None, 0) if matrix is None else (matrix, int(inlier.sum()))
 
 
-def align(before: np.ndarray, after: np.ndarray) -> Alignment:
-    """AFTER onto BEFORE: SIFT keypoints (`keypoints`), Lowe's ratio test, a similarity transform by
+def align(before: np.ndarray, after: np.ndarray, sb: np.ndarray, sa: np.ndarray) -> Alignment:
+    """AFTER onto BEFORE (`sb`, `sa`: each photo's `rough_spot`): SIFT keypoints (`keypoints`), Lowe's ratio test, a similarity transform by
     RANSAC (OpenCV's estimateAffinePartial2D) over all matches, whose agreeing count says whether the
     photos show the same skin. The transform the figures are measured with is the one the matches on
     the skin around the spot agree on, where at least MIN_SKIN_INLIERS do (else the spot's own points
     steer it, and a growth can read smaller: `Alignment.on_skin` is False), refined by ECC (affine) on
     the skin of both and kept only where it stays near the keypoints' transform."""
-    sb, sa = rough_spot(before), rough_spot(after)
-    kb, db, skin_b = keypoints(before, sb)
-    ka, da, skin_a = keypoints(after, sa)
+    mb, ma = skin(before, sb), skin(after, sa)
+    kb, db, skin_b = keypoints(before, mb)
+    ka, da, skin_a = keypoints(after, ma)
     if db is None or da is None or len(kb) < 2 or len(ka) < 2:
         return Alignment(None, 0, 0)
     pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(da, db, k=2)
@@ -149,7 +153,7 @@ def align(before: np.ndarray, after: np.ndarray) -> Alignment:
     if on_skin is not None and skin_inliers >= MIN_SKIN_INLIERS:
         found.matrix, found.on_skin = on_skin, True
     if SCALE_RANGE[0] <= found.scale <= SCALE_RANGE[1]:
-        refine(found, before, after, skin(before, sb), skin(after, sa))
+        refine(found, before, after, mb, ma)
     return found
 
 
@@ -187,7 +191,8 @@ def even_light(before: np.ndarray, after: np.ndarray, skin_mask: np.ndarray) -> 
 def compare(before_image: Image.Image, after_image: Image.Image) -> Comparison:
     """Align, outline and measure (see the module's docstring); no model involved."""
     before, after = work_copy(before_image), work_copy(after_image)
-    found = align(before, after)
+    rough_b = rough_spot(before)
+    found = align(before, after, rough_b, rough_spot(after))
     if found.matrix is None or found.inliers < MIN_INLIERS:
         return Comparison(False, f"too few keypoints agree on one alignment ({found.inliers}, at least {MIN_INLIERS} needed): "
                                  "the photos do not show the same skin", found)
@@ -197,10 +202,10 @@ def compare(before_image: Image.Image, after_image: Image.Image) -> Comparison:
     aligned = cv2.warpAffine(after, found.matrix, (w, h), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
     seen = cv2.warpAffine(np.ones(after.shape[:2], np.uint8), found.matrix, (w, h), flags=cv2.INTER_NEAREST) > 0
     seen = cv2.erode(seen.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0  # the resampled edge is not skin
-    rough_b, rough_a = rough_spot(before), rough_spot(aligned) & seen
+    rough_a = rough_spot(aligned) & seen
     aligned = even_light(before, aligned, skin(before, rough_b, rough_a) & (seen * 255).astype(np.uint8))
     grays = [spot_gray(before), spot_gray(aligned)]
-    lits = [lit_pixels(cv2.cvtColor(before, cv2.COLOR_RGB2YCrCb)) & seen, lit_pixels(cv2.cvtColor(aligned, cv2.COLOR_RGB2YCrCb)) & seen]
+    lits = [lit_of(before) & seen, lit_of(aligned) & seen]
     t = joint_threshold(grays, lits)
     mb = spot_mask(grays[0], lits[0], t)
     ma = spot_mask(grays[1], lits[1], t, near=mb)

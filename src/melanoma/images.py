@@ -24,6 +24,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     pass
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif"}
+UPLOAD_TYPES = sorted(s[1:] for s in IMAGE_SUFFIXES)  # the same, as the page's uploaders name them
 MAX_FILE_BYTES = 50 * 1024 * 1024  # a phone photo is 2-12 MB; anything past this is refused unread
 MAX_PIXELS = 64_000_000  # about 8000x8000; more is refused before decoding (decompression bombs)
 MIN_SIDE = 32  # smaller images carry no usable detail of a lesion

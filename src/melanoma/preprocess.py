@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 from PIL import Image
 
-from .lesion import lesion_mask
+from .lesion import centrality, lesion_mask
 
 if TYPE_CHECKING:
     import torch
@@ -82,9 +82,7 @@ def lesion_box(im: Image.Image, margin: float = 1.5, min_share: float = 0.5) -> 
     sh, sw = gray.shape
     if n <= 1:
         return crop_box(w, h)
-    area = stats[1:, cv2.CC_STAT_AREA].astype(np.float64)
-    off = np.hypot(centres[1:, 0] / sw - 0.5, centres[1:, 1] / sh - 0.5)
-    k = 1 + int(np.argmax(area / (1 + 4 * off)))
+    k = 1 + int(np.argmax(centrality(stats, centres, gray.shape)))
     if stats[k, cv2.CC_STAT_AREA] < 0.005 * sh * sw:
         return crop_box(w, h)
     x, y, bw, bh = (stats[k, :4] / scale).tolist()

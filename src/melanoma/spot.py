@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .lesion import centrality, otsu
+
 
 @dataclass
 class Shape:
@@ -40,10 +42,7 @@ def joint_threshold(grays: list[np.ndarray], lits: list[np.ndarray]) -> float:
     """Otsu's threshold over the lit pixels of both photos at once, so that one edge contrast means
     one outline in both (a threshold of each photo's own would move with how much of it is spot)."""
     values = np.concatenate([g[lit] for g, lit in zip(grays, lits)])
-    if values.size < 100:
-        return 0.0
-    t, _ = cv2.threshold(values.reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    return float(t)
+    return otsu(values) if values.size >= 100 else 0.0
 
 
 def spot_mask(gray: np.ndarray, lit: np.ndarray, threshold: float, near: np.ndarray | None = None) -> np.ndarray:
@@ -57,12 +56,10 @@ def spot_mask(gray: np.ndarray, lit: np.ndarray, threshold: float, near: np.ndar
     n, labels, stats, centres = cv2.connectedComponentsWithStats(dark)
     if n <= 1:
         return np.zeros(gray.shape, bool)
-    area = stats[1:, cv2.CC_STAT_AREA].astype(np.float64)
     if near is not None and near.any():
         score = np.bincount(labels[near], minlength=n)[1:].astype(np.float64)  # overlap with `near`
     else:
-        h, w = gray.shape
-        score = area / (1 + 4 * np.hypot(centres[1:, 0] / w - 0.5, centres[1:, 1] / h - 0.5))
+        score = centrality(stats, centres, gray.shape)
     for k in 1 + np.argsort(-score):
         if score[k - 1] <= 0 or stats[k, cv2.CC_STAT_AREA] < 0.002 * gray.size:
             break
