@@ -6,7 +6,8 @@ DATA   ?= $(or $(MELANOMA_DATA),../shared/data/melanoma)
 
 .PHONY: run test test-fast clean
 
-# Each target installs what it needs (pyproject.toml's extras), torch at the tested release (constraints.txt).
+# Each target installs what it needs (pyproject.toml's extras) at the tested releases (constraints.txt): `run` the page
+# without PyTorch (the bundled model's ONNX graph), `test` everything, PyTorch included.
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

@@ -10,6 +10,7 @@ import pytest
 from melanoma.data import fingerprint, scan
 from melanoma.metrics import binary_metrics
 from melanoma.model import BUNDLED_MODEL, file_sha256, load
+from melanoma.modelinfo import BUNDLED_ONNX
 from melanoma.scoring import score_images
 from melanoma.sources import kaggle_source, read_sources_file, scan_sources, source_record
 
@@ -35,9 +36,28 @@ def bundled():
     return load()
 
 
+def test_the_bundled_onnx_graph_is_the_bundled_model(bundled, data_dir):
+    """What an install without torch runs (loader.default_model_path) is the bundled model exported anew: the same
+    record, exported from this exact file (so it shows its measured figures), the same estimates and verdicts."""
+    from melanoma.images import load_image
+    from melanoma.onnx_model import OnnxModel
+    from melanoma.predict import predict_views
+    from melanoma.preprocess import model_view
+
+    model, info = bundled
+    graph = OnnxModel(BUNDLED_ONNX)
+    assert graph.info.to_json() == info.to_json() and not graph.int8 and graph.maps, "re-export: melanoma export --onnx " + str(BUNDLED_ONNX)
+    assert graph.exported_from == file_sha256(BUNDLED_MODEL), "the ONNX graph was exported from another file: melanoma export --onnx"
+    views = np.stack([model_view(load_image(f), info.preprocess) for c in ("Benign", "Malignant")
+                      for f in sorted((data_dir / "test" / c).glob("*.jpg"))[:8]])
+    ours, theirs = predict_views(model, info, views), predict_views(graph, info, views)
+    assert max(abs(a.p_malignant - b.p_malignant) for a, b in zip(ours, theirs)) < 1e-4
+    assert [a.verdict for a in ours] == [b.verdict for b in theirs]
+
+
 def test_bundled_model_file(bundled):
     _, info = bundled
-    assert BUNDLED_MODEL.stat().st_size < 30 * 2**20
+    assert BUNDLED_MODEL.stat().st_size + BUNDLED_ONNX.stat().st_size < 30 * 2**20  # the weights, and the same as an ONNX graph
     assert info.arch == "efficientnet_lite0" and info.class_names == ("Benign", "Malignant")
     assert 0 < info.threshold <= 0.5 and info.temperature > 0
     assert info.train_config["epochs"] <= 30

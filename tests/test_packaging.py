@@ -21,14 +21,14 @@ def test_a_missing_extra_is_named_with_its_pip_command(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "streamlit" else real(name, *a))
     with pytest.raises(errors.UsageError, match=r"melanoma serve needs the app extra \(streamlit not installed\): pip install 'melanoma\[app\]'"):
         errors.require_extra("app", "melanoma serve")
-    errors.require_extra("onnx", "melanoma export")  # installed here: no error
+    errors.require_extra("train", "melanoma export")  # installed here: no error
 
 
 def test_the_extras_the_code_checks_are_the_ones_pyproject_declares():
     extras = PYPROJECT["project"]["optional-dependencies"]
     for extra, modules in errors.EXTRAS.items():
         assert len(extras[extra]) == len(modules), extra  # one importable module per declared package
-    assert set(errors.EXTRAS) <= set(extras) and "melanoma[app,api,onnx]" in extras["dev"]
+    assert set(errors.EXTRAS) <= set(extras) and "melanoma[app,api,train]" in extras["dev"]
 
 
 def test_the_version_is_written_once():

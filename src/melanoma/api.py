@@ -43,9 +43,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -61,12 +61,14 @@ from . import predict
 from .explain import overlay
 from .images import MAX_FILE_BYTES, MAX_PIXELS, ImageError, load_image, pixel_count
 from .kinds import kind_name
-from .loader import load_model
-from .model import BUNDLED_MODEL, CHECKSUM_KEY, Classifier, file_sha256, measured_figures, read_safetensors
-from .modelinfo import ModelInfo
+from .loader import default_model_path, load_model
+from .modelinfo import ModelInfo, file_sha256, measured_figures
 from .onnx_model import OnnxModel
 from .preprocess import model_view, overlay_copy
 from .quality import assess
+
+if TYPE_CHECKING:
+    from .model import Classifier
 
 LOG = logging.getLogger(__name__)
 DECODE_AT_ONCE = 2  # full-resolution images decoded at once in a process: up to ~0.4 GB each at 64 megapixels
@@ -147,7 +149,7 @@ class InMemoryParser(MultiPartParser):
 class Service:
     """One model per process, loaded once; the thread pool its work runs in."""
 
-    model: Classifier | OnnxModel
+    model: Classifier | OnnxModel  # the torch network, or an .onnx file run by ONNX Runtime (no torch)
     info: ModelInfo
     pool: ThreadPoolExecutor
     about: dict = field(default_factory=dict)  # GET /v1/model
@@ -158,8 +160,9 @@ class Service:
     def start(cls, model_path: str | None, threads: int | None = None) -> "Service":
         model, info = load_model(model_path, threads=1)  # one thread per request, as the pool's torch threads
         threads = threads or os.cpu_count() or 1
-        pool = ThreadPoolExecutor(threads, thread_name_prefix="melanoma-model", initializer=torch.set_num_threads, initargs=(1,))
-        path = Path(model_path) if model_path else BUNDLED_MODEL
+        one_thread = (lambda: predict.set_torch_threads(1)) if model.engine == "torch" else None  # ONNX Runtime: set by load_model
+        pool = ThreadPoolExecutor(threads, thread_name_prefix="melanoma-model", initializer=one_thread)
+        path = Path(model_path) if model_path else default_model_path()
         return cls(model, info, pool, describe(model, info, path))
 
     def answer(self, uploads: list[tuple[str, bytes]], cam: bool) -> list[dict]:
@@ -222,7 +225,12 @@ class Service:
 def describe(model, info, path: Path) -> dict:
     """What GET /v1/model answers: the model, what it can do, its checksums (the tensors' as a
     .safetensors file records them, and the file's, which metrics files name) and its measured figures."""
-    meta = read_safetensors(path)[1] if model.engine == "torch" else {}
+    if model.engine == "torch":
+        from .model import CHECKSUM_KEY, read_safetensors
+
+        weights_sha256 = read_safetensors(path)[1].get(CHECKSUM_KEY)
+    else:
+        weights_sha256 = None
     pre = info.preprocess
     return {
         "engine": model.engine, "maps": model.maps,  # without maps, ?cam=true answers without cam_png
@@ -230,9 +238,10 @@ def describe(model, info, path: Path) -> dict:
         "threshold": info.threshold, "temperature": info.temperature, "target_sensitivity": info.target_sensitivity,
         "kinds": [{"code": k, "kind": kind_name(k)} for k in info.kinds] or None, "other_threshold": info.other_threshold,
         "kinds_validation": info.kinds_validation or None,  # the kinds head (kinds.py); null without one
-        "ood_cutoff": info.ood_cutoff, "weights_sha256": meta.get(CHECKSUM_KEY), "file_sha256": file_sha256(path),
+        "ood_cutoff": info.ood_cutoff, "weights_sha256": weights_sha256, "file_sha256": file_sha256(path),
         "validation": info.validation or None,
-        "clean_test": (measured_figures(path) or {}).get("clean_test"),  # the metrics.json beside the file that names it; else null
+        "clean_test": (measured_figures(path, getattr(model, "exported_from", None)) or {}).get("clean_test"),  # the metrics.json
+        # beside the file that names it (or, for a float ONNX graph, the file it was exported from); else null
         "licence": info.licence,  # the weights' licence, from the training sources the file records
         "training_sources": info.sources or None,
         "members": [{"name": m["name"], "recipe": m["train_config"], "validation": m["validation"], "weights_sha256": m["weights_sha256"]}

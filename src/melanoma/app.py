@@ -165,10 +165,12 @@ def show_differential(differential: list[tuple[str, float]], top: int = 3) -> No
 
 @st.cache_data(show_spinner=False)
 def measured_test_figures(model_path: str | None) -> str:
-    """The model's measured test figures, from the metrics.json that names this exact file (model.measured_figures)."""
-    from melanoma.model import measured_figures
+    """The model's measured test figures, from the metrics.json that names this exact file, or the file a float
+    ONNX graph was exported from (modelinfo.measured_figures)."""
+    from melanoma.loader import default_model_path
+    from melanoma.modelinfo import measured_figures
 
-    c = (measured_figures(model_path) or {}).get("clean_test")
+    c = (measured_figures(model_path or default_model_path(), getattr(get_model(model_path)[0], "exported_from", None)) or {}).get("clean_test")
     if not c:
         return ""
     return (

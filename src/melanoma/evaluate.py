@@ -21,7 +21,7 @@ from .experiments import faithfulness, shift_suite
 from .kinds import code_of
 from .loader import load_model
 from .metrics import attention_summary, binary_metrics, kinds_report, ood_report, seven_kinds, verdict_report
-from .model import file_sha256
+from .modelinfo import file_sha256
 from .reports import format_table, kinds_table, ood_table, seven_kinds_table, shift_table, verdict_table
 from .scoring import folder_ood_scores, score_images
 

@@ -9,7 +9,6 @@ Nothing is ever unpickled from a model file.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import platform
 from collections.abc import Callable
@@ -22,12 +21,11 @@ import torch
 from torch import nn
 
 from .kinds import MELANOMA, OTHER_CANCERS
-from .modelinfo import METADATA_KEY, ModelFileError, ModelInfo, error_summary
+from .modelinfo import BUNDLED_MODEL, METADATA_KEY, ModelFileError, ModelInfo, error_summary, file_sha256, measured_figures  # noqa: F401 - re-exported
 from .ood import FeatureDistance
 from .preprocess import Preprocess
 
 CHECKSUM_KEY = "melanoma_weights_sha256"
-BUNDLED_MODEL = Path(__file__).resolve().parent / "bundled" / "melanoma_efficientnet_lite0.safetensors"
 
 
 class Classifier(nn.Module):
@@ -292,29 +290,6 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
 def verify_checksum(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     if metadata.get(CHECKSUM_KEY) != weights_sha256(tensors):
         raise ValueError("the tensors do not match their checksum: the file was altered or damaged")
-
-
-def file_sha256(path: str | os.PathLike | None = None) -> str:
-    """SHA-256 of a model file's bytes (the bundled one by default): what ties a metrics file to the
-    exact weights and settings it was measured on."""
-    h = hashlib.sha256()
-    with open(Path(path) if path is not None else BUNDLED_MODEL, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def measured_figures(path: str | os.PathLike | None = None) -> dict | None:
-    """The metrics.json beside a model file (the bundled one by default), written by `melanoma
-    evaluate`, when it names this exact file by its SHA-256; otherwise None. What the page and the
-    API show as the model's measured test figures."""
-    model_file = Path(path) if path is not None else BUNDLED_MODEL
-    metrics = model_file.with_name("metrics.json")
-    try:
-        m = json.loads(metrics.read_text())
-    except (OSError, ValueError):
-        return None
-    return m if isinstance(m, dict) and m.get("model_sha256") == file_sha256(model_file) else None
 
 
 def _ensemble_of(state: dict[str, torch.Tensor], info: ModelInfo) -> Ensemble:

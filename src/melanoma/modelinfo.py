@@ -1,11 +1,14 @@
-"""A model file's record (`ModelInfo`), its format and its one error type: what reading a model file
-needs besides its weights, without torch (an .onnx file is run by ONNX Runtime alone; model.py, which
-builds the torch networks, re-exports these names)."""
+"""A model file's record (`ModelInfo`), its format, its one error type, where the bundled model lives
+and the figures measured on a file: what reading a model file needs besides its weights, without torch
+(an .onnx file is run by ONNX Runtime alone; model.py, which builds the torch networks, re-exports these names)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from .preprocess import Preprocess
 
@@ -13,6 +16,10 @@ FORMAT_VERSION = 1
 METADATA_KEY = "melanoma"
 ARCHITECTURE_NAMES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "seed_cnn")  # model.ARCHITECTURES' keys
 RUN_RECORD = ("best_epoch", "split_sha256", "epochs_run")  # validation's keys that say how the run went: kept when a file is recalibrated
+BUNDLED_MODEL = Path(__file__).resolve().parent / "bundled" / "melanoma_efficientnet_lite0.safetensors"
+# The same model as a float ONNX graph (`melanoma export --onnx`), what an install without torch (no `train` extra) runs:
+# loader.default_model_path.
+BUNDLED_ONNX = BUNDLED_MODEL.with_suffix(".onnx")
 
 
 @dataclass
@@ -70,3 +77,27 @@ def error_summary(exc: BaseException) -> str:
     """The first line of an exception's message (its type when it has none), for one-line errors."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def file_sha256(path: str | os.PathLike | None = None) -> str:
+    """SHA-256 of a model file's bytes (the bundled one by default): what ties a metrics file to the
+    exact weights and settings it was measured on."""
+    h = hashlib.sha256()
+    with open(Path(path) if path is not None else BUNDLED_MODEL, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def measured_figures(path: str | os.PathLike | None = None, measured: str | None = None) -> dict | None:
+    """The metrics.json beside a model file (the bundled one by default), written by `melanoma
+    evaluate`, when it names the file it was measured on: this exact file, or the file whose SHA-256
+    is `measured` (a float ONNX graph's source, `OnnxModel.exported_from`); otherwise None. What the
+    page and the API show as the model's measured test figures."""
+    model_file = Path(path) if path is not None else BUNDLED_MODEL
+    metrics = model_file.with_name("metrics.json")
+    try:
+        m = json.loads(metrics.read_text())
+    except (OSError, ValueError):
+        return None
+    return m if isinstance(m, dict) and m.get("model_sha256") in (measured, file_sha256(model_file)) else None

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import require_extra
 from .inference import Inference, to_input_size
 from .kinds import OTHER_TARGET
 from .modelinfo import METADATA_KEY, ModelFileError, ModelInfo, error_summary
@@ -27,14 +26,15 @@ if TYPE_CHECKING:
     from .model import Classifier
 
 DIGEST_KEY = "melanoma_sha256"
+SOURCE_KEY = "melanoma_exported_from"  # a float graph's: the SHA-256 of the model file it was exported from
 
 
-def digest(graph_proto, info_json: str) -> str:
-    """SHA-256 over the graph (weights included) and the ModelInfo it carries: what `OnnxModel`
-    checks before trusting a file, as `model.load` checks a safetensors file's checksum."""
+def digest(graph_proto, info_json: str, exported_from: str = "") -> str:
+    """SHA-256 over the graph (weights included), the ModelInfo it carries and the file it was exported
+    from: what `OnnxModel` checks before trusting a file, as `model.load` checks a safetensors file's checksum."""
     import hashlib
 
-    return hashlib.sha256(graph_proto.SerializeToString(deterministic=True) + info_json.encode()).hexdigest()
+    return hashlib.sha256(graph_proto.SerializeToString(deterministic=True) + info_json.encode() + exported_from.encode()).hexdigest()
 
 
 def _graph(model: Classifier, target: int) -> torch.nn.Module:
@@ -72,8 +72,10 @@ def _graph(model: Classifier, target: int) -> torch.nn.Module:
     return Graph().eval()
 
 
-def export(model: Classifier, info: ModelInfo, path: str | os.PathLike) -> None:
-    """Write `model` as ONNX (batch size free) with `info` in its metadata, atomically."""
+def export(model: Classifier, info: ModelInfo, path: str | os.PathLike, exported_from: str = "") -> None:
+    """Write `model` as ONNX (batch size free) with `info` in its metadata, atomically; `exported_from`, the
+    SHA-256 of the model file it came from, lets the graph show that file's measured figures
+    (modelinfo.measured_figures): the float graph computes the same function (tests/test_onnx.py)."""
     import torch
 
     graph: Any = _graph(model.eval(), target=len(info.class_names) - 1)  # _graph's local Graph module, with its outputs()
@@ -84,16 +86,21 @@ def export(model: Classifier, info: ModelInfo, path: str | os.PathLike) -> None:
     program = torch.onnx.export(graph, (example,), None, input_names=["image_nhwc"], output_names=graph.outputs(),
                                 dynamic_shapes={"image_nhwc": {0: torch.export.Dim("batch")}}, dynamo=True, verbose=False)
     assert program is not None  # dynamo=True returns the ONNXProgram
-    save(program.model_proto, info, path)
+    save(program.model_proto, info, path, exported_from)
 
 
-def save(proto, info: ModelInfo, path: str | os.PathLike) -> None:
-    """The graph with `info` and the digest of both in its metadata, written atomically."""
+def save(proto, info: ModelInfo, path: str | os.PathLike, exported_from: str = "") -> None:
+    """The graph with `info`, the file it was exported from (a float graph's) and the digest of all three in
+    its metadata (any earlier ones replaced: int8.quantize saves a graph made from a float one), atomically."""
     import onnx
 
     from .model import replace_atomically
 
-    for key, value in ((METADATA_KEY, info.to_json()), (DIGEST_KEY, digest(proto.graph, info.to_json()))):
+    ours = (METADATA_KEY, DIGEST_KEY, SOURCE_KEY)
+    kept = [(p.key, p.value) for p in proto.metadata_props if p.key not in ours]
+    del proto.metadata_props[:]
+    values = [(METADATA_KEY, info.to_json()), (DIGEST_KEY, digest(proto.graph, info.to_json(), exported_from))]
+    for key, value in kept + values + [(SOURCE_KEY, exported_from)] * bool(exported_from):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     path = Path(path)
@@ -113,7 +120,6 @@ class OnnxModel:
     lowering_maps = False
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
-        require_extra("onnx", f"{path}: an .onnx model file")
         import onnxruntime as ort
 
         path = Path(path)
@@ -127,7 +133,8 @@ class OnnxModel:
 
             proto = onnx.load(str(path))
             meta = {p.key: p.value for p in proto.metadata_props}
-            if METADATA_KEY not in meta or meta.get(DIGEST_KEY) != digest(proto.graph, meta[METADATA_KEY]):
+            self.exported_from = meta.get(SOURCE_KEY)  # the model file a float graph was exported from (its measured figures)
+            if METADATA_KEY not in meta or meta.get(DIGEST_KEY) != digest(proto.graph, meta[METADATA_KEY], self.exported_from or ""):
                 raise ValueError("the graph or its metadata do not match their digest: the file was altered, damaged, or not made by this program")
             self.info = ModelInfo.from_json(meta[METADATA_KEY])
             self.session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])

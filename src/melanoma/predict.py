@@ -180,7 +180,7 @@ def inference_streams(cam: bool = False, cores: int | None = None) -> tuple[int,
     return streams, max(1, cores // streams)
 
 
-def _set_torch_threads(n: int) -> None:
+def set_torch_threads(n: int) -> None:
     import torch
 
     torch.set_num_threads(n)
@@ -188,7 +188,11 @@ def _set_torch_threads(n: int) -> None:
 
 @contextlib.contextmanager
 def torch_threads(n: int):
-    """torch's intra-op threads for the calling thread, restored afterwards."""
+    """torch's intra-op threads for the calling thread, restored afterwards; nothing where torch is not
+    in use (an ONNX model: torch may not even be installed)."""
+    if sys.modules.get("torch") is None:
+        yield
+        return
     import torch
 
     before = torch.get_num_threads()
@@ -225,7 +229,7 @@ def run(paths: list[str], model: Classifier | Engine, info: ModelInfo, csv_path:
     batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
     on_torch = model.engine == "torch"
     # None is a valid initializer at runtime; typeshed's overloads take initargs only with a callable one
-    set_threads = cast("Callable[[int], None]", _set_torch_threads if on_torch else None)
+    set_threads = cast("Callable[[int], None]", set_torch_threads if on_torch else None)
 
     def decode_batch(batch: list[Path]) -> list[tuple]:
         return [decode(f, info.preprocess, keep_image=bool(cam_dir)) for f in batch]
