@@ -63,3 +63,15 @@ def test_no_module_imports_itself_through_others():
         list(graphlib.TopologicalSorter(package_imports()).static_order())
     except graphlib.CycleError as exc:
         pytest.fail(f"import cycle: {' -> '.join(exc.args[1])}")
+
+
+def test_a_module_over_300_lines_says_why():
+    """Small modules named for what they hold: a longer one states its reason in its docstring."""
+    import ast
+    import re
+
+    for path in sorted(Path(melanoma.__file__).parent.glob("*.py")):
+        text = path.read_text()
+        if text.count("\n") > 300:
+            doc = ast.get_docstring(ast.parse(text)) or ""
+            assert re.search(r"over 300 lines|about \d+\s+lines", doc, re.IGNORECASE), f"{path.name}: {text.count(chr(10))} lines, no reason stated"

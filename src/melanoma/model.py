@@ -3,7 +3,9 @@
 A model file is a single `.safetensors`: the weights, plus JSON metadata in the safetensors
 header carrying everything inference needs (architecture, preprocessing, class names, threshold,
 temperature) and how the model came to be (training config, data fingerprint, versions).
-Nothing is ever unpickled from a model file.
+Nothing is ever unpickled from a model file. Over 300 lines because the networks and the file they are
+read from are one piece: `load` rebuilds each network (an ensemble's members checked one by one) from
+the record `save` wrote, and the two are tested as a round trip.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 are paired image by image; per set F = (ROC AUC + specificity at 90% sensitivity) / 2, M is the mean
 of F over the sets that count, and a paired bootstrap over lesions or groups (within each class) gives
 the intervals of the gains. Also `write_validation_csv`: a model's own validation images as a labels CSV.
+Over 300 lines because it is the whole rule docs/selection.md states, in its order: pairing the scored
+images, the bootstrap, the decision and its clauses, the log line and the report, each checked by
+tests/test_selection.py against planted gains.
 """
 
 from __future__ import annotations
