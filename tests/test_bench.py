@@ -54,4 +54,5 @@ def test_bench_times_an_onnx_file_as_it_is(tiny_model_file, data_dir, tmp_path):
     row |= {"latency_ms_p90": 1.0, "predict_onnx_peak_rss_mib": 100.0, "train_images_per_s": 1.0, "train_peak_rss_mib": 200.0}
     machine = {"date": "today", "cpu": "cpu", "cores": 2, "torch": "2", "torch_threads": 2}
     table = bench.markdown({"machine": machine, "models": {"seed_cnn (tiny.onnx)": row}})
-    assert "| seed_cnn (tiny.onnx) |" in table and "| — |" in table and "| — / 100 / — / 200 MiB |" in table  # the ONNX phase's peak, none for the phases an .onnx file has not
+    # the ONNX phase's peak; none for the phases an .onnx file has not
+    assert "| seed_cnn (tiny.onnx) |" in table and "| — |" in table and "| — / 100 / — / 200 MiB |" in table
