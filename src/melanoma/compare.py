@@ -26,7 +26,7 @@ from .lesion import lit_pixels
 from .spot import Shape, delta_e, joint_threshold, shape, spot_gray, spot_mask
 
 WORK_SIDE = 512  # both photos are measured with their longer side at this many pixels
-MIN_INLIERS = 15  # keypoint matches that must agree on one similarity transform (see docs/compare.md)
+MIN_INLIERS = 10  # keypoint matches that must agree on one similarity transform (chosen on seeds 1 and 2: docs/compare.md)
 MIN_SKIN_INLIERS = 8  # of them on the skin around the spot, for the transform to be the skin's
 RATIO = 0.85  # Lowe's ratio test of the keypoint matches
 CONTRAST = 0.02  # SIFT's contrast threshold (OpenCV's default 0.04): skin is faint
