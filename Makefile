@@ -6,14 +6,14 @@ DATA   ?= $(or $(MELANOMA_DATA),../shared/data/melanoma)
 
 .PHONY: run test test-fast clean
 
-# Each target installs what it needs (pyproject.toml's extras) at the tested releases (constraints.txt): `run` the page
-# without PyTorch (the bundled model's ONNX graph), `test` everything, PyTorch included.
+# Each target installs what it needs (pyproject.toml's extras) at the tested releases (constraints.txt): `run` the page with
+# PyTorch (the train extra: the page's switch to what lowered an estimate needs the PyTorch model), `test` everything.
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(BIN)/.installed-app: pyproject.toml constraints.txt | $(VENV)/bin/python
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[app]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[app,train]'
 	touch $@
 
 $(BIN)/.installed-dev: pyproject.toml constraints.txt | $(VENV)/bin/python
