@@ -20,7 +20,8 @@ from PIL import Image
 
 from melanoma.api import Limits, create_app
 from melanoma.images import load_image
-from melanoma.model import BUNDLED_MODEL, file_sha256, load
+from melanoma.model import load
+from melanoma.modelinfo import BUNDLED_MODEL, file_sha256
 
 from .conftest import lesion_image
 

@@ -106,7 +106,7 @@ def test_test_figures_are_shown_only_beside_the_file_they_were_measured_on(monke
 
     from streamlit.testing.v1 import AppTest
 
-    from melanoma.model import BUNDLED_MODEL
+    from melanoma.modelinfo import BUNDLED_MODEL
 
     for name, source, shown in (("same", BUNDLED_MODEL, True), ("swapped", tiny_model_file, False)):
         folder = tmp_path / name

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from melanoma.model import file_sha256
+from melanoma.modelinfo import file_sha256
 
 from .conftest import ROOT
 

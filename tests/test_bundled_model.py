@@ -9,8 +9,8 @@ import pytest
 
 from melanoma.data import fingerprint, scan
 from melanoma.metrics import binary_metrics
-from melanoma.model import BUNDLED_MODEL, file_sha256, load
-from melanoma.modelinfo import BUNDLED_ONNX
+from melanoma.model import load
+from melanoma.modelinfo import BUNDLED_MODEL, BUNDLED_ONNX, file_sha256
 from melanoma.scoring import score_images
 from melanoma.sources import kaggle_source, read_sources_file, scan_sources, source_record
 

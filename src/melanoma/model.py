@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .kinds import MELANOMA, OTHER_CANCERS
-from .modelinfo import BUNDLED_MODEL, METADATA_KEY, ModelFileError, ModelInfo, error_summary, file_sha256, measured_figures  # noqa: F401 - re-exported
+from .modelinfo import BUNDLED_MODEL, METADATA_KEY, ModelFileError, ModelInfo, error_summary
 from .ood import FeatureDistance
 from .preprocess import Preprocess
 

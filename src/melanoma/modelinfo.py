@@ -1,6 +1,6 @@
 """A model file's record (`ModelInfo`), its format, its one error type, where the bundled model lives
 and the figures measured on a file: what reading a model file needs besides its weights, without torch
-(an .onnx file is run by ONNX Runtime alone; model.py, which builds the torch networks, re-exports these names)."""
+(an .onnx file is run by ONNX Runtime alone; model.py builds the torch networks)."""
 
 from __future__ import annotations
 
