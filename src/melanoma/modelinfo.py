@@ -100,4 +100,5 @@ def measured_figures(path: str | os.PathLike | None = None, measured: str | None
         m = json.loads(metrics.read_text())
     except (OSError, ValueError):
         return None
-    return m if isinstance(m, dict) and m.get("model_sha256") in (measured, file_sha256(model_file)) else None
+    named = {file_sha256(model_file), measured} - {None}  # a metrics.json that names no file names none of these
+    return m if isinstance(m, dict) and m.get("model_sha256") in named else None
