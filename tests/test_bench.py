@@ -16,7 +16,7 @@ def test_bench_writes_both_models_side_by_side(recorded_run, data_dir, tmp_path)
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     r = melanoma_cli("bench", "--model", recorded_run / "model.safetensors", "--data", data_dir, "--out", tmp_path, "--latency-runs", "3",
-                     "--predict-images", "40", "--train-images", "70", env={**os.environ, "TMPDIR": str(scratch)})
+                     "--predict-images", "12", "--train-images", "70", env={**os.environ, "TMPDIR": str(scratch)})
     assert r.returncode == 0, r.stderr[-3000:]
     # its temporary folders (the random baseline, ONNX exports; mkdtemp's tmp* before they had a name) are gone;
     # torch's and ONNX Runtime's own caches may stay
@@ -29,7 +29,7 @@ def test_bench_writes_both_models_side_by_side(recorded_run, data_dir, tmp_path)
                     "train_images_per_s", "predict_torch_peak_rss_mib", "train_peak_rss_mib"):
             assert row[key] > 0, key
         assert row["latency_ms_p90"] >= row["latency_ms_median"]
-        assert row["process_images"] == 40 and row["process_images_per_s"] > 0 and row["process_one_image_seconds"] > 0
+        assert row["process_images"] == 12 and row["process_images_per_s"] > 0 and row["process_one_image_seconds"] > 0
         assert row["process_peak_rss_mib"] > 0
     # the whole-process run of `melanoma predict` uses the int8 export where one can be made (a recorded training run)
     assert [row["process_model"] for row in report["models"].values()] == ["its int8 export", "the file itself"]

@@ -80,24 +80,26 @@ def test_bundled_model_was_trained_on_this_train_split(bundled, data_dir):
 
 @pytest.mark.slow
 def test_figures_on_the_real_test_split_match_their_file_the_readme_and_the_model_card(bundled, data_dir):
-    """Score the test split again and compare with docs/results/metrics.json (written by `melanoma
-    evaluate --out docs/results` for this exact file: its SHA-256), full split and clean subset
-    (the images predictions.csv marks as having no near-duplicate in train), and each image's
-    probability and OOD score with that run's predictions.csv (which test_onnx.py holds the ONNX
-    export to); then the README's results row and the model card's table against that file."""
+    """docs/results/metrics.json (written by `melanoma evaluate --out docs/results` for this exact file: its
+    SHA-256) against the predictions that run kept (predictions.csv), full split and clean subset (the images
+    it marks as having no near-duplicate in train); each kept probability and OOD score against the model
+    scoring the image again, for every fifth image (test_onnx.py holds the ONNX export to all 2,000, within
+    1e-4: the full split through PyTorch took 90 s of the suite); then the README's results row and the
+    model card's table against that file."""
     model, info = bundled
     m = json.loads((RESULTS / "metrics.json").read_text())
     assert m["model_sha256"] == file_sha256() == json.loads(BUNDLED_MODEL.with_name("metrics.json").read_text())["model_sha256"]
     with open(RESULTS / "predictions.csv") as f:
         kept = {row["path"]: row for row in csv.DictReader(f)}
-    leaked = {path for path, row in kept.items() if row["near_duplicate_in_train"] == "1"}
-    samples, p, _, _, ood, _ = score_images(model, info, scan(data_dir, "test"))
-    assert len(samples) == m["test"]["images"] == 2000
-    assert [s.rel for s in samples] == list(kept)
-    assert np.abs(p - [float(r["p_malignant"]) for r in kept.values()]).max() <= 1e-5  # written with 6 decimals
-    assert np.abs(ood / [float(r["ood_score"]) for r in kept.values()] - 1).max() < 1e-5
-    y = np.array([s.label for s in samples])
-    clean = np.array([s.rel not in leaked for s in samples])
+    everything = scan(data_dir, "test")
+    assert len(everything) == m["test"]["images"] == 2000 and [s.rel for s in everything] == list(kept)
+    samples, p, _, _, ood, _ = score_images(model, info, everything[::5])
+    assert len(samples) == 400 and {s.label for s in samples} == {0, 1}
+    assert np.abs(p - [float(kept[s.rel]["p_malignant"]) for s in samples]).max() <= 1e-5  # written with 6 decimals
+    assert np.abs(ood / [float(kept[s.rel]["ood_score"]) for s in samples] - 1).max() < 1e-5
+    y = np.array([s.label for s in everything])
+    p = np.array([float(r["p_malignant"]) for r in kept.values()])
+    clean = np.array([r["near_duplicate_in_train"] != "1" for r in kept.values()])
     assert clean.sum() == m["clean_test"]["images"] == 2000 - m["near_duplicates_excluded"]
     keys = ("accuracy", "sensitivity", "specificity", "balanced_accuracy", "roc_auc", "ece", "brier")
     for name, mask in (("test", np.ones(len(y), bool)), ("clean_test", clean)):

@@ -107,6 +107,10 @@ def test_combine_refuses_members_of_another_input_size_or_split(tmp_path):
         combine([str(paths[0]), str(paths[2])])
     with pytest.raises(UsageError, match=r"m1.safetensors: trained on other data or another validation split"):
         combine([str(paths[0]), str(paths[1])])
+    # kinds heads: corrected for the training prior in all members or in none (kinds_fit.correct_for_prior)
+    save(paths[1], nets[1], ModelInfo("efficientnet_lite0", pre, data_fingerprint="f", validation={"split_sha256": "a"}, kinds_prior={"nv": 1.0}))
+    with pytest.raises(UsageError, match=r"m1.safetensors: its kinds head is corrected for its training prior, \S+m0.safetensors's is not corrected"):
+        combine([str(paths[0]), str(paths[1])])
 
 
 def test_onnx_export_of_an_ensemble_matches_torch(tmp_path):

@@ -3,6 +3,7 @@ verdict in words (kinds.py); a model file with a kinds head, read by the one loa
 with it, and made by `melanoma fit-kinds` (kinds_fit.py)."""
 
 import csv
+import json
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -23,14 +24,32 @@ from .test_sources import small_source, write
 KINDS = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 
 
-def test_the_differential_puts_the_melanoma_estimate_first_and_sums_to_one():
-    rng = np.random.default_rng(0)
-    p_mel, logits = rng.uniform(size=5), rng.normal(size=(5, 7)) * 3
-    diff = differential(p_mel, logits, KINDS)
-    assert np.allclose(diff.sum(1), 1) and np.allclose(diff[:, KINDS.index("mel")], p_mel)
-    rest = np.exp(np.delete(logits, 4, 1))  # the other kinds share what melanoma leaves, as the kinds head's softmax over them
-    assert np.allclose(np.delete(diff, 4, 1), (1 - p_mel)[:, None] * rest / rest.sum(1, keepdims=True))
+def test_the_differential_is_the_kinds_heads_softmax_and_the_other_cancer_estimate_its_share_of_them():
+    logits = np.random.default_rng(0).normal(size=(5, 7)) * 3
+    diff = differential(logits, KINDS)
+    assert np.allclose(diff, np.exp(logits) / np.exp(logits).sum(1, keepdims=True))
+    assert np.allclose(differential(logits + 100, KINDS), diff)  # no overflow
     assert np.allclose(other_cancer(diff, KINDS), diff[:, 0] + diff[:, 1])
+
+
+def test_correcting_for_the_training_prior_divides_the_heads_softmax_by_it():
+    """Logit adjustment (kinds_fit.correct_for_prior): the corrected softmax is the old one divided by the prior, renormalised."""
+    from melanoma.kinds_fit import correct_for_prior
+
+    torch.manual_seed(0)
+    net = SimpleNamespace(kinds=nn.Linear(4, 3), kind_codes=["bcc", "bkl", "nv"])
+    x = torch.randn(6, 4)
+    with torch.no_grad():
+        before = torch.softmax(net.kinds(x), 1).numpy()
+    prior = np.array([0.1, 0.6, 0.3])
+    info = correct_for_prior(net, ModelInfo(arch="seed_cnn", preprocess=None), prior)  # type: ignore[arg-type]
+    with torch.no_grad():
+        after = torch.softmax(net.kinds(x), 1).numpy()
+    expected = before / prior
+    assert np.allclose(after, expected / expected.sum(1, keepdims=True), atol=1e-6)
+    assert info.kinds_prior == {"bcc": 0.1, "bkl": 0.6, "nv": 0.3}
+    with pytest.raises(AssertionError):  # once only
+        correct_for_prior(net, info, prior)
 
 
 def test_the_verdict_names_melanoma_first_then_another_cancer_and_no_sign_only_below_both():
@@ -73,7 +92,9 @@ def test_a_model_file_with_a_kinds_head_round_trips_and_predicts_the_three_verdi
     for pred in predictions(out, info):
         assert pred.verdict == verdict(pred.p_malignant, pred.p_other, info)
         assert [k for k, _ in pred.differential] and pred.top_kind == pred.differential[0][0]
-        assert sum(p for _, p in pred.differential) == pytest.approx(1) and dict(pred.differential)["mel"] == pytest.approx(pred.p_malignant)
+        assert sum(p for _, p in pred.differential) == pytest.approx(1) and pred.p_other == pytest.approx(sum(
+            p for k, p in pred.differential if k in ("bcc", "akiec")))
+    assert np.allclose([[dict(p.differential)[k] for k in KINDS] for p in predictions(out, info)], differential(out.kinds, KINDS))
     # the map of the other-cancer estimate is the class activation map of its margin
     cam = infer(model, x, target=OTHER_TARGET).cam
     with torch.no_grad():
@@ -210,12 +231,33 @@ read_other = true
     trained, info = load(run / "model.safetensors")  # trained end to end: the file keeps the head, its threshold chosen on validation
     assert info.kinds == trained.kind_codes and {"akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"} == set(info.kinds)
     assert info.other_target_sensitivity == 0.75 and 0 < info.other_threshold <= 0.5 and info.kinds_validation["images"] > 0
+    # its bias corrected for the training prior: each kind's share of the loss, here (no weights, every image drawn each
+    # epoch, the two classes balanced) its benign training images' share among the benign ones, times the benign share
+    prior = info.kinds_prior
+    assert set(prior) == set(info.kinds) and sum(prior.values()) == pytest.approx(1, abs=1e-5)
+    train_files = set(json.loads((run / "split.json").read_text())["train"])
+    with open(ham / "labels.csv") as f:
+        benign = [r["diagnosis"] for r in csv.DictReader(f) if r["label"] == "Benign" and f"ham:{r['file']}" in train_files]
+    assert prior["nv"] / prior["bkl"] == pytest.approx(benign.count("nv") / benign.count("bkl"), rel=1e-4)
+    # a head trained before the correction (taken out again here) gets the same from fit-kinds --keep-head
+    legacy = trained.state_dict()
+    legacy["kinds.bias"] = legacy["kinds.bias"] + torch.tensor([np.log(prior[k]) for k in info.kinds], dtype=torch.float32)
+    trained.load_state_dict(legacy)
+    save(tmp_path / "legacy.safetensors", trained, replace(info, kinds_prior={}))
+    r = melanoma_cli("fit-kinds", "--keep-head", "--model", tmp_path / "legacy.safetensors", "--out", tmp_path / "kept.safetensors",
+                     "--target-sensitivity", "0.75")
+    assert r.returncode == 0, r.stderr[-2000:]
+    kept, kept_info = load(tmp_path / "kept.safetensors")
+    assert kept_info.kinds_prior == pytest.approx(prior) and kept_info.other_threshold == pytest.approx(info.other_threshold, rel=1e-5)
+    assert torch.allclose(kept.state_dict()["kinds.bias"], load(run / "model.safetensors")[0].state_dict()["kinds.bias"], atol=1e-5)
+    r = melanoma_cli("fit-kinds", "--keep-head", "--model", tmp_path / "kept.safetensors", "--out", tmp_path / "twice.safetensors")
+    assert r.returncode != 0 and "already corrected" in r.stderr and "Traceback" not in r.stderr
     r = melanoma_cli("fit-kinds", "--model", run / "model.safetensors", "--out", tmp_path / "k.safetensors", "--target-sensitivity", "0.8")
     assert r.returncode == 0, r.stderr[-2000:]
     before, info0 = load(run / "model.safetensors")
     after, info = load(tmp_path / "k.safetensors")
     assert info.kinds == sorted(info.kinds) and {"bcc", "akiec", "nv", "mel"} <= set(info.kinds)
-    assert 0 < info.other_threshold <= 0.5 and info.other_target_sensitivity == 0.8
+    assert 0 < info.other_threshold <= 0.5 and info.other_target_sensitivity == 0.8 and info.kinds_prior == {}  # a balanced fit
     other = {k: f for k, f in info.kinds_validation["by_kind"].items() if k in ("bcc", "akiec")}
     sent = sum(f["images"] * f["sent_to_doctor"] for f in other.values()) / sum(f["images"] for f in other.values())
     assert sent >= 0.8  # the threshold keeps the target on the validation images it was chosen on

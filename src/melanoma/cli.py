@@ -151,14 +151,14 @@ def kinds_lines(info: ModelInfo) -> list[str]:
 def _fit_kinds(args) -> int:
     from . import model as models
     from .data import check_outside
-    from .kinds_fit import fit
+    from .kinds_fit import fit, keep_head
     from .split import model_data_dir, with_sources
 
     model, info = models.load(args.model)
     info = with_sources(info, args.sources)
     data = model_data_dir(info, args.data)
     check_outside(data, args.out)
-    info = fit(model, info, data, args.target_sensitivity)
+    info = (keep_head if args.keep_head else fit)(model, info, data, args.target_sensitivity)
     models.save(Path(args.out), model, info)
     print(f"wrote {args.out}", file=sys.stderr)
     print("\n".join(kinds_lines(info)))
@@ -644,6 +644,9 @@ def _add_fit_kinds(sub) -> None:
                    help="validation sensitivity for other skin cancers the other-cancer threshold is chosen for (default 0.9)")
     k.add_argument("--out", required=True, help="the model file to write")
     k.add_argument("--sources", help=SOURCES_HELP)
+    k.add_argument("--keep-head", action="store_true",
+                   help="keep the kinds head trained end to end (train --diagnosis, from before 2026-12-07): correct its bias for "
+                        "the prior its weighted training loss taught it, and choose the threshold again")
     k.set_defaults(func=_fit_kinds)
 
 

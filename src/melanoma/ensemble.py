@@ -48,6 +48,10 @@ def combine(paths: list[str], half: bool = False) -> tuple[models.Ensemble, Mode
             raise UsageError(f"{path}: a {info.arch} model at {info.preprocess.image_size} px ({info.preprocess.framing} framing); "
                              f"{paths[0]} is {first.arch} at {first.preprocess.image_size} px ({first.preprocess.framing}): "
                              "members must share architecture, input size and preprocessing")
+        if bool(info.kinds_prior) != bool(first.kinds_prior):
+            said = lambda i: "corrected" if i.kinds_prior else "not corrected"  # noqa: E731
+            raise UsageError(f"{path}: its kinds head is {said(info)} for its training prior, {paths[0]}'s is {said(first)}: "
+                             "correct both (fit-kinds --keep-head) before averaging them")
         if info.data_fingerprint != first.data_fingerprint or info.validation.get("split_sha256") != first.validation.get("split_sha256"):
             raise UsageError(f"{path}: trained on other data or another validation split than {paths[0]}; members must share one "
                              "split (train them with the same --split-seed) so that the ensemble is calibrated on images none trained on")

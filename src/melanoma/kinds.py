@@ -4,11 +4,16 @@ training data names, the estimate of another skin cancer, and the verdict in wor
 The melanoma estimate stays the primary one: the calibrated probability of the melanoma head, with
 its threshold chosen for a stated sensitivity. A model file may also carry a kinds head (`kinds.*`
 tensors, `ModelInfo.kinds`: one logit per kind, over the same pooled features; `kinds_fit.py` fits
-it). The differential puts the melanoma estimate first and shares the rest among the other kinds by
-the kinds head's softmax over them: P(kind) = (1 - P(melanoma)) * P(kind | not melanoma), so the
-differential sums to one and its melanoma share is the melanoma estimate itself. The estimate of
-another skin cancer is the differential's share of basal cell carcinoma and actinic keratosis /
-Bowen's disease, with its own threshold (`ModelInfo.other_threshold`).
+it). The differential is the kinds head's softmax: how much the spot resembles each kind, each kind
+counted as if equally common where the head is balanced (a head trained end to end has its bias
+corrected for the prior its weighted loss taught it, `kinds_fit.correct_for_prior`; a fitted probe is
+balanced by its class weights). Its melanoma share is not the melanoma estimate, which is calibrated to
+how often melanoma is among the spots of the training sources. The estimate of another skin cancer is
+the differential's share of basal cell carcinoma and actinic keratosis / Bowen's disease, with its own
+threshold (`ModelInfo.other_threshold`). (Until 2026-12-07 the differential put the melanoma estimate
+first and shared the rest by the head's softmax over the other kinds: the melanoma head, which the
+Kaggle data teaches that half of all spots are melanomas, then outvoted the head on most carcinomas and
+keratoses, and the estimate of another cancer carried that estimate's complement; docs/kinds.md.)
 
 Numpy only: the ONNX engine uses this too.
 """
@@ -62,16 +67,11 @@ def kind_name(code: str) -> str:
     return KINDS.get(code, (code,))[0]
 
 
-def differential(p_melanoma: np.ndarray, kind_logits: np.ndarray, kinds: list[str]) -> np.ndarray:
-    """B x K probabilities over `kinds` (the kinds head's order): the melanoma estimate for melanoma, the
-    rest shared by the kinds head's softmax over the other kinds (see the module docstring)."""
+def differential(kind_logits: np.ndarray, kinds: list[str]) -> np.ndarray:
+    """B x K probabilities over `kinds` (the kinds head's order): the kinds head's softmax (see the module docstring)."""
     logits = np.asarray(kind_logits, np.float64)
-    mel = np.array([k == MELANOMA for k in kinds])
-    rest = np.where(mel, -np.inf, logits)
-    rest = np.exp(rest - rest.max(1, keepdims=True))
-    rest /= rest.sum(1, keepdims=True)
-    p = np.asarray(p_melanoma, np.float64).reshape(-1, 1)
-    return np.where(mel, p, (1.0 - p) * rest)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    return p / p.sum(1, keepdims=True)
 
 
 def other_cancer(diff: np.ndarray, kinds: list[str]) -> np.ndarray:

@@ -1,6 +1,8 @@
 """`melanoma fit-kinds`: give a model file a kinds head (kinds.py), fitted on the pooled features of its
 own training images whose source names a diagnosis, with the other-cancer threshold chosen on its own
-validation images for a stated sensitivity.
+validation images for a stated sensitivity; or, for a head trained end to end (`train --diagnosis`, which does this
+itself since 2026-12-07), `--keep-head`: the head's bias corrected for the prior its weighted training loss taught it
+(`correct_for_prior`) and the threshold chosen again.
 
 The network, its melanoma head, temperature, threshold and OOD score stay as they are, so every melanoma
 figure of the model is unchanged: the head reads what the network already sees (a linear probe). The
@@ -25,6 +27,7 @@ from .kinds import KINDS, OTHER_CANCERS, code_of, differential, other_cancer
 from .model import linear_head
 from .modelinfo import ModelInfo
 from .ood_fit import pooled_features
+from .sampling import training_weights
 from .scoring import inferences
 
 REGULARISATION = 0.01  # LogisticRegression's C on standardised features; see fit's docstring
@@ -76,7 +79,46 @@ def fit(model: models.Classifier, info: ModelInfo, data_dir: Path | None, target
         head.weight.copy_(torch.from_numpy(weight[order]).float())
         head.bias.copy_(torch.from_numpy((lr.intercept_ - weight @ scaler.mean_)[order]).float())
     model.kinds, model.kind_codes = head, kinds
-    return kinds_operating_point(model, info, split, target_sensitivity)
+    return kinds_operating_point(model, replace(info, kinds_prior={}), split, target_sensitivity)  # balanced by its class weights
+
+
+def training_prior(split, kinds: list[str], once: bool) -> np.ndarray:
+    """Each kind's share of a kinds head's training loss in an epoch: the loss weights of the split's training
+    images of that kind (sampling.training_weights: their source's and diagnosis's weight, the two classes
+    balanced; `once`: the run's --duplicates once) times the share of epochs that draw them, over `kinds`."""
+    samples = split.samples_of(split.tr)
+    weights, presence, _ = training_weights(samples, split.labels[split.tr], split.groups[split.tr], split.sources, once)
+    mass = weights.numpy().astype(np.float64) * presence
+    codes = np.array([code_of(s.kind) or "" if s.kind else "" for s in samples])
+    share = np.array([mass[codes == k].sum() for k in kinds])
+    return share / share.sum()
+
+
+def correct_for_prior(model: models.Classifier, info: ModelInfo, prior: np.ndarray) -> ModelInfo:
+    """A kinds head trained end to end learns the kinds' shares of its weighted loss (`training_prior`) as
+    their prior: with HAM10000's benign keratoses weighted three times, they outweigh its basal cell
+    carcinomas six to one, and the head named 12% of the ISIC 2018 test images' basal cell carcinomas (diag_s1;
+    docs/kinds.md). Its bias minus log(prior) (logit adjustment: Menon et al., "Long-tail learning via logit
+    adjustment", ICLR 2021) makes its softmax the one it would have with every kind equally common, the
+    prior that balanced accuracy (ISIC 2018's metric) scores. Recorded as `ModelInfo.kinds_prior`."""
+    assert model.kinds is not None and not info.kinds_prior  # corrected once
+    with torch.no_grad():
+        model.kinds.bias.sub_(torch.from_numpy(np.log(prior)).float())
+    return replace(info, kinds_prior={k: round(float(p), 6) for k, p in zip(model.kind_codes, prior)})
+
+
+def keep_head(model: models.Classifier, info: ModelInfo, data_dir: Path | None, target_sensitivity: float) -> ModelInfo:
+    """`fit-kinds --keep-head`: a head trained end to end, corrected for its training prior (`correct_for_prior`),
+    with the other-cancer threshold chosen again on the model's own validation images."""
+    from .split import model_split
+
+    if model.kinds is None or not info.train_config.get("diagnosis"):
+        raise UsageError("--keep-head needs a model whose kinds head was trained end to end (train --diagnosis)")
+    if info.kinds_prior:
+        raise UsageError("its kinds head is already corrected for its training prior (kinds_prior in the model file)")
+    split = model_split(info, data_dir, keep_views=False)
+    prior = training_prior(split, model.kind_codes, info.train_config.get("duplicates") == "once")
+    return kinds_operating_point(model, correct_for_prior(model, info, prior), split, target_sensitivity)
 
 
 def kinds_operating_point(model: models.Classifier, info: ModelInfo, split, target_sensitivity: float) -> ModelInfo:
@@ -91,7 +133,7 @@ def kinds_operating_point(model: models.Classifier, info: ModelInfo, split, targ
         return replace(info, kinds=kinds, other_threshold=None, other_target_sensitivity=None, kinds_validation={})
     outs = list(inferences(model, split.views_of(va), info.preprocess))  # on the CPU
     p_mel = calibrated_probability(np.concatenate([np.asarray(o.logits, np.float32) for o in outs]), info.temperature)
-    diff = differential(p_mel, np.concatenate([o.kinds for o in outs if o.kinds is not None]), kinds)
+    diff = differential(np.concatenate([o.kinds for o in outs if o.kinds is not None]), kinds)
     p_other = other_cancer(diff, kinds)
     is_other = np.array([c in OTHER_CANCERS for c in va_codes])
     threshold = threshold_for_sensitivity(p_other, is_other.astype(int), target_sensitivity) if is_other.any() else None

@@ -45,6 +45,7 @@ class ModelInfo:
     other_threshold: float | None = None  # on the estimate of another skin cancer (kinds.other_cancer), with a kinds head
     other_target_sensitivity: float | None = None  # the validation sensitivity other_threshold was chosen for
     kinds_validation: dict = field(default_factory=dict)  # how the kinds head did on the validation split (kinds_fit.py)
+    kinds_prior: dict = field(default_factory=dict)  # kind -> its share of the training loss, out of the head's bias (kinds_fit.correct_for_prior); {}: none
 
     @property
     def licence(self) -> str:

@@ -60,7 +60,7 @@ def predictions(out: Inference, info: ModelInfo) -> list[Prediction]:
     ps = calibrated_probability(np.asarray(out.logits), info.temperature)
     scores = [None] * len(ps) if out.ood is None else [float(s) for s in out.ood]
     if out.kinds is not None and info.kinds:
-        diffs = differential(ps, out.kinds, info.kinds)
+        diffs = differential(out.kinds, info.kinds)
         others: list[float | None] = [float(o) for o in other_cancer(diffs, info.kinds)]
         ranked: list[list[tuple[str, float]] | None] = [sorted(zip(info.kinds, map(float, d)), key=lambda kp: -kp[1]) for d in diffs]
     else:

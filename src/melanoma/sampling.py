@@ -89,6 +89,19 @@ def sample_weights(labels: np.ndarray, groups: np.ndarray, once: bool = False, s
     return torch.tensor(share * (seen.sum() / (2 * np.maximum(per_class, 1e-12)))[labels], dtype=torch.float32)
 
 
+def training_weights(samples, labels: np.ndarray, groups: np.ndarray, sources: list[Source], once: bool) -> tuple[torch.Tensor, np.ndarray, dict]:
+    """A run's training images (`samples`, their labels and near-duplicate groups): each one's loss weight
+    (`sample_weights`, its source's and diagnosis's weight applied), the share of epochs it is drawn in
+    and the capped diagnoses (`sampled_kinds`)."""
+    capped = sampled_kinds(samples, sources)
+    presence = np.ones(len(samples))
+    for idx, cap in capped.values():
+        presence[idx] = cap / len(idx)
+    source = {src.name: src for src in sources}
+    weights = sample_weights(labels, groups, once=once, scale=np.array([source[s.source].weight_of(s.kind) for s in samples]), presence=presence)
+    return weights, presence, capped
+
+
 def mixup_batch(x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, alpha: float, seed: int):
     """mixup (Zhang et al. 2018): the batch blended with a seeded shuffle of itself, one Beta(alpha,
     alpha) share for the batch; targets (labels or probabilities) and sample weights blended alike."""

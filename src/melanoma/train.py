@@ -36,13 +36,13 @@ from .checkpoint import Progress
 from .data import CLASS_NAMES
 from .errors import Interrupted, UsageError
 from .kinds import code_of
-from .kinds_fit import kinds_operating_point
+from .kinds_fit import correct_for_prior, kinds_operating_point, training_prior
 from .lineage import check_same_run
 from .modelinfo import ModelInfo
 from .parallel import Parallel
 from .preprocess import TRAINING_LOOK, Preprocess, normalize, train_augment
 from .recipe import TrainConfig
-from .sampling import ArrayDataset, epoch_batches, epoch_pool, mix_targets, mixup_batch, sample_weights, sampled_kinds
+from .sampling import ArrayDataset, epoch_batches, epoch_pool, mix_targets, mixup_batch, sampled_kinds, training_weights
 from .scoring import predict_logits, validation_record
 from .seeding import derive_seed, seed_everything
 from .sources import source_record
@@ -322,13 +322,7 @@ def fit(run: Run, model: nn.Module, trainee: nn.Module, frozen: list[nn.Module],
     train_ds = ArrayDataset(train_views, data.labels[data.tr], train_augment(run.pre.image_size, config.seed, robust=config.augment == "robust"),
                             config.seed, targets)
     train_samples = data.samples_of(data.tr)
-    capped = sampled_kinds(train_samples, data.sources)
-    presence = np.ones(len(data.tr))
-    for idx, cap in capped.values():
-        presence[idx] = cap / len(idx)
-    source = {src.name: src for src in data.sources}
-    weights = sample_weights(data.labels[data.tr], data.groups[data.tr], once=config.duplicates == "once",
-                             scale=np.array([source[s.source].weight_of(s.kind) for s in train_samples]), presence=presence)
+    weights, _, capped = training_weights(train_samples, data.labels[data.tr], data.groups[data.tr], data.sources, config.duplicates == "once")
     if capped:
         pool = epoch_pool(len(data.tr), capped, config.seed, 1)
         assert pool is not None  # something is capped
@@ -396,8 +390,9 @@ def calibrate_and_save(run: Run, model: models.Classifier, progress: Progress) -
         validation=validation, history=progress.history, versions=models.versions(), ood_cutoff=ood_cutoff, ood_block=model.ood.block,
         sources=[source_record(src, data.samples) for src in data.sources],
     )
-    if model.kinds is not None:  # --diagnosis: the other-cancer threshold, chosen on the validation images as the melanoma one
-        info = kinds_operating_point(model.cpu(), info, data, config.other_target_sensitivity)
+    if model.kinds is not None:  # --diagnosis: the head corrected for its training prior, the other-cancer threshold chosen on validation
+        info = correct_for_prior(model.cpu(), info, training_prior(data, model.kind_codes, config.duplicates == "once"))
+        info = kinds_operating_point(model, info, data, config.other_target_sensitivity)
     models.save(path, model.cpu(), info)
     plot_history(progress.history, run.out_dir / "training_curves.png")
     LOG.info(f"saved {path}: temperature {temperature:.3f}, threshold {threshold:.3f}, validation {json.dumps(validation)}")
