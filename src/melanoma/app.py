@@ -155,8 +155,7 @@ def show_result(name: str, r: dict, alpha: float, info, model) -> None:
 
 def show_differential(differential: list[tuple[str, float]], top: int = 3) -> None:
     """The kinds the spot most resembles, as bars, with a plain line on each (kinds.KINDS)."""
-    st.markdown("**What it most resembles** (the model's differential over seven kinds of skin spot, each counted as if equally "
-                "common: how much it looks like each kind, not how likely each is; the melanoma estimate above is the calibrated one):")
+    st.markdown("**What it most resembles** (seven kinds, each counted as if equally common: a likeness, not a probability):")
     for code, p in differential[:top]:
         name, line = KINDS.get(code, (code, ""))
         st.progress(min(max(p, 0.0), 1.0), text=f"{name}: {probability_text(p)}")
