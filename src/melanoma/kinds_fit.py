@@ -89,18 +89,18 @@ def training_prior(split, kinds: list[str], once: bool) -> np.ndarray:
     samples = split.samples_of(split.tr)
     weights, presence, _ = training_weights(samples, split.labels[split.tr], split.groups[split.tr], split.sources, once)
     mass = weights.numpy().astype(np.float64) * presence
-    codes = np.array([code_of(s.kind) or "" if s.kind else "" for s in samples])
+    codes = np.array([(code_of(s.kind) if s.kind else None) or "" for s in samples])
     share = np.array([mass[codes == k].sum() for k in kinds])
     return share / share.sum()
 
 
 def correct_for_prior(model: models.Classifier, info: ModelInfo, prior: np.ndarray) -> ModelInfo:
     """A kinds head trained end to end learns the kinds' shares of its weighted loss (`training_prior`) as
-    their prior: with HAM10000's benign keratoses weighted three times, they outweigh its basal cell
-    carcinomas six to one, and the head named 12% of the ISIC 2018 test images' basal cell carcinomas (diag_s1;
-    docs/kinds.md). Its bias minus log(prior) (logit adjustment: Menon et al., "Long-tail learning via logit
-    adjustment", ICLR 2021) makes its softmax the one it would have with every kind equally common, the
-    prior that balanced accuracy (ISIC 2018's metric) scores. Recorded as `ModelInfo.kinds_prior`."""
+    their prior: in the repository's sources file HAM10000's benign keratoses, weighted three times, outweigh
+    its basal cell carcinomas about seven to one (36% of that loss against 5%), and the head leans that way on
+    every spot (docs/kinds.md). Its bias minus log(prior) (logit adjustment: Menon et al., "Long-tail learning
+    via logit adjustment", ICLR 2021) makes its softmax the one it would have with every kind equally common,
+    the prior that balanced accuracy (ISIC 2018's metric) scores. Recorded as `ModelInfo.kinds_prior`."""
     assert model.kinds is not None and not info.kinds_prior  # corrected once
     with torch.no_grad():
         model.kinds.bias.sub_(torch.from_numpy(np.log(prior)).float())
