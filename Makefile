@@ -27,13 +27,11 @@ run: $(BIN)/.installed-app
 
 test: $(BIN)/.installed-dev
 	$(BIN)/ruff check src tests tools
-	$(BIN)/mypy
 	$(BIN)/python -m pytest -q --durations=10 -n 2 --dist loadfile --no-loadscope-reorder  # two workers (pytest-xdist), each test file on one, so a module fixture (the int8 export, a small training run) is built once; the longest files first (tests/conftest.py)
 
 # The quick ones only (tests marked slow left out), while developing; `make test` runs all.
 test-fast: $(BIN)/.installed-dev
 	$(BIN)/ruff check src tests tools
-	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:

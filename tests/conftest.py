@@ -17,7 +17,7 @@ EXTRA = Path(os.environ.get("MELANOMA_EXTRA_DATA", DATA.parent / "extra-train"))
 # tests, left the two-test bench and bare-venv files for last, and one worker waiting on them), so both finish together.
 LONGEST_FIRST = ("test_audit_train.py", "test_onnx.py", "test_bench.py", "test_browser.py", "test_without_torch.py", "test_sources.py",
                  "test_train_resume.py", "test_kinds.py", "test_ensemble.py", "test_robustness.py", "test_api.py", "test_bundled_model.py",
-                 "test_predict_explain.py", "test_ood.py", "test_compare.py", "test_distributed.py")
+                 "test_typing.py", "test_predict_explain.py", "test_ood.py", "test_compare.py", "test_distributed.py")
 
 
 def pytest_collection_modifyitems(items):
