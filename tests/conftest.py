@@ -12,18 +12,6 @@ TINY_THRESHOLD = 0.37  # not 0.5, so a hard-coded 0.5 anywhere shows
 DATA = Path(os.environ.get("MELANOMA_DATA", ROOT.parent / "shared" / "data" / "melanoma"))
 EXTRA = Path(os.environ.get("MELANOMA_EXTRA_DATA", DATA.parent / "extra-train"))
 
-# The test files that take longest (`pytest --durations`, 2 cores, 2026-12-07), started first: `make test` gives each
-# file to one of two workers (--dist loadfile) in this order (--no-loadscope-reorder; xdist's own order, by number of
-# tests, left the two-test bench and bare-venv files for last, and one worker waiting on them), so both finish together.
-LONGEST_FIRST = ("test_audit_train.py", "test_onnx.py", "test_bench.py", "test_browser.py", "test_without_torch.py", "test_sources.py",
-                 "test_train_resume.py", "test_kinds.py", "test_ensemble.py", "test_robustness.py", "test_api.py", "test_bundled_model.py",
-                 "test_typing.py", "test_predict_explain.py", "test_ood.py", "test_compare.py", "test_distributed.py")
-
-
-def pytest_collection_modifyitems(items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's own order is kept
-
 
 def melanoma_cli(*args, cwd=None, env=None, timeout=600):
     """The command line as a user runs it: a child process, its output captured."""
