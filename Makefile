@@ -28,7 +28,7 @@ run: $(BIN)/.installed-app
 test: $(BIN)/.installed-dev
 	$(BIN)/ruff check src tests tools
 	$(BIN)/mypy
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q --durations=10 -n 2 --dist loadfile  # two workers (pytest-xdist), each test file on one, so a module fixture (the int8 export, a small training run) is built once; one torch thread in each and in their children, so that two workers on 2 cores do not run four
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q --durations=10 -n 3 --dist loadfile  # three workers (pytest-xdist), each test file on one, so a module fixture (the int8 export, a small training run) is built once; one torch thread in each and in their children: on 2 cores much of the suite waits on child processes, servers and the browser
 
 # The quick ones only (tests marked slow left out), while developing; `make test` runs all.
 test-fast: $(BIN)/.installed-dev
