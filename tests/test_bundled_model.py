@@ -84,8 +84,7 @@ def test_figures_on_the_real_test_split_match_their_file_the_readme_and_the_mode
     SHA-256) against the predictions that run kept (predictions.csv), full split and clean subset (the images
     it marks as having no near-duplicate in train); each kept probability and OOD score against the model
     scoring the image again, for every fifth image (test_onnx.py holds the ONNX export to all 2,000, within
-    1e-4: the full split through PyTorch took 90 s of the suite); then the README's results row and the
-    model card's table against that file."""
+    1e-4); then the README's results row and the model card's table against that file."""
     model, info = bundled
     m = json.loads((RESULTS / "metrics.json").read_text())
     assert m["model_sha256"] == file_sha256() == json.loads(BUNDLED_MODEL.with_name("metrics.json").read_text())["model_sha256"]
