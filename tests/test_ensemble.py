@@ -113,13 +113,20 @@ def test_combine_refuses_members_of_another_input_size_or_split(tmp_path):
         combine([str(paths[0]), str(paths[1])])
 
 
-def test_onnx_export_of_an_ensemble_matches_torch(tmp_path):
+@pytest.mark.parametrize("half", [False, True])
+def test_onnx_export_of_an_ensemble_matches_torch(tmp_path, half):
+    """With float16 storage (`export --onnx` of a file that keeps float16 weights) the graph keeps them as
+    float16 too: about half the size, the same numbers."""
+    import onnx as onnx_lib
+
     from melanoma.onnx_model import OnnxModel, export
     from melanoma.preprocess import normalize_nhwc
 
     nets, pre = members()
-    model, info = load(ensemble_file(tmp_path / "e.safetensors", nets, pre))
-    export(model, info, tmp_path / "e.onnx")
+    model, info = load(ensemble_file(tmp_path / "e.safetensors", nets, pre, half=half))
+    export(model, info, tmp_path / "e.onnx", float16=half)
+    stored = {w.data_type for w in onnx_lib.load(str(tmp_path / "e.onnx")).graph.initializer}
+    assert (onnx_lib.TensorProto.FLOAT16 in stored) == half
     onnx = OnnxModel(tmp_path / "e.onnx")
     assert [m["name"] for m in onnx.info.members] == ["m0", "m1", "m2"]
     views = np.stack([np.asarray(lesion_image(seed=s).resize((SIZE, SIZE))) for s in range(3)])

@@ -345,7 +345,7 @@ def _export(args) -> int:
 
     model, info = load(args.model)
     if not args.int8:
-        export(model, info, args.onnx, exported_from=file_sha256(args.model))
+        export(model, info, args.onnx, exported_from=file_sha256(args.model), float16=getattr(model, "half_storage", False))
     else:
         from .split import validation_views, with_sources
 

@@ -72,10 +72,12 @@ def _graph(model: Classifier, target: int) -> torch.nn.Module:
     return Graph().eval()
 
 
-def export(model: Classifier, info: ModelInfo, path: str | os.PathLike, exported_from: str = "") -> None:
+def export(model: Classifier, info: ModelInfo, path: str | os.PathLike, exported_from: str = "", float16: bool = False) -> None:
     """Write `model` as ONNX (batch size free) with `info` in its metadata, atomically; `exported_from`, the
     SHA-256 of the model file it came from, lets the graph show that file's measured figures
-    (modelinfo.measured_figures): the float graph computes the same function (tests/test_onnx.py)."""
+    (modelinfo.measured_figures): the float graph computes the same function (tests/test_onnx.py). With
+    `float16`, the weights float16 holds exactly (those of a file that keeps them as float16) are stored so
+    (`store_float16`); int8.quantize asks for plain float32 weights, which it quantises."""
     import torch
 
     graph: Any = _graph(model.eval(), target=len(info.class_names) - 1)  # _graph's local Graph module, with its outputs()
@@ -84,9 +86,35 @@ def export(model: Classifier, info: ModelInfo, path: str | os.PathLike, exported
     size = info.preprocess.image_size
     example = torch.zeros(2, size, size, 3)
     program = torch.onnx.export(graph, (example,), None, input_names=["image_nhwc"], output_names=graph.outputs(),
-                                dynamic_shapes={"image_nhwc": {0: torch.export.Dim("batch")}}, dynamo=True, verbose=False)
+                                dynamic_shapes={"image_nhwc": {0: torch.export.Dim("batch")}}, dynamo=True, verbose=False,
+                                optimize=not float16)  # the optimiser folds batch norms into the weights, which float16 then no longer holds exactly
     assert program is not None  # dynamo=True returns the ONNXProgram
-    save(program.model_proto, info, path, exported_from)
+    proto = program.model_proto
+    if float16:
+        store_float16(proto)
+    save(proto, info, path, exported_from)
+
+
+def store_float16(proto) -> None:
+    """Each float32 weight that float16 holds exactly stored as float16 and cast back to float32 as the
+    graph starts: the same numbers at half the size (an ensemble file keeps its members' weights as float16,
+    ensemble.py; ONNX Runtime folds the casts once, when it loads the graph). Other weights stay as they are."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    casts = []
+    for weight in proto.graph.initializer:
+        if weight.data_type != TensorProto.FLOAT:
+            continue
+        values = numpy_helper.to_array(weight)
+        half = values.astype(np.float16)
+        if values.size < 64 or not np.array_equal(half.astype(np.float32), values):
+            continue
+        name = weight.name
+        weight.CopyFrom(numpy_helper.from_array(half, f"{name}_float16"))
+        casts.append(helper.make_node("Cast", [f"{name}_float16"], [name], to=TensorProto.FLOAT, name=f"{name}_to_float32"))
+    nodes = list(proto.graph.node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(casts + nodes)
 
 
 def save(proto, info: ModelInfo, path: str | os.PathLike, exported_from: str = "") -> None:
