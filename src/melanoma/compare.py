@@ -5,10 +5,11 @@ AFTER is aligned onto BEFORE on the skin around the spot (SIFT keypoints outside
 similarity transform by RANSAC, refined by ECC on the same skin), so the spot's own change is not
 taken for a change of framing. The light is evened out by the skin too (AFTER's channels scaled so
 its skin matches BEFORE's: the photos' white balance and exposure), the spot is outlined in both with
-one threshold (spot.py), and the change of area, longest diameter, colour (CIE Delta E 2000), border
-and asymmetry is measured in BEFORE's frame. When the photos do not show one spot (too few keypoints
-that agree on one transform, a transform no photo of one spot needs, or outlines that do not overlap
-once aligned) no change is reported: two spots must never read as one that changed.
+one threshold (spot.py; at a few levels around it, keeping the level of the median area ratio), and the
+change of area, longest diameter, colour (CIE Delta E 2000), border and asymmetry is measured in
+BEFORE's frame. When the photos do not show one spot (too few keypoints that agree on one transform, a
+transform no photo of one spot needs, or outlines that do not overlap once aligned) no change is
+reported: two spots must never read as one that changed.
 
 Sizes are relative: without a ruler in both photos a change of framing and a change of the spot can
 be told apart only by the skin around it, which is why a spot that fills the photo is flagged."""
@@ -26,13 +27,14 @@ from .lesion import lit_pixels
 from .spot import Shape, delta_e, joint_threshold, shape, spot_gray, spot_mask
 
 WORK_SIDE = 512  # both photos are measured with their longer side at this many pixels
-MIN_INLIERS = 10  # keypoint matches that must agree on one similarity transform (chosen on seeds 1 and 2: docs/compare.md)
+MIN_INLIERS = 7  # keypoint matches that must agree on one similarity transform (chosen on seeds 1 and 2: docs/compare.md)
 MIN_SKIN_INLIERS = 8  # of them on the skin around the spot, for the transform to be the skin's
 RATIO = 0.85  # Lowe's ratio test of the keypoint matches
 CONTRAST = 0.02  # SIFT's contrast threshold (OpenCV's default 0.04): skin is faint
 EDGE_MARGIN = 0.03  # keypoints are taken this share of the side inside the lit field and the frame
 MIN_OVERLAP = 0.3  # intersection over union of the two outlines, once aligned, below which they are not one spot
 SCALE_RANGE = (1 / 3, 3.0)  # a transform scaling outside this is not two photos of one spot
+LEVELS = (-12.0, -6.0, 0.0, 6.0, 12.0)  # gray levels around the pair's threshold the outlines are drawn at (see outlines)
 SKIN_MARGIN = 0.08  # keypoints and light are taken this share of the side away from either spot
 
 
@@ -141,7 +143,7 @@ def align(before: np.ndarray, after: np.ndarray, sb: np.ndarray, sa: np.ndarray)
     if db is None or da is None or len(kb) < 2 or len(ka) < 2:
         return Alignment(None, 0, 0)
     pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(da, db, k=2)
-    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
+    good = one_to_one([p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance], ka, kb)
     pa = np.array([ka[m.queryIdx].pt for m in good], np.float32).reshape(-1, 2)
     pb = np.array([kb[m.trainIdx].pt for m in good], np.float32).reshape(-1, 2)
     matrix, inliers = similarity(pa, pb)
@@ -155,6 +157,25 @@ def align(before: np.ndarray, after: np.ndarray, sb: np.ndarray, sa: np.ndarray)
     if SCALE_RANGE[0] <= found.scale <= SCALE_RANGE[1]:
         refine(found, before, after, mb, ma)
     return found
+
+
+def one_to_one(good: list, ka, kb) -> list:
+    """The ratio test's matches (OpenCV DMatch, AFTER's keypoints `ka` the query, BEFORE's `kb` the train), best first, keeping
+    at most one per point (rounded to the pixel) of either photo. SIFT puts several keypoints at one point (one per
+    orientation), and many points of one photo can match one point of the other: RANSAC then finds a transform that
+    collapses AFTER onto that point (scale near 0) and counts every repeat as agreeing (10-73 "agreeing" matches between
+    photos of two lesions on the check's tuning draws, docs/compare.md), which also hides the true alignment of two photos of one spot."""
+    seen_a: set[tuple[int, int]] = set()
+    seen_b: set[tuple[int, int]] = set()
+    kept = []
+    for m in sorted(good, key=lambda m: m.distance):
+        a = (round(ka[m.queryIdx].pt[0]), round(ka[m.queryIdx].pt[1]))
+        b = (round(kb[m.trainIdx].pt[0]), round(kb[m.trainIdx].pt[1]))
+        if a not in seen_a and b not in seen_b:
+            seen_a.add(a)
+            seen_b.add(b)
+            kept.append(m)
+    return kept
 
 
 def refine(found: Alignment, before: np.ndarray, after: np.ndarray, mb: np.ndarray, ma: np.ndarray) -> None:
@@ -206,9 +227,7 @@ def compare(before_image: Image.Image, after_image: Image.Image) -> Comparison:
     aligned = even_light(before, aligned, skin(before, rough_b, rough_a) & (seen * 255).astype(np.uint8))
     grays = [spot_gray(before), spot_gray(aligned)]
     lits = [lit_of(before) & seen, lit_of(aligned) & seen]
-    t = joint_threshold(grays, lits)
-    mb = spot_mask(grays[0], lits[0], t)
-    ma = spot_mask(grays[1], lits[1], t, near=mb)
+    mb, ma = outlines(grays, lits, joint_threshold(grays, lits))
     if not mb.any() or not ma.any():
         return Comparison(False, f"no spot found in the {'before' if not mb.any() else 'after'} photo", found)
     overlap = float((mb & ma).sum() / (mb | ma).sum())
@@ -218,6 +237,26 @@ def compare(before_image: Image.Image, after_image: Image.Image) -> Comparison:
     result = Comparison(True, None, found, shape(mb, before), shape(ma, aligned), overlap, views=(before, aligned, mb, ma))
     result.notes = limits(mb, ma, seen, found)
     return result
+
+
+def outlines(grays: list[np.ndarray], lits: list[np.ndarray], t: float) -> tuple[np.ndarray, np.ndarray]:
+    """The spot in BEFORE and in AFTER (`spot_mask`, AFTER's the part most overlapping BEFORE's), drawn at each of LEVELS
+    around the pair's threshold `t`; the pair of outlines whose area ratio is the median of those levels' (the lower
+    one of an even count) is kept. A spot that grew grows at every level, while a faint edge falling under one level or a
+    neighbour joining at one moves that level's ratio alone. Where no level finds the spot in both photos, the outlines at
+    `t` itself (one of them empty)."""
+    found = []
+    for d in LEVELS:
+        mb = spot_mask(grays[0], lits[0], t + d)
+        ma = spot_mask(grays[1], lits[1], t + d, near=mb)
+        if mb.any() and ma.any():
+            found.append((ma.sum() / mb.sum(), mb, ma))
+    if not found:
+        mb = spot_mask(grays[0], lits[0], t)
+        return mb, spot_mask(grays[1], lits[1], t, near=mb)  # at least one of them empty: compare says which
+    found.sort(key=lambda f: f[0])
+    _, mb, ma = found[(len(found) - 1) // 2]
+    return mb, ma
 
 
 def limits(mb: np.ndarray, ma: np.ndarray, seen: np.ndarray, found: Alignment) -> list[str]:
