@@ -1,6 +1,6 @@
 """Two photos of one spot (compare.py, compare_report.py): change read on pairs whose truth is known,
 two spots never read as one, and the command and the API endpoint as a user meets them. The full
-check (200 pairs of each kind) is `melanoma check-compare`, kept in docs/compare/check.json."""
+check (200 pairs of each kind) is `melanoma check-compare`, kept in docs/compare/check.json (seed 0) and docs/compare/check_seed3.json (a fresh draw)."""
 
 import json
 from pathlib import Path
@@ -118,14 +118,19 @@ def test_api_compare_answers_as_the_command_and_refuses_in_one_line(tmp_path, sp
     assert "/v1/compare" in client.get("/openapi.json").json()["paths"]
 
 
-CHECK = Path(__file__).resolve().parents[1] / "docs" / "compare" / "check.json"
-# Issue 38's bars, set before `melanoma check-compare` was run; a known miss is an expected failure naming its bar
+CHECKS = Path(__file__).resolve().parents[1] / "docs" / "compare"
+# Issue 38's bars, set before `melanoma check-compare` was run; a known miss is an expected failure naming its bar.
+# Every kept draw is held to them: check.json (seed 0, the draw the docs report) and check_seed3.json (a fresh draw).
 COMPARE_BARS = {"grown_within_5_points": 0.90, "same_lesion_read_same": 0.90, "different_read_different": 0.95}
-COMPARE_MISSED = {"grown_within_5_points": "86.4% of grown pairs within 5 points (docs/compare/check.json, seed 0's third look, 2026-12-07): bar 90%"}
+COMPARE_MISSED = {
+    ("check.json", "grown_within_5_points"): "86.4% of grown pairs within 5 points (seed 0's third look, 2026-12-07): bar 90%",
+    ("check_seed3.json", "grown_within_5_points"): "87.5% of grown pairs within 5 points (seed 3, a fresh draw, 2026-12-07): bar 90%",
+    ("check_seed3.json", "same_lesion_read_same"): "87.5% of same-lesion pairs read as one spot (seed 3, a fresh draw, 2026-12-07): bar 90%",
+}
 
 
-def check_summary() -> dict:
-    result = json.loads(CHECK.read_text())
+def check_summary(name: str) -> dict:
+    result = json.loads((CHECKS / name).read_text())
     grown, lesions = result["grown"], result["lesions"]
     # the summary is what its rows say (so a figure cannot be written by hand)
     within = np.mean([abs(g.get("area_change_pct", np.inf) - g["true_area_change_pct"]) <= 5 for g in grown])
@@ -136,10 +141,11 @@ def check_summary() -> dict:
     return result["summary"]
 
 
-@pytest.mark.parametrize("bar", [pytest.param(b, marks=pytest.mark.xfail(strict=True, reason=COMPARE_MISSED[b])) if b in COMPARE_MISSED else b
-                                 for b in COMPARE_BARS])
-def test_the_kept_check_meets_the_issues_bars(bar):
-    assert check_summary()[bar] >= COMPARE_BARS[bar]
+@pytest.mark.parametrize("name,bar", [pytest.param(n, b, marks=pytest.mark.xfail(strict=True, reason=COMPARE_MISSED[n, b]))
+                                      if (n, b) in COMPARE_MISSED else (n, b)
+                                      for n in ("check.json", "check_seed3.json") for b in COMPARE_BARS])
+def test_the_kept_checks_meet_the_issues_bars(name, bar):
+    assert check_summary(name)[bar] >= COMPARE_BARS[bar]
 
 
 def test_one_to_one_keeps_a_collapsing_many_to_one_set_from_agreeing():
