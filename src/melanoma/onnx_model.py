@@ -98,7 +98,8 @@ def export(model: Classifier, info: ModelInfo, path: str | os.PathLike, exported
 def store_float16(proto) -> None:
     """Each float32 weight that float16 holds exactly stored as float16 and cast back to float32 as the
     graph starts: the same numbers at half the size (an ensemble file keeps its members' weights as float16,
-    ensemble.py; ONNX Runtime folds the casts once, when it loads the graph). Other weights stay as they are."""
+    ensemble.py; ONNX Runtime folds the casts once, when it loads the graph). Other weights stay as they are, and so do
+    tensors under 64 values (shapes, scales and other small constants, where a cast saves nothing)."""
     from onnx import TensorProto, helper, numpy_helper
 
     casts = []
