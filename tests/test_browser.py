@@ -104,9 +104,17 @@ def test_compare_two_photos_in_a_real_browser(server, data_dir, tmp_path):
         page.get_by_text("Compare two photos of one spot").click(timeout=60_000)
         page.get_by_text("Earlier photo (before)").wait_for(timeout=60_000)
         inputs = page.locator("input[type=file]")
+        # one upload at a time: each reruns the page, and a file set on the other uploader while that rerun redraws it
+        # can be lost (a CI run on 2 busy cores waited 60 s for a result that never came)
         inputs.nth(0).set_input_files(str(before))
+        page.get_by_text(before.name).wait_for(timeout=60_000)
         inputs.nth(1).set_input_files(str(after))
-        page.get_by_text("Longest diameter").wait_for(timeout=60_000)
+        page.get_by_text(after.name).wait_for(timeout=60_000)
+        try:
+            page.get_by_text("Longest diameter").wait_for(timeout=90_000)
+        except Exception:
+            pytest.fail("no comparison on the page; it read:\n" + page.inner_text("body")[-1500:]
+                        + "\nserver log:\n" + server_log_text(server[1])[-1500:])
         page.get_by_text("red: grown, blue: shrunk").wait_for(timeout=60_000)
         assert page.get_by_text("goes to a doctor").count() >= 1 and page.get_by_text("Traceback").count() == 0
         browser.close()
