@@ -139,6 +139,50 @@ def test_an_ensemble_of_members_with_kinds_heads_averages_them_and_its_file_keep
     assert np.allclose(infer(back, x, cam=False).kinds, mean, atol=1e-5)
 
 
+def melanoma_margin(model, x) -> tuple[np.ndarray, np.ndarray]:
+    """The melanoma head's margin and the kinds head's margin of melanoma against the mean of the other kinds."""
+    with torch.no_grad():
+        logits, kinds = model(x), model.kinds(model.features(x).mean((2, 3)))
+    mel = model.kind_codes.index("mel")
+    others = [i for i, k in enumerate(model.kind_codes) if k != "mel"]
+    return (logits[:, 1] - logits[:, 0]).numpy(), (kinds[:, mel] - kinds[:, others].mean(1)).numpy()
+
+
+def test_the_melanoma_estimate_read_from_the_kinds_head_is_its_margin_in_a_file_and_in_an_ensemble(tmp_path):
+    from melanoma.ensemble import member_record
+    from melanoma.model import Ensemble, kinds_margin_head
+
+    model, info = load(kinds_model(tmp_path))
+    x = to_batch([lesion_image(seed=s) for s in range(3)], info.preprocess)
+    head, margin = melanoma_margin(model, x)
+    assert not np.allclose(head, margin, atol=1e-3)  # a head of its own, before
+    kinds_margin_head(model)
+    assert np.allclose(*melanoma_margin(model, x), atol=1e-5) and np.allclose(melanoma_margin(model, x)[1], margin, atol=1e-5)
+    # a file flagged so reads it from the kinds head, whatever melanoma head it keeps
+    trained, _ = load(kinds_model(tmp_path))
+    save(tmp_path / "flagged.safetensors", trained, replace(info, melanoma_from_kinds=True))
+    back, back_info = load(tmp_path / "flagged.safetensors")
+    assert back_info.melanoma_from_kinds and np.allclose(melanoma_margin(back, x)[0], margin, atol=1e-5)
+    # an ensemble's file keeps its members' own heads; loaded flagged, it reads its averaged kinds head's margin
+    members = []
+    for seed in (1, 2):
+        (tmp_path / str(seed)).mkdir()
+        torch.manual_seed(seed)
+        members.append(load(kinds_model(tmp_path / str(seed)))[0])
+        with torch.no_grad():
+            members[-1].kinds.weight.normal_(0, 0.05)
+    ens = Ensemble(members).eval()
+    save(tmp_path / "ens.safetensors", ens, replace(info, members=[member_record(f"m{i}", info) for i in range(2)], melanoma_from_kinds=True))
+    back, _ = load(tmp_path / "ens.safetensors")
+    assert np.allclose(*melanoma_margin(back, x), atol=1e-5) and np.allclose(melanoma_margin(back, x)[1], melanoma_margin(ens, x)[1], atol=1e-5)
+    # without a kinds head there is nothing to read it from: refused in one line when the file is loaded
+    plain, plain_info = load(kinds_model(tmp_path))
+    plain.kinds = None
+    save(tmp_path / "plain.safetensors", plain, replace(plain_info, kinds=[], other_threshold=None, melanoma_from_kinds=True))
+    with pytest.raises(ModelFileError, match="needs a kinds head"):
+        load(tmp_path / "plain.safetensors")
+
+
 def test_onnx_export_carries_the_kinds_and_the_other_cancer_map(tmp_path):
     from melanoma.onnx_model import OnnxModel, export
     from melanoma.preprocess import model_view, normalize_nhwc
@@ -267,6 +311,22 @@ read_other = true
     assert same.keys() == was.keys() and all(torch.equal(v, was[k]) for k, v in same.items())
     d = melanoma_cli("describe", "--model", tmp_path / "k.safetensors")
     assert "kinds head: akiec, bcc" in d.stdout and "balanced accuracy of the top kind" in d.stdout
+    # the melanoma estimate read from the trained kinds head: its temperature and threshold chosen again on validation
+    r = melanoma_cli("calibrate", "--melanoma-from-kinds", "--model", run / "model.safetensors", "--target-sensitivity", "0.8",
+                     "--out", tmp_path / "from_kinds.safetensors")
+    assert r.returncode == 0, r.stderr[-2000:]
+    read, read_info = load(tmp_path / "from_kinds.safetensors")
+    x = to_batch([lesion_image(seed=s) for s in range(3)], read_info.preprocess)
+    assert read_info.melanoma_from_kinds and read_info.target_sensitivity == 0.8 and np.allclose(*melanoma_margin(read, x), atol=1e-5)
+    assert read_info.validation["sensitivity"] >= 0.8 and read_info.other_threshold is not None
+    assert "melanoma estimate: read from the kinds head" in melanoma_cli("describe", "--model", tmp_path / "from_kinds.safetensors").stdout
+
+
+def test_calibrate_melanoma_from_kinds_refuses_a_model_without_a_kinds_head_in_one_line(recorded_run, tmp_path):
+    r = melanoma_cli("calibrate", "--melanoma-from-kinds", "--model", recorded_run / "model.safetensors", "--target-sensitivity", "0.9",
+                     "--out", tmp_path / "m.safetensors")
+    assert r.returncode != 0 and "needs a kinds head" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "m.safetensors").exists()
 
 
 def test_fit_kinds_refuses_a_model_whose_sources_name_no_kind_in_one_line(recorded_run, tmp_path):

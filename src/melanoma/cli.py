@@ -137,7 +137,8 @@ def kinds_lines(info: ModelInfo) -> list[str]:
     if not info.kinds:
         return ["kinds head: none (the verdict is melanoma suspected or not; other skin cancers are not named)"]
     v = info.kinds_validation
-    lines = [f"kinds head: {', '.join(info.kinds)}; " + (
+    lines = ["melanoma estimate: read from the kinds head (its melanoma logit against the mean of the other kinds')"] if info.melanoma_from_kinds else []
+    lines += [f"kinds head: {', '.join(info.kinds)}; " + (
              f"other skin cancer suspected at {info.other_threshold:.3f}, chosen on validation for sensitivity {info.other_target_sensitivity}"
              if info.other_threshold is not None else "no other-cancer threshold (no other skin cancer among its validation images): "
              "the verdict speaks for melanoma alone"),
@@ -221,6 +222,12 @@ def _calibrate(args) -> int:
     from .split import model_data_dir, model_split, with_sources
 
     model, info = models.load(args.model)
+    if args.melanoma_from_kinds:
+        try:
+            models.kinds_margin_head(model)
+        except ValueError as exc:
+            raise UsageError(f"--melanoma-from-kinds: {args.model or 'the bundled model'}: {exc}") from None
+        info = replace(info, melanoma_from_kinds=True)
     info = with_sources(info, args.sources)
     data = model_data_dir(info, args.data)
     check_outside(data, args.out)
@@ -625,12 +632,15 @@ def _add_fit_ood(sub) -> None:
 
 def _add_calibrate(sub) -> None:
     c = sub.add_parser("calibrate", help="fit a model file's temperature and threshold anew for another target sensitivity "
-                                         "(weights and OOD score unchanged)")
+                                         "(weights and OOD score unchanged, but for --melanoma-from-kinds)")
     c.add_argument("--model", help="model file (default: the bundled model)")
     c.add_argument("--data", help=DATA_HELP)
     c.add_argument("--target-sensitivity", type=fraction, required=True, help="validation sensitivity the threshold is chosen for")
     c.add_argument("--out", required=True, help="the model file to write")
     c.add_argument("--sources", help=SOURCES_HELP)
+    c.add_argument("--melanoma-from-kinds", action="store_true",
+                   help="read the melanoma estimate from the model's kinds head (its melanoma logit against the mean of the other "
+                        "kinds') instead of the melanoma head, then fit the temperature and threshold for it")
     c.set_defaults(func=_calibrate)
 
 

@@ -82,6 +82,26 @@ def margin_weights(fc: nn.Linear, target: int = 1) -> torch.Tensor:
     return fc.weight[target] - fc.weight[1 - target]
 
 
+def kinds_margin_head(model: Classifier) -> None:
+    """Make the melanoma head the kinds head's margin of melanoma against the mean of the other kinds (its logit for
+    melanoma minus the mean of its logits for the other six), in place (`ModelInfo.melanoma_from_kinds`). On the
+    external development images a kinds head trained end to end ranked melanoma against harmless spots and other skin
+    cancers better than the melanoma head beside it (docs/selection.md, "Development looks"). Still one linear layer
+    over the pooled features, so Grad-CAM, the ONNX graph and int8 read it as they read a trained head. Derived from
+    the kinds head each time a file is loaded, so an ensemble's file keeps its members' own heads."""
+    fc = linear_head(model)
+    if fc is None or fc.out_features != 2 or model.kinds is None or MELANOMA not in model.kind_codes:
+        raise ValueError("reading the melanoma estimate from the kinds head needs a kinds head that names melanoma, "
+                         "and a head of pooling and one linear layer")
+    mel = model.kind_codes.index(MELANOMA)
+    others = [i for i, k in enumerate(model.kind_codes) if k != MELANOMA]
+    with torch.no_grad():
+        fc.weight[1].copy_(model.kinds.weight[mel])
+        fc.weight[0].copy_(model.kinds.weight[others].mean(0))
+        fc.bias[1].copy_(model.kinds.bias[mel])
+        fc.bias[0].copy_(model.kinds.bias[others].mean(0))
+
+
 def other_weights(kinds_fc: nn.Linear, kinds: list[str]) -> torch.Tensor:
     """The weights of the other-cancer margin over the pooled features: the kinds head's mean logit of
     the other skin cancers minus its mean logit of the harmless kinds (kinds.py), whose map shows what
@@ -349,6 +369,8 @@ def load(path: str | os.PathLike | None = None) -> tuple[Classifier, ModelInfo]:
             model.kind_codes = list(info.kinds)
         if not info.members:
             model.load_state_dict(state, strict=True)
+        if info.melanoma_from_kinds:
+            kinds_margin_head(model)
     except (SafetensorError, ValueError, KeyError, TypeError, RuntimeError, OSError) as exc:
         raise ModelFileError(f"{path}: not a usable melanoma model file ({error_summary(exc)})") from None
     model.eval()

@@ -46,6 +46,7 @@ class ModelInfo:
     other_target_sensitivity: float | None = None  # the validation sensitivity other_threshold was chosen for
     kinds_validation: dict = field(default_factory=dict)  # how the kinds head did on the validation split (kinds_fit.py)
     kinds_prior: dict = field(default_factory=dict)  # kind -> its share of the training loss, out of the head's bias (kinds_fit.correct_for_prior); {}: none
+    melanoma_from_kinds: bool = False  # the melanoma estimate is read from the kinds head (model.kinds_margin_head; calibrate --melanoma-from-kinds)
 
     @property
     def licence(self) -> str:
