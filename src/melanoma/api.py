@@ -238,6 +238,7 @@ def describe(model, info, path: Path) -> dict:
         "threshold": info.threshold, "temperature": info.temperature, "target_sensitivity": info.target_sensitivity,
         "kinds": [{"code": k, "kind": kind_name(k)} for k in info.kinds] or None, "other_threshold": info.other_threshold,
         "kinds_validation": info.kinds_validation or None,  # the kinds head (kinds.py); null without one
+        "melanoma_from_kinds": info.melanoma_from_kinds,  # the melanoma estimate read from the kinds head (calibrate --melanoma-from-kinds)
         "ood_cutoff": info.ood_cutoff, "weights_sha256": weights_sha256, "file_sha256": file_sha256(path),
         "validation": info.validation or None,
         "clean_test": (measured_figures(path, getattr(model, "exported_from", None)) or {}).get("clean_test"),  # the metrics.json
