@@ -84,11 +84,11 @@ def margin_weights(fc: nn.Linear, target: int = 1) -> torch.Tensor:
 
 def kinds_margin_head(model: Classifier) -> None:
     """Make the melanoma head the kinds head's margin of melanoma against the mean of the other kinds (its logit for
-    melanoma minus the mean of its logits for the other six), in place (`ModelInfo.melanoma_from_kinds`). On the
-    external development images a kinds head trained end to end ranked melanoma against harmless spots and other skin
-    cancers better than the melanoma head beside it (docs/selection.md, "Development looks"). Still one linear layer
-    over the pooled features, so Grad-CAM, the ONNX graph and int8 read it as they read a trained head. Derived from
-    the kinds head each time a file is loaded, so an ensemble's file keeps its members' own heads."""
+    melanoma minus the mean of its logits for the other six), in place (`ModelInfo.melanoma_from_kinds`). What it
+    changed when tried (docs/kinds.md, 2026-12-08): fewer false alarms on phone photos, lower figures on the Kaggle
+    images (whose kinds the head never learnt), fewer other cancers sent to a doctor. Still one linear layer over the
+    pooled features, so Grad-CAM, the ONNX graph and int8 read it as they read a trained head. Derived from the kinds
+    head each time a file is loaded, so an ensemble's file keeps its members' own heads."""
     fc = linear_head(model)
     if fc is None or fc.out_features != 2 or model.kinds is None or MELANOMA not in model.kind_codes:
         raise ValueError("reading the melanoma estimate from the kinds head needs a kinds head that names melanoma, "
