@@ -311,6 +311,24 @@ read_other = true
     assert same.keys() == was.keys() and all(torch.equal(v, was[k]) for k, v in same.items())
     d = melanoma_cli("describe", "--model", tmp_path / "k.safetensors")
     assert "kinds head: akiec, bcc" in d.stdout and "balanced accuracy of the top kind" in d.stdout
+    # --unnamed-kinds label: the Kaggle images teach the kinds head too, their label as a set of kinds, and count in its prior
+    from melanoma.kinds_fit import training_prior
+    from melanoma.split import model_data_dir, model_split
+
+    r = melanoma_cli("train", "--sources", sources, "--out", tmp_path / "labelled", "--img-size", "64", "--epochs", "1", "--batch-size", "8",
+                     "--val-fraction", "0.333", "--diagnosis", "0.5", "--unnamed-kinds", "label")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "without a diagnosis (their label as a set of kinds)" in r.stderr
+    labelled, linfo = load(tmp_path / "labelled" / "model.safetensors")
+    assert linfo.train_config["unnamed_kinds"] == "label"
+    split = model_split(linfo, model_data_dir(linfo, None), keep_views=False)
+    lprior, named_only = linfo.kinds_prior, training_prior(split, linfo.kinds, False, "ignore")
+    assert list(lprior.values()) == pytest.approx(training_prior(split, linfo.kinds, False, "label"), abs=1e-5)
+    mel = linfo.kinds.index("mel")
+    assert lprior["mel"] > named_only[mel] and lprior["nv"] / lprior["bkl"] == pytest.approx(named_only[linfo.kinds.index("nv")] / named_only[
+        linfo.kinds.index("bkl")], rel=1e-4)
+    r = melanoma_cli("train", "--sources", sources, "--out", tmp_path / "bad", "--unnamed-kinds", "label")
+    assert r.returncode == 2 and "label needs --diagnosis" in r.stderr and "Traceback" not in r.stderr
     # the melanoma estimate read from the trained kinds head: its temperature and threshold chosen again on validation
     r = melanoma_cli("calibrate", "--melanoma-from-kinds", "--model", run / "model.safetensors", "--target-sensitivity", "0.8",
                      "--out", tmp_path / "from_kinds.safetensors")
@@ -320,6 +338,30 @@ read_other = true
     assert read_info.melanoma_from_kinds and read_info.target_sensitivity == 0.8 and np.allclose(*melanoma_margin(read, x), atol=1e-5)
     assert read_info.validation["sensitivity"] >= 0.8 and read_info.other_threshold is not None
     assert "melanoma estimate: read from the kinds head" in melanoma_cli("describe", "--model", tmp_path / "from_kinds.safetensors").stdout
+
+
+def test_the_kinds_loss_is_cross_entropy_for_one_kind_and_the_set_probability_for_several():
+    from melanoma.kinds import HARMLESS, kind_set
+    from melanoma.train import kinds_loss
+
+    names = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+    assert kind_set("bcc", 0, names, "ignore") == [k == "bcc" for k in names]
+    assert kind_set(None, 1, names, "label") == [k == "mel" for k in names]
+    assert kind_set(None, 0, names, "label") == [k in HARMLESS for k in names] and set(HARMLESS) == {"nv", "bkl", "df", "vasc"}
+    assert not any(kind_set(None, 1, names, "ignore"))
+    torch.manual_seed(0)
+    logits = torch.randn(4, 7, requires_grad=True)
+    sets = torch.tensor([kind_set("bcc", 0, names, "label"), kind_set(None, 1, names, "label"), kind_set(None, 0, names, "label"),
+                         kind_set(None, 0, names, "ignore")])
+    for eps in (0.0, 0.1):
+        loss = kinds_loss(logits, sets, eps)
+        ce = nn.functional.cross_entropy(logits[:2], torch.tensor([1, 4]), reduction="none", label_smoothing=eps)
+        assert torch.allclose(loss[:2], ce, atol=1e-6)  # one allowed kind: cross-entropy's
+        assert loss[3] == 0  # no allowed kind: no loss
+    p = logits.softmax(1)
+    assert torch.allclose(kinds_loss(logits, sets, 0.0)[2], -torch.log(p[2, sets[2]].sum()), atol=1e-6)
+    kinds_loss(logits, sets, 0.1).sum().backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all() and (logits.grad[3] == 0).all()
 
 
 def test_calibrate_melanoma_from_kinds_refuses_a_model_without_a_kinds_head_in_one_line(recorded_run, tmp_path):

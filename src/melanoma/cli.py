@@ -538,12 +538,15 @@ def _add_train(sub) -> None:
                                "and the estimate of another skin cancer; 0 is off"),
         ("--other-target-sensitivity", float, "with --diagnosis: validation sensitivity for other skin cancers the other-cancer "
                                               "threshold is chosen for"),
+        ("--unnamed-kinds", str, "with --diagnosis: ignore (the kinds head learns only from images whose source names their kind), "
+                                 "or label: also from the others (the Kaggle folders), their label as a set of kinds (Malignant: "
+                                 "melanoma; Benign: any harmless kind)"),
     ]:
         dest = flag[2:].replace("-", "_")
         default = getattr(d, dest)
         kw: dict[str, Any] = {"--arch": {"choices": list(ARCHITECTURE_NAMES)}, "--augment": {"choices": ["standard", "robust"]},
               "--colour": {"choices": ["fixed", "matched"]}, "--framing": {"choices": ["centre", "lesion"]},
-              "--duplicates": {"choices": ["each", "once"]}}.get(flag, {})
+              "--duplicates": {"choices": ["each", "once"]}, "--unnamed-kinds": {"choices": ["ignore", "label"]}}.get(flag, {})
         t.add_argument(flag, dest=dest, type=kind, help=f"{text} (default {default})" if default is not None else text, **kw)
     t.add_argument("--teacher", action="append", metavar="FILE",
                    help="distil from this model file (repeat for an ensemble; trained on the same data, --seed and --val-fraction)")

@@ -48,6 +48,20 @@ ALIASES = {"melanoma": "mel", "nevus": "nv", "seborrheic_keratosis": "bkl", "NEV
            "BCC": "bcc", "ACK": "akiec", "SCC": "akiec", "NV": "nv", "BKL": "bkl", "DF": "df", "VASC": "vasc",
            "AKIEC": "akiec"}
 
+HARMLESS = tuple(k for k in KINDS if k != MELANOMA and k not in OTHER_CANCERS)  # the kinds a "Benign" label allows
+
+
+def kind_set(code: str | None, label: int, kinds: list[str], unnamed: str) -> list[bool]:
+    """Which of `kinds` a training image may be: its own kind where its source names one; where it names none
+    (the Kaggle folders), with `unnamed` "label" its label as a set of kinds (Malignant: melanoma; Benign: any
+    harmless kind), with "ignore" none (the kinds head does not learn from it)."""
+    if code:
+        return [k == code for k in kinds]
+    if unnamed != "label":
+        return [False] * len(kinds)
+    return [k == MELANOMA if label == 1 else k in HARMLESS for k in kinds]
+
+
 MELANOMA_SUSPECTED = "melanoma suspected"
 OTHER_SUSPECTED = "other skin cancer suspected"
 NO_SIGN = "no sign of skin cancer"

@@ -23,7 +23,7 @@ from torch import nn
 from . import model as models
 from .calibration import calibrated_probability, threshold_for_sensitivity
 from .errors import UsageError
-from .kinds import KINDS, OTHER_CANCERS, code_of, differential, other_cancer
+from .kinds import HARMLESS, KINDS, MELANOMA, OTHER_CANCERS, code_of, differential, other_cancer
 from .model import linear_head
 from .modelinfo import ModelInfo
 from .ood_fit import pooled_features
@@ -82,15 +82,25 @@ def fit(model: models.Classifier, info: ModelInfo, data_dir: Path | None, target
     return kinds_operating_point(model, replace(info, kinds_prior={}), split, target_sensitivity)  # balanced by its class weights
 
 
-def training_prior(split, kinds: list[str], once: bool) -> np.ndarray:
+def training_prior(split, kinds: list[str], once: bool, unnamed: str = "ignore") -> np.ndarray:
     """Each kind's share of a kinds head's training loss in an epoch: the loss weights of the split's training
     images of that kind (sampling.training_weights: their source's and diagnosis's weight, the two classes
-    balanced; `once`: the run's --duplicates once) times the share of epochs that draw them, over `kinds`."""
+    balanced; `once`: the run's --duplicates once) times the share of epochs that draw them, over `kinds`. With
+    `unnamed` "label" (train --unnamed-kinds label) the images whose source names no kind count too: a Malignant
+    one as melanoma, a Benign one shared among the harmless kinds as the named harmless images are (the head learns
+    how to share it; this is the share it would learn from the named ones)."""
     samples = split.samples_of(split.tr)
-    weights, presence, _ = training_weights(samples, split.labels[split.tr], split.groups[split.tr], split.sources, once)
+    labels = split.labels[split.tr]
+    weights, presence, _ = training_weights(samples, labels, split.groups[split.tr], split.sources, once)
     mass = weights.numpy().astype(np.float64) * presence
     codes = np.array([(code_of(s.kind) if s.kind else None) or "" for s in samples])
     share = np.array([mass[codes == k].sum() for k in kinds])
+    if unnamed == "label":
+        none = codes == ""
+        harmless = np.array([k in HARMLESS for k in kinds])
+        share = share + np.where(np.array(kinds) == MELANOMA, mass[none & (labels == 1)].sum(), 0.0)
+        spread = share * harmless if (share * harmless).sum() > 0 else harmless.astype(np.float64)
+        share = share + mass[none & (labels == 0)].sum() * spread / spread.sum()
     return share / share.sum()
 
 
@@ -117,7 +127,7 @@ def keep_head(model: models.Classifier, info: ModelInfo, data_dir: Path | None, 
     if info.kinds_prior:
         raise UsageError("its kinds head is already corrected for its training prior (kinds_prior in the model file)")
     split = model_split(info, data_dir, keep_views=False)
-    prior = training_prior(split, model.kind_codes, info.train_config.get("duplicates") == "once")
+    prior = training_prior(split, model.kind_codes, info.train_config.get("duplicates") == "once", info.train_config.get("unnamed_kinds", "ignore"))
     return kinds_operating_point(model, correct_for_prior(model, info, prior), split, target_sensitivity)
 
 

@@ -38,6 +38,7 @@ class TrainConfig:
     sources: str | None = None  # a sources file (sources.py) naming every training source; default: the Kaggle data alone
     diagnosis: float = 0.0  # weight of the kinds head's loss (images whose source names a diagnosis; kinds.py); 0: no kinds head
     other_target_sensitivity: float = 0.9  # with diagnosis: validation sensitivity for other skin cancers of the other-cancer threshold
+    unnamed_kinds: str = "ignore"  # with diagnosis: "label" also teaches the kinds head images whose source names no kind (kinds.kind_set)
 
     @property
     def data_seed(self) -> int:
@@ -77,6 +78,8 @@ class TrainConfig:
             return "--diagnosis is a loss weight in [0, 10] (0 turns it off), e.g. 0.5"
         if not 0 < self.other_target_sensitivity <= 1:
             return "--other-target-sensitivity is a fraction in (0, 1], e.g. 0.9"
+        if self.unnamed_kinds not in ("ignore", "label") or (self.unnamed_kinds == "label" and not self.diagnosis):
+            return "--unnamed-kinds is ignore or label, and label needs --diagnosis"
         if self.diagnosis and self.mixup:
             return "--diagnosis and --mixup do not go together (a blend of two images has no one diagnosis)"
         if not 0 < self.lr < 1 or not 0 <= self.weight_decay < 1:

@@ -35,7 +35,7 @@ from .calibration import calibrated_probability, operating_point
 from .checkpoint import Progress
 from .data import CLASS_NAMES
 from .errors import Interrupted, UsageError
-from .kinds import code_of
+from .kinds import code_of, kind_set
 from .kinds_fit import correct_for_prior, kinds_operating_point, training_prior
 from .lineage import check_same_run
 from .modelinfo import ModelInfo
@@ -115,6 +115,24 @@ def diagnosis_targets(samples) -> tuple[list[str], torch.Tensor]:
     return names, torch.tensor([index[c] if c else -1 for c in codes], dtype=torch.long)
 
 
+def diagnosis_sets(samples, labels: np.ndarray, unnamed: str) -> torch.Tensor:
+    """Each training image's allowed kinds (n x kinds, bool; kinds.kind_set, over `diagnosis_targets`' kinds)."""
+    names = diagnosis_targets(samples)[0]
+    return torch.tensor([kind_set(code_of(s.kind) if s.kind else None, int(y), names, unnamed) for s, y in zip(samples, labels)],
+                        dtype=torch.bool).reshape(len(samples), len(names))
+
+
+def kinds_loss(logits: torch.Tensor, sets: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Per image: minus the log of the kinds head's probability of the image's allowed kinds (`sets`), with label
+    smoothing as cross-entropy has it ((1 - smoothing) of that, plus smoothing times the mean over the kinds of minus
+    their log probability); 0 where no kind is allowed. With one allowed kind it is cross-entropy's."""
+    known = sets.any(1)
+    allowed = torch.where(known[:, None], sets, torch.ones_like(sets))  # rows without a kind: a finite 0, masked below
+    every = torch.logsumexp(logits, 1)
+    inside = torch.logsumexp(logits.masked_fill(~allowed, float("-inf")), 1)
+    return torch.where(known, (1 - smoothing) * (every - inside) + smoothing * (every - logits.mean(1)), torch.zeros_like(every))
+
+
 @dataclass
 class Fitting:
     """What the epochs of a run work with: the network (wrapped for a data-parallel run), its training
@@ -131,7 +149,7 @@ class Fitting:
     pre: Preprocess
     par: Parallel
     capped: dict = field(default_factory=dict)  # sampled_kinds of the training images: diagnoses an epoch sees only a draw of
-    diagnoses: torch.Tensor | None = None  # with --diagnosis: each training image's diagnosis index (-1: none), diagnosis_targets
+    diagnoses: torch.Tensor | None = None  # with --diagnosis: each training image's allowed kinds (n x kinds, bool; diagnosis_sets)
 
 
 def train_one_epoch(f: Fitting, progress: Progress, stop: StopRequest) -> bool:
@@ -171,8 +189,7 @@ def train_one_epoch(f: Fitting, progress: Progress, stop: StopRequest) -> bool:
             logits, diagnosis = logits
         each = nn.functional.cross_entropy(logits.float(), target, reduction="none", label_smoothing=config.label_smoothing)
         if f.diagnoses is not None:
-            each = each + config.diagnosis * nn.functional.cross_entropy(
-                diagnosis.float(), f.diagnoses[shard].to(par.device), reduction="none", ignore_index=-1, label_smoothing=config.label_smoothing)
+            each = each + config.diagnosis * kinds_loss(diagnosis.float(), f.diagnoses[shard].to(par.device), config.label_smoothing)
         loss = (each * w).sum() * (par.world / denominator)
         f.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -278,8 +295,9 @@ def with_diagnosis(run: Run, model: models.Classifier) -> nn.Module:
     if not names:
         raise UsageError("--diagnosis: no training source names a diagnosis (a source folder's labels.csv)")
     counts = torch.bincount(index[index >= 0], minlength=len(names)).tolist()
-    LOG.info(f"diagnosis head: {', '.join(f'{n} {c}' for n, c in zip(names, counts))} training images; "
-             f"{int((index < 0).sum())} without a diagnosis (the verdict's loss alone)")
+    unnamed = f"{int((index < 0).sum())} without a diagnosis " + (
+        "(their label as a set of kinds)" if run.config.unnamed_kinds == "label" else "(the verdict's loss alone)")
+    LOG.info(f"diagnosis head: {', '.join(f'{n} {c}' for n, c in zip(names, counts))} training images; {unnamed}")
     return Trainee(model, names).to(run.par.device)
 
 
@@ -329,7 +347,7 @@ def fit(run: Run, model: nn.Module, trainee: nn.Module, frozen: list[nn.Module],
         LOG.info(f"each epoch sees {len(pool)} of the {len(data.tr)} training images ("
                  + ", ".join(f"{src} {kind}: {cap} of {len(idx)}" for (src, kind), (idx, cap) in capped.items()) + ")")
     fitting = Fitting(par.wrap(trainee), train_ds, weights, optimizer, scheduler, frozen, config, run.pre, par, capped,
-                      diagnosis_targets(train_samples)[1] if config.diagnosis else None)
+                      diagnosis_sets(train_samples, data.labels[data.tr], config.unnamed_kinds) if config.diagnosis else None)
 
     def save_checkpoint():
         if par.main:
@@ -391,7 +409,7 @@ def calibrate_and_save(run: Run, model: models.Classifier, progress: Progress) -
         sources=[source_record(src, data.samples) for src in data.sources],
     )
     if model.kinds is not None:  # --diagnosis: the head corrected for its training prior, the other-cancer threshold chosen on validation
-        info = correct_for_prior(model.cpu(), info, training_prior(data, model.kind_codes, config.duplicates == "once"))
+        info = correct_for_prior(model.cpu(), info, training_prior(data, model.kind_codes, config.duplicates == "once", config.unnamed_kinds))
         info = kinds_operating_point(model, info, data, config.other_target_sensitivity)
     models.save(path, model.cpu(), info)
     plot_history(progress.history, run.out_dir / "training_curves.png")
